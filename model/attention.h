@@ -1,0 +1,43 @@
+// Multi-head causal self-attention, written out by hand.
+//
+//   x ─► Q, K, V projections ─► per head: softmax(Q·Kᵀ/√d_k + causal mask) ─► dropout ─► ·V
+//     ─► heads concatenated ─► output projection
+//
+// The softmax rows are each head's "attention filter": row t says how much position t
+// draws from each position ≤ t. forward() can hand them back for inspection.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/config.h"
+
+namespace dracarys {
+
+// Keys and values of the positions already seen, for one layer. Lets generation feed one
+// new token at a time instead of the whole sequence again.
+struct LayerKVCache {
+  torch::Tensor k, v;  // [batch, context, d_model], filled up to `length`
+  int64_t length = 0;
+};
+
+class CausalSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit CausalSelfAttentionImpl(const ModelConfig& cfg);
+
+  // x: [batch, T, d_model] -> [batch, T, d_model].
+  // cache: when given, x holds positions [cache->length, cache->length + T); their keys and
+  //        values are appended and attention spans the cached positions too.
+  // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
+                        torch::Tensor* weights_out = nullptr);
+
+ private:
+  int64_t heads_, head_dim_, d_model_, context_;
+  torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
+  torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
+  torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};
+  torch::Tensor causal_mask_;        // [context, context]: 0 on and below the diagonal, -inf above
+};
+TORCH_MODULE(CausalSelfAttention);
+
+}  // namespace dracarys

@@ -1,0 +1,41 @@
+// The one description of a model's shape. Round-trips through JSON, validates itself.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dracarys {
+
+enum class PositionalKind { Sinusoidal, Learned };
+
+struct ModelConfig {
+  int64_t layers = 4;        // N decoder blocks
+  int64_t heads = 4;         // attention heads per block
+  int64_t d_model = 256;     // width of the residual stream
+  int64_t d_ff = 1024;       // hidden width of the feed-forward block
+  int64_t context = 128;     // longest sequence the model sees at once
+  int64_t vocab_size = 1024; // tokens the embedding and the decoder head know
+  double dropout = 0.1;      // on attention weights, residual branches and embeddings
+  PositionalKind positional = PositionalKind::Sinusoidal;
+  bool tied_head = true;     // decoder head reuses the token embedding's weight
+
+  int64_t head_dim() const { return d_model / heads; }
+
+  // Throws std::invalid_argument naming the first field that is wrong.
+  void validate() const;
+
+  // Parameters the model built from this config holds (a tied head counts once).
+  int64_t parameter_count() const;
+
+  std::string to_json() const;
+  // Throws std::invalid_argument on malformed JSON, unknown keys or an invalid config.
+  static ModelConfig from_json(const std::string& text);
+
+  bool operator==(const ModelConfig& o) const;
+  bool operator!=(const ModelConfig& o) const { return !(*this == o); }
+};
+
+std::string to_string(PositionalKind kind);
+PositionalKind positional_kind_from_string(const std::string& name);
+
+}  // namespace dracarys

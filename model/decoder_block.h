@@ -1,0 +1,35 @@
+// One decoder block (pre-norm):  x + Attention(LayerNorm(x)),  then  x + FeedForward(LayerNorm(x)).
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/attention.h"
+
+namespace dracarys {
+
+// Position-wise feed-forward: Linear(d_model -> d_ff), GELU, Linear(d_ff -> d_model), dropout.
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  explicit FeedForwardImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Linear in_{nullptr}, out_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+class DecoderBlockImpl : public torch::nn::Module {
+ public:
+  explicit DecoderBlockImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
+                        torch::Tensor* attention_weights = nullptr);
+
+ private:
+  torch::nn::LayerNorm ln_attn_{nullptr}, ln_ff_{nullptr};
+  CausalSelfAttention attn_{nullptr};
+  FeedForward ff_{nullptr};
+};
+TORCH_MODULE(DecoderBlock);
+
+}  // namespace dracarys

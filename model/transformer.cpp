@@ -1,0 +1,60 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+namespace dracarys {
+
+TransformerImpl::TransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  cfg_.validate();
+  embed_ = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  pos_ = register_module("pos", PositionalEncoding(cfg));
+  dropout_ = register_module("dropout", torch::nn::Dropout(cfg.dropout));
+  blocks_ = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < cfg.layers; ++i) blocks_->push_back(DecoderBlock(cfg));
+  ln_final_ = register_module("ln_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model})));
+  // A tied head is computed from embed_->weight in forward(): assigning the tensor to a
+  // Linear would not register it, and a state-dict round trip would untie them.
+  if (!cfg.tied_head)
+    head_ = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
+
+  // GPT-2 style initialisation: small normal weights, zero biases, and the projections that
+  // write into the residual stream scaled down by √(2N) so the stream's variance stays flat.
+  torch::NoGradGuard no_grad;
+  const double resid_std = 0.02 / std::sqrt(2.0 * cfg.layers);
+  for (auto& p : named_parameters()) {
+    const auto& name = p.key();
+    auto& t = p.value();
+    if (name.find("ln_") != std::string::npos) continue;  // layer norms keep weight 1, bias 0
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+      t.zero_();
+    } else if (name.find("attn.proj.weight") != std::string::npos || name.find("ff.out.weight") != std::string::npos) {
+      t.normal_(0.0, resid_std);
+    } else {
+      t.normal_(0.0, 0.02);
+    }
+  }
+}
+
+torch::Tensor TransformerImpl::head_weight() const { return cfg_.tied_head ? embed_->weight : head_->weight; }
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
+                                       std::vector<torch::Tensor>* attention) {
+  const int64_t T = tokens.size(1);
+  const int64_t start = cache ? cache->length() : 0;
+  TORCH_CHECK(start + T <= cfg_.context, "sequence of ", start + T, " tokens exceeds the context of ", cfg_.context);
+  if (cache && cache->layers.size() != blocks_->size()) cache->layers.resize(blocks_->size());
+
+  auto x = embed_(tokens) * std::sqrt(static_cast<double>(cfg_.d_model)) + pos_(start, T);
+  x = dropout_(x);
+  if (attention) attention->clear();
+  for (size_t i = 0; i < blocks_->size(); ++i) {
+    torch::Tensor weights;
+    x = blocks_->ptr<DecoderBlockImpl>(i)->forward(x, cache ? &cache->layers[i] : nullptr,
+                                                attention ? &weights : nullptr);
+    if (attention) attention->push_back(weights);
+  }
+  x = ln_final_(x);
+  return torch::matmul(x, head_weight().t());  // decoder head: [B, T, vocab]
+}
+
+}  // namespace dracarys

@@ -1,0 +1,50 @@
+// The decoder-only transformer, top to bottom as in the diagram:
+//
+//   tokens ─► token embedding (×√d_model) ─► + positional encoding ─► dropout
+//          ─► N × DecoderBlock (attention, feed-forward) ─► final LayerNorm
+//          ─► decoder head (logits over the vocabulary; tied to the embedding by default)
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/config.h"
+#include "model/decoder_block.h"
+#include "model/positional_encoding.h"
+
+namespace dracarys {
+
+// One LayerKVCache per decoder block; all blocks always hold the same number of positions.
+struct KVCache {
+  std::vector<LayerKVCache> layers;
+  int64_t length() const { return layers.empty() ? 0 : layers.front().length; }
+};
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  explicit TransformerImpl(const ModelConfig& cfg);
+
+  // tokens: [batch, T] int64 -> logits [batch, T, vocab_size].
+  // cache: incremental decoding; tokens continue the cached positions.
+  // attention: when given, receives one [batch, heads, T, T_keys] tensor per layer.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
+                        std::vector<torch::Tensor>* attention = nullptr);
+
+  KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
+  const ModelConfig& config() const { return cfg_; }
+  // The decoder head's weight: the embedding matrix itself when tied.
+  torch::Tensor head_weight() const;
+
+ private:
+  ModelConfig cfg_;
+  torch::nn::Embedding embed_{nullptr};
+  PositionalEncoding pos_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+  torch::nn::ModuleList blocks_{nullptr};
+  torch::nn::LayerNorm ln_final_{nullptr};
+  torch::nn::Linear head_{nullptr};  // only when the head is not tied
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace dracarys

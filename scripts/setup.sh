@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every Debian package dracarys needs to build, test and run. Idempotent: when all
+# are present it only checks and returns. Works as root, or through sudo.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev              # LibTorch 1.13 (CPU)
+  libopenblas0-pthread      # fast BLAS under LibTorch (the reference BLAS is ~40x slower)
+  libsentencepiece-dev      # tokenizer library (loaded through a plugin, see data/)
+  libcli11-dev libspdlog-dev nlohmann-json3-dev libssl-dev
+  libgtest-dev
+  gnuplot-nox               # scripts/plot-metrics.sh
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  echo "setup: missing packages (${missing[*]}) and not root, and sudo is not installed; run as root" >&2
+  exit 1
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "setup: done"

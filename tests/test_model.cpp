@@ -1,0 +1,292 @@
+// The model's contract: causality, attention weights, an independent reference, the KV cache,
+// parameter counting, determinism, gradients, learning, and config validation.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "model/attention.h"
+#include "model/config.h"
+#include "model/generate.h"
+#include "model/transformer.h"
+
+using namespace dracarys;
+
+namespace {
+
+ModelConfig tiny(int64_t layers = 2, int64_t heads = 4, int64_t d = 32, int64_t ctx = 16, int64_t vocab = 50) {
+  ModelConfig c;
+  c.layers = layers;
+  c.heads = heads;
+  c.d_model = d;
+  c.d_ff = 4 * d;
+  c.context = ctx;
+  c.vocab_size = vocab;
+  c.dropout = 0.0;
+  return c;
+}
+
+Transformer make(const ModelConfig& c, uint64_t seed = 7) {
+  torch::manual_seed(seed);
+  Transformer m(c);
+  m->eval();
+  return m;
+}
+
+}  // namespace
+
+TEST(Model, CausalityExact) {
+  for (auto pos : {PositionalKind::Sinusoidal, PositionalKind::Learned}) {
+    auto c = tiny();
+    c.positional = pos;
+    auto m = make(c);
+    torch::NoGradGuard ng;
+    auto a = torch::randint(0, c.vocab_size, {2, 12}, torch::kLong);
+    auto b = a.clone();
+    const int64_t t = 5;
+    b.narrow(1, t + 1, 12 - t - 1).random_(0, c.vocab_size);
+    ASSERT_FALSE(torch::equal(a, b));
+    auto la = m->forward(a), lb = m->forward(b);
+    EXPECT_TRUE(torch::equal(la.narrow(1, 0, t + 1), lb.narrow(1, 0, t + 1)));
+    EXPECT_FALSE(torch::equal(la.narrow(1, t + 1, 1), lb.narrow(1, t + 1, 1)));
+  }
+}
+
+TEST(Model, AttentionWeightsRowsSumToOneAndMaskedAboveDiagonal) {
+  auto c = tiny();
+  auto m = make(c);
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> att;
+  m->forward(torch::randint(0, c.vocab_size, {3, 10}, torch::kLong), nullptr, &att);
+  ASSERT_EQ(att.size(), static_cast<size_t>(c.layers));
+  for (auto& w : att) {
+    ASSERT_EQ(w.sizes(), (std::vector<int64_t>{3, c.heads, 10, 10}));
+    EXPECT_TRUE(torch::allclose(w.sum(-1), torch::ones({3, c.heads, 10}), 1e-5, 1e-6));
+    auto upper = torch::ones({10, 10}, torch::kBool).triu(1);
+    EXPECT_EQ(w.masked_select(upper.expand_as(w)).abs().max().item<float>(), 0.0f);
+    // something below the diagonal is non-zero: the mask is not masking everything
+    EXPECT_GT(w.masked_select(~upper.expand_as(w)).min().item<float>(), 0.0f);
+  }
+}
+
+// An independent attention written with explicit loops over heads and positions.
+TEST(Model, AttentionMatchesPerHeadReference) {
+  auto c = tiny(1, 4, 32, 16, 50);
+  torch::manual_seed(3);
+  CausalSelfAttention attn(c);
+  attn->eval();
+  torch::NoGradGuard ng;
+  const int64_t B = 2, T = 9, H = c.heads, dk = c.head_dim(), d = c.d_model;
+  auto x = torch::randn({B, T, d});
+  torch::Tensor weights;
+  auto y = attn->forward(x, nullptr, &weights);
+
+  auto params = attn->named_parameters();
+  auto Wqkv = params["qkv.weight"], bqkv = params["qkv.bias"];
+  auto Wo = params["proj.weight"], bo = params["proj.bias"];
+  auto Wq = Wqkv.narrow(0, 0, d), Wk = Wqkv.narrow(0, d, d), Wv = Wqkv.narrow(0, 2 * d, d);
+  auto bq = bqkv.narrow(0, 0, d), bk = bqkv.narrow(0, d, d), bv = bqkv.narrow(0, 2 * d, d);
+  auto ref = torch::zeros({B, T, d});
+  for (int64_t b = 0; b < B; ++b) {
+    auto Q = torch::matmul(x[b], Wq.t()) + bq, K = torch::matmul(x[b], Wk.t()) + bk,
+         V = torch::matmul(x[b], Wv.t()) + bv;
+    std::vector<torch::Tensor> heads;
+    for (int64_t h = 0; h < H; ++h) {
+      auto out = torch::zeros({T, dk});
+      for (int64_t t = 0; t < T; ++t) {
+        auto q = Q[t].narrow(0, h * dk, dk);
+        std::vector<double> s;
+        for (int64_t j = 0; j <= t; ++j) s.push_back((q * K[j].narrow(0, h * dk, dk)).sum().item<double>() / std::sqrt(double(dk)));
+        double mx = *std::max_element(s.begin(), s.end()), z = 0;
+        for (auto& v : s) z += (v = std::exp(v - mx));
+        for (int64_t j = 0; j <= t; ++j) {
+          out[t] += (s[j] / z) * V[j].narrow(0, h * dk, dk);
+          EXPECT_NEAR(weights[b][h][t][j].item<double>(), s[j] / z, 1e-5);
+        }
+      }
+      heads.push_back(out);
+    }
+    ref[b] = torch::matmul(torch::cat(heads, 1), Wo.t()) + bo;
+  }
+  EXPECT_LT((y - ref).abs().max().item<float>(), 1e-5);
+}
+
+TEST(Model, CachedDecodingMatchesFullForward) {
+  for (auto pos : {PositionalKind::Sinusoidal, PositionalKind::Learned}) {
+    auto c = tiny();
+    c.positional = pos;
+    auto m = make(c);
+    torch::NoGradGuard ng;
+    auto tokens = torch::randint(0, c.vocab_size, {2, c.context}, torch::kLong);
+    auto full = m->forward(tokens);
+    // Prefill 5 positions at once, then one position at a time.
+    auto cache = m->make_cache();
+    auto pre = m->forward(tokens.narrow(1, 0, 5), &cache);
+    EXPECT_LT((pre - full.narrow(1, 0, 5)).abs().max().item<float>(), 1e-5);
+    for (int64_t t = 5; t < c.context; ++t) {
+      auto step = m->forward(tokens.narrow(1, t, 1), &cache);
+      EXPECT_LT((step.squeeze(1) - full.select(1, t)).abs().max().item<float>(), 1e-4) << "position " << t;
+    }
+    EXPECT_EQ(cache.length(), c.context);
+    EXPECT_ANY_THROW(m->forward(tokens.narrow(1, 0, 1), &cache));  // past the context
+  }
+}
+
+TEST(Model, CachedGenerationEqualsUncachedGreedy) {
+  auto c = tiny(2, 2, 32, 32, 40);
+  auto m = make(c, 11);
+  GenerateOptions o;
+  o.sampling.greedy = true;
+  o.max_new_tokens = 24;  // stays within the context: the two paths see the same windows
+  auto a = generate(m, {1, 2, 3, 4}, o);
+  o.use_cache = false;
+  auto b = generate(m, {1, 2, 3, 4}, o);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.size(), 24u);
+  // Past the context the cached path slides its window and keeps going.
+  o.use_cache = true;
+  o.max_new_tokens = 100;
+  EXPECT_EQ(generate(m, {1, 2, 3}, o).size(), 100u);
+}
+
+TEST(Model, ParameterCountMatchesFormulaAndTiedHeadSharesStorage) {
+  for (bool tied : {true, false}) {
+    for (auto pos : {PositionalKind::Sinusoidal, PositionalKind::Learned}) {
+      auto c = tiny(3, 2, 24, 20, 37);
+      c.tied_head = tied;
+      c.positional = pos;
+      auto m = make(c);
+      int64_t n = 0;
+      for (auto& p : m->parameters()) n += p.numel();
+      EXPECT_EQ(n, c.parameter_count());
+      auto embed = m->named_parameters()["embed.weight"];
+      if (tied) {
+        EXPECT_EQ(m->head_weight().data_ptr(), embed.data_ptr());
+        EXPECT_EQ(m->named_parameters().find("head.weight"), nullptr);
+      } else {
+        EXPECT_NE(m->head_weight().data_ptr(), embed.data_ptr());
+      }
+    }
+  }
+  // Hand-counted: d=4, ff=8, V=5, T=3, 1 layer, learned, untied.
+  ModelConfig c = tiny(1, 2, 4, 3, 5);
+  c.d_ff = 8;
+  c.positional = PositionalKind::Learned;
+  c.tied_head = false;
+  EXPECT_EQ(c.parameter_count(), 20 + 12 + (8 + 60 + 20 + 8 + 40 + 36) + 8 + 20);
+}
+
+TEST(Model, SameSeedSameWeightsAndOutputs) {
+  auto c = tiny();
+  auto a = make(c, 5), b = make(c, 5), d = make(c, 6);
+  auto x = torch::randint(0, c.vocab_size, {1, 8}, torch::kLong);
+  torch::NoGradGuard ng;
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+  EXPECT_FALSE(torch::equal(a->forward(x), d->forward(x)));
+}
+
+TEST(Model, GradientsReachEveryParameter) {
+  for (bool tied : {true, false}) {
+    auto c = tiny();
+    c.tied_head = tied;
+    c.positional = PositionalKind::Learned;
+    auto m = make(c);
+    m->train();
+    auto x = torch::randint(0, c.vocab_size, {2, c.context}, torch::kLong);
+    auto logits = m->forward(x);
+    torch::nn::functional::cross_entropy(logits.reshape({-1, c.vocab_size}), x.reshape({-1})).backward();
+    for (auto& p : m->named_parameters()) {
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+      EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key();
+    }
+  }
+}
+
+TEST(Model, TinyModelOverfitsOneBatch) {
+  auto c = tiny(2, 2, 32, 16, 30);
+  c.dropout = 0.1;
+  auto m = make(c, 1);
+  m->train();
+  torch::optim::AdamW opt(m->parameters(), torch::optim::AdamWOptions(3e-3).weight_decay(0.0));
+  auto batch = torch::randint(0, c.vocab_size, {4, c.context + 1}, torch::kLong);
+  auto x = batch.narrow(1, 0, c.context), y = batch.narrow(1, 1, c.context);
+  double first = 0, last = 0;
+  for (int step = 0; step < 150; ++step) {
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(m->forward(x).reshape({-1, c.vocab_size}), y.reshape({-1}));
+    loss.backward();
+    opt.step();
+    if (step == 0) first = loss.item<double>();
+    last = loss.item<double>();
+  }
+  EXPECT_NEAR(first, std::log(30.0), 0.5);
+  EXPECT_LT(last, 0.2 * first);
+}
+
+TEST(Model, BadConfigsRejectedWithClearMessage) {
+  auto expect_msg = [](ModelConfig c, const std::string& needle) {
+    try {
+      c.validate();
+      ADD_FAILURE() << "accepted a bad config: " << needle;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto c = tiny();
+  c.heads = 5;
+  expect_msg(c, "divisible by heads");
+  c = tiny();
+  c.layers = 0;
+  expect_msg(c, "layers must be positive");
+  c = tiny();
+  c.vocab_size = -3;
+  expect_msg(c, "vocab_size must be positive");
+  c = tiny();
+  c.dropout = 1.0;
+  expect_msg(c, "dropout");
+  EXPECT_THROW(ModelConfig::from_json("{\"layers\": 2, \"colour\": 1}"), std::invalid_argument);
+  EXPECT_THROW(ModelConfig::from_json("{\"layers\": \"two\"}"), std::invalid_argument);
+  EXPECT_THROW(ModelConfig::from_json("not json"), std::invalid_argument);
+  EXPECT_THROW(ModelConfig::from_json("{\"positional\": \"rotary\"}"), std::invalid_argument);
+  EXPECT_THROW(Transformer{c}, std::invalid_argument);
+}
+
+TEST(Model, ConfigRoundTripsThroughJson) {
+  auto c = tiny(3, 2, 24, 20, 37);
+  c.dropout = 0.25;
+  c.positional = PositionalKind::Learned;
+  c.tied_head = false;
+  auto back = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(back, c);
+  EXPECT_NE(back, tiny());
+}
+
+TEST(Sampler, TopKOneEqualsGreedyAndSeedsRepeat) {
+  std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
+  SamplingOptions g;
+  g.greedy = true;
+  EXPECT_EQ(Sampler(g).next(logits), 1);
+  SamplingOptions k1;
+  k1.top_k = 1;
+  k1.temperature = 5.0;
+  EXPECT_EQ(Sampler(k1).next(logits), 1);
+  SamplingOptions s;
+  s.temperature = 2.0;
+  s.seed = 9;
+  Sampler a(s), b(s);
+  std::vector<int64_t> ra, rb;
+  for (int i = 0; i < 50; ++i) ra.push_back(a.next(logits)), rb.push_back(b.next(logits));
+  EXPECT_EQ(ra, rb);
+  EXPECT_GT(std::set<int64_t>(ra.begin(), ra.end()).size(), 2u);
+  SamplingOptions p;
+  p.top_p = 0.3;  // only the top token is within the nucleus
+  p.temperature = 1.0;
+  Sampler sp(p);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(sp.next(logits), 1);
+  SamplingOptions bad;
+  bad.temperature = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad = SamplingOptions{};
+  bad.top_p = 1.5;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
