@@ -1,0 +1,253 @@
+#include "data/corpus.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "data/csv.h"
+#include "data/errors.h"
+#include "data/text.h"
+
+namespace fs = std::filesystem;
+
+namespace dracarys {
+
+std::string Utterance::line(bool with_speaker) const {
+  return with_speaker && !speaker.empty() ? speaker + ": " + text : text;
+}
+
+std::string CorpusStats::summary() const {
+  std::ostringstream s;
+  s << files << " file(s), " << utterances << " utterances, " << characters << " characters, " << episodes
+    << " episode(s); dropped " << dropped_empty << " empty (cue-only) and " << dropped_lyrics
+    << " song-lyric line(s); removed sound cues from " << cues_removed;
+  return s.str();
+}
+
+std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw DataError(path + ": no such file or folder");
+  if (fs::is_directory(path, ec)) throw DataError(path + ": is a folder, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(path + ": cannot be read (permission denied?)");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw DataError(path + ": read error");
+  return ss.str();
+}
+
+namespace {
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+size_t line_of(std::string_view text, size_t offset) {
+  return 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + offset, '\n'));
+}
+
+void require_utf8(std::string_view text, const std::string& path) {
+  size_t bad = 0;
+  if (!valid_utf8(text, &bad))
+    throw DataError(path + ":" + std::to_string(line_of(text, bad)) + ": bytes are not valid UTF-8 (at byte " +
+                    std::to_string(bad) + ")");
+}
+
+// Adds one utterance after normalising it; counts what was dropped.
+class Collector {
+ public:
+  Collector(Corpus& c, const CorpusOptions& o) : corpus_(c), opts_(o) {}
+  void add(std::string speaker, std::string_view raw, const std::string& episode) {
+    std::string text = opts_.keep_cues ? std::string(raw) : strip_cues(raw);
+    if (!opts_.keep_cues && text.size() != raw.size()) ++corpus_.stats.cues_removed;
+    text = collapse_whitespace(text);
+    if (text.empty()) {
+      ++corpus_.stats.dropped_empty;
+      return;
+    }
+    speaker = collapse_whitespace(speaker);
+    corpus_.utterances.push_back({speaker, std::move(text), episode});
+  }
+  void lyric() { ++corpus_.stats.dropped_lyrics; }
+
+ private:
+  Corpus& corpus_;
+  const CorpusOptions& opts_;
+};
+
+int column(const std::vector<std::string>& header, const std::string& name) {
+  for (size_t i = 0; i < header.size(); ++i)
+    if (lower(collapse_whitespace(header[i])) == lower(name)) return static_cast<int>(i);
+  return -1;
+}
+
+// "Season 1" or "1" -> "1"
+std::string number_in(const std::string& s) {
+  std::string digits;
+  for (char c : s)
+    if (std::isdigit(static_cast<unsigned char>(c))) digits.push_back(c);
+  return digits.empty() ? s : std::to_string(std::stoll(digits.substr(0, 9)));
+}
+
+std::string episode_id(const std::string& season, const std::string& episode) {
+  return "S" + number_in(season) + "E" + number_in(episode);
+}
+
+void read_csv(const std::string& path, std::string_view text, Collector& out) {
+  auto rows = parse_csv(text, path);
+  if (rows.empty()) throw DataError(path + ": CSV file has no header row");
+  const auto& header = rows[0].fields;
+  auto field = [&](const CsvRow& r, int col) -> std::string {
+    return col >= 0 && col < static_cast<int>(r.fields.size()) ? r.fields[col] : std::string();
+  };
+  int sentence = column(header, "Sentence"), name = column(header, "Name");
+  int season = column(header, "Season"), episode = column(header, "Episode");
+  int cap = column(header, "cap"), music = column(header, "music");
+  if (sentence >= 0 && name >= 0 && season >= 0 && episode >= 0) {  // the script, with speakers
+    for (size_t i = 1; i < rows.size(); ++i)
+      out.add(field(rows[i], name), field(rows[i], sentence), episode_id(field(rows[i], season), field(rows[i], episode)));
+    return;
+  }
+  if (cap >= 0 && season >= 0 && episode >= 0) {  // subtitles: captions, no speakers
+    // A sentence split over captions ("you win..." / "or you die.") is joined back together
+    // when the next caption of the same episode starts in lower case.
+    std::string pending, pending_ep;
+    auto flush = [&] {
+      if (!pending.empty()) out.add("", pending, pending_ep);
+      pending.clear();
+    };
+    for (size_t i = 1; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      if (music >= 0 && lower(collapse_whitespace(field(r, music))) == "true") {
+        flush();
+        out.lyric();
+        continue;
+      }
+      std::string ep = episode_id(field(r, season), field(r, episode));
+      std::string c = collapse_whitespace(field(r, cap));
+      bool continues = !pending.empty() && ep == pending_ep && !c.empty() && std::islower(static_cast<unsigned char>(c[0]));
+      if (continues) {
+        if (pending.size() >= 3 && pending.compare(pending.size() - 3, 3, "...") == 0) pending.resize(pending.size() - 3);
+        pending += " " + c;
+      } else {
+        flush();
+        pending = c;
+        pending_ep = ep;
+      }
+    }
+    flush();
+    return;
+  }
+  std::string found;
+  for (const auto& h : header) found += (found.empty() ? "" : ", ") + h;
+  throw DataError(path + ": CSV columns not recognised; expected Name, Sentence, Season, Episode (script) or cap, "
+                  "season, episode (subtitles); found: " + found);
+}
+
+void read_srt(const std::string& path, std::string_view text, Collector& out) {
+  // Blocks separated by blank lines: an index, a "00:00:01,000 --> 00:00:02,000" timing line,
+  // then one or more lines of caption text.
+  std::istringstream in{std::string(text)};
+  std::string line, caption;
+  bool in_text = false;
+  auto flush = [&] {
+    if (!caption.empty()) out.add("", strip_tags(caption), path);
+    caption.clear();
+    in_text = false;
+  };
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (collapse_whitespace(line).empty()) {
+      flush();
+    } else if (line.find("-->") != std::string::npos && !in_text) {
+      in_text = true;
+    } else if (in_text) {
+      caption += (caption.empty() ? "" : " ") + line;
+    }  // else: the block's index number
+  }
+  flush();
+}
+
+void read_text(const std::string& path, std::string_view text, Collector& out) {
+  // A text file is one long scene: episodes for the split are blocks of 100 lines.
+  std::istringstream in{std::string(text)};
+  std::string line;
+  size_t n = 0;
+  while (std::getline(in, line)) {
+    std::string episode = path + "#" + std::to_string(n++ / 100);
+    std::string speaker;
+    std::string_view body = line;
+    // "speaker: text" when the part before ": " looks like a name (letters, spaces, ' . -).
+    size_t colon = line.find(": ");
+    if (colon != std::string::npos && colon > 0 && colon <= 40) {
+      bool name_like = std::all_of(line.begin(), line.begin() + colon, [](char c) {
+        return std::isalpha(static_cast<unsigned char>(c)) || c == ' ' || c == '\'' || c == '.' || c == '-' ||
+               (static_cast<unsigned char>(c) & 0x80);
+      });
+      if (name_like) {
+        speaker = line.substr(0, colon);
+        body = std::string_view(line).substr(colon + 2);
+      }
+    }
+    out.add(speaker, body, episode);
+  }
+}
+
+std::string extension(const fs::path& p) { return lower(p.extension().string()); }
+
+void read_one(const fs::path& p, Collector& out) {
+  std::string text = read_file(p.string());
+  std::string_view view = strip_bom(text);
+  require_utf8(view, p.string());
+  const std::string ext = extension(p);
+  const std::string first_line(view.substr(0, view.find('\n')));
+  if (ext == ".csv") read_csv(p.string(), view, out);
+  else if (ext == ".srt" || (first_line.find_first_not_of("0123456789\r ") == std::string::npos &&
+                             view.find("-->") != std::string::npos && !first_line.empty()))
+    read_srt(p.string(), view, out);
+  else read_text(p.string(), view, out);
+}
+
+}  // namespace
+
+Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts) {
+  if (paths.empty()) throw DataError("no corpus given");
+  Corpus corpus;
+  Collector out(corpus, opts);
+  for (const auto& path : paths) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) throw DataError(path + ": no such file or folder");
+    std::vector<fs::path> files;
+    if (fs::is_directory(path, ec)) {
+      for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        const auto ext = extension(it->path());
+        if (it->is_regular_file() && (ext == ".csv" || ext == ".srt" || ext == ".txt")) files.push_back(it->path());
+      }
+      if (ec) throw DataError(path + ": cannot list folder: " + ec.message());
+      std::sort(files.begin(), files.end());
+      if (files.empty()) throw DataError(path + ": folder holds no .csv, .srt or .txt files");
+    } else {
+      files.push_back(path);
+    }
+    for (const auto& f : files) {
+      read_one(f, out);
+      ++corpus.stats.files;
+    }
+  }
+  if (corpus.utterances.empty()) throw DataError("corpus is empty: no utterances in " + paths.front() + (paths.size() > 1 ? " and the other paths" : ""));
+  std::set<std::string> episodes;
+  for (auto& u : corpus.utterances) {
+    if (!opts.speakers) u.speaker.clear();
+    episodes.insert(u.episode);
+    corpus.stats.characters += count_chars(u.line(opts.speakers)) + 1;  // + the line end
+  }
+  corpus.stats.utterances = corpus.utterances.size();
+  corpus.stats.episodes = episodes.size();
+  return corpus;
+}
+
+}  // namespace dracarys

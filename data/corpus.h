@@ -1,0 +1,53 @@
+// Corpus readers: the show's dialogue in the forms people have it, normalised to one
+// utterance per line ("speaker: text" when the source names the speaker).
+//
+// Formats, detected by extension and header:
+//   .csv  script layout (Name, Sentence, Season, Episode) or subtitle layout (cap, music, ...)
+//   .srt  SubRip subtitles (multi-line captions, <i> tags, BOM)
+//   other plain UTF-8 text, one utterance per line, optionally "speaker: text"
+// Folders are read recursively (files ending .csv, .srt or .txt, in name order).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dracarys {
+
+struct Utterance {
+  std::string speaker;  // lower case as in the source; empty when unknown
+  std::string text;     // whitespace collapsed, cues removed
+  std::string episode;  // identity for the train/validation split, e.g. "S01E07" or a file name
+
+  // The normalised line the model trains on.
+  std::string line(bool with_speaker = true) const;
+};
+
+struct CorpusOptions {
+  bool speakers = true;   // keep "speaker: " prefixes
+  bool keep_cues = false; // keep "( grunts )" and "[ ... ]" sound cues
+  bool keep_lyrics = false;
+};
+
+struct CorpusStats {
+  size_t files = 0, utterances = 0, characters = 0, episodes = 0;
+  size_t dropped_empty = 0;   // nothing left after removing cues and whitespace
+  size_t dropped_lyrics = 0;  // song lyrics (subtitle "music" rows)
+  size_t cues_removed = 0;    // utterances that lost a sound cue
+  std::string summary() const;
+};
+
+struct Corpus {
+  std::vector<Utterance> utterances;
+  CorpusStats stats;
+};
+
+// Reads every path (file or folder). Throws DataError with a one-line message for a missing
+// path, an unreadable file, non-UTF-8 bytes (file and line), a CSV without the expected
+// columns, or a corpus with no utterances at all.
+Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts = {});
+
+// Reads one file's text (throws DataError when missing or unreadable).
+std::string read_file(const std::string& path);
+
+}  // namespace dracarys

@@ -1,0 +1,23 @@
+// Small UTF-8 and whitespace helpers shared by the corpus readers and the tokenizer.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace dracarys {
+
+// True when `s` is valid UTF-8; otherwise *bad_offset gets the first bad byte's offset.
+bool valid_utf8(std::string_view s, size_t* bad_offset = nullptr);
+// Code points in valid UTF-8 (continuation bytes are not counted).
+size_t count_chars(std::string_view s);
+// Runs of whitespace (spaces, tabs, newlines) become one space; ends are trimmed.
+std::string collapse_whitespace(std::string_view s);
+// Removes bracketed sound cues: "( grunts )", "[ door slams ]".
+std::string strip_cues(std::string_view s);
+// Removes HTML-style tags as used in subtitles: <i>, </i>, <font color="...">.
+std::string strip_tags(std::string_view s);
+// Drops a leading UTF-8 byte order mark.
+std::string_view strip_bom(std::string_view s);
+
+}  // namespace dracarys

@@ -1,0 +1,42 @@
+// Helpers shared by the tests: scratch folders and files the tests write themselves.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+namespace dracarys::testing {
+
+// A fresh folder under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() / ("dracarys-test-" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string write(const std::string& name, const std::string& content) const {
+    std::ofstream(file(name), std::ios::binary) << content;
+    return file(name);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string shared_data(const std::string& name) {
+  for (auto dir : {"../shared/data/got/", "../../shared/data/got/", "../../../shared/data/got/"}) {
+    auto p = std::filesystem::path(DRACARYS_SOURCE_DIR) / dir / name;
+    if (std::filesystem::exists(p)) return p.string();
+  }
+  return "";
+}
+
+}  // namespace dracarys::testing
