@@ -1,0 +1,27 @@
+// The one device and thread policy, shared by both executables.
+//
+// Threads: on a small CPU the fastest split measured here is LibTorch's intra-op pool at 1
+// thread while OpenBLAS (which does the big matrix multiplies) uses every core: the two
+// pools otherwise fight over the same cores (2 + 2 threads on 2 cores ran 1.5-1.9x slower).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace dracarys {
+
+struct RuntimeOptions {
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  int threads = 0;              // BLAS threads; 0 = every core
+  int intra_op_threads = 1;     // LibTorch's own pool (element-wise work)
+};
+
+// Applies the thread policy and returns the device to use. Throws std::invalid_argument for an
+// unknown device or a CUDA device this LibTorch build cannot reach.
+torch::Device apply_runtime(const RuntimeOptions& opts);
+
+// One line describing what apply_runtime chose.
+std::string runtime_summary();
+
+}  // namespace dracarys

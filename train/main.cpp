@@ -1,0 +1,89 @@
+// dracarys-train: trains the transformer on the show's dialogue.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/checkpoint.h"
+#include "common/runtime.h"
+#include "data/errors.h"
+#include "train/trainer.h"
+
+using namespace dracarys;
+
+namespace {
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  CLI::App app{
+      "dracarys-train: train a small decoder-only transformer on dialogue.\n"
+      "Example: dracarys-train --corpus ../shared/data/got/got_script_s1-8.csv --out got.pt --time-budget 10m\n"
+      "Continue a run: dracarys-train --resume got.pt [--max-steps N]"};
+  app.get_formatter()->column_width(34);
+  TrainOptions o;
+  std::string time_budget;
+  add_train_options(app, o, time_budget);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (!time_budget.empty()) o.time_budget_s = parse_duration(time_budget);
+    if (!o.resume.empty()) {
+      // Settings come from the checkpoint; flags given now override training settings, and
+      // flags that would change the model's shape are refused.
+      auto ckpt = load_checkpoint(o.resume);
+      for (const auto& flag : model_shape_flags())
+        if (app.count(flag) > 0)
+          throw std::invalid_argument(flag + " cannot change when resuming: the model's shape is fixed by " + o.resume);
+      TrainOptions from_ckpt = o;
+      auto meta = nlohmann::json::parse(ckpt.meta_json);
+      from_ckpt.update_from_json(meta.value("train_options", nlohmann::json::object()));
+      from_ckpt.model = ckpt.config;
+      auto keep = [&](const char* flag, auto& dst, const auto& src) {
+        if (app.count(flag) > 0) dst = src;
+      };
+      keep("--corpus", from_ckpt.corpus, o.corpus);
+      keep("--val-share", from_ckpt.validation_share, o.validation_share);
+      keep("--batch-size", from_ckpt.batch_size, o.batch_size);
+      keep("--lr", from_ckpt.lr, o.lr);
+      keep("--min-lr", from_ckpt.min_lr, o.min_lr);
+      keep("--warmup-steps", from_ckpt.warmup_steps, o.warmup_steps);
+      keep("--weight-decay", from_ckpt.weight_decay, o.weight_decay);
+      keep("--grad-clip", from_ckpt.grad_clip, o.grad_clip);
+      keep("--max-steps", from_ckpt.max_steps, o.max_steps);
+      keep("--schedule-steps", from_ckpt.schedule_steps, o.schedule_steps);
+      keep("--time-budget", from_ckpt.time_budget_s, o.time_budget_s);
+      keep("--eval-every", from_ckpt.eval_every, o.eval_every);
+      keep("--eval-windows", from_ckpt.eval_windows, o.eval_windows);
+      keep("--prompt", from_ckpt.prompt, o.prompt);
+      keep("--seed", from_ckpt.seed, o.seed);
+      if (app.count("--out") == 0) from_ckpt.out = o.resume;
+      else from_ckpt.out = o.out;
+      from_ckpt.resume = o.resume;
+      from_ckpt.runtime = o.runtime;
+      o = from_ckpt;
+    } else if (o.max_steps == 0 && o.time_budget_s <= 0) {
+      o.time_budget_s = 600;  // the default: ten minutes
+    }
+    auto device = apply_runtime(o.runtime);
+    spdlog::info("{}", runtime_summary());
+    if (o.benchmark) {
+      o.validate();
+      return run_train_benchmark(o, device);
+    }
+    return run_training(o, device);
+  } catch (const std::invalid_argument& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const DataError& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const CheckpointError& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const c10::Error& e) {
+    spdlog::error("LibTorch: {}", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    spdlog::error("{}", first_line(e.what()));
+  }
+  return 1;
+}

@@ -1,0 +1,175 @@
+#include "train/options.h"
+
+#include <cctype>
+#include <stdexcept>
+
+namespace dracarys {
+
+double parse_duration(const std::string& text) {
+  if (text.empty()) throw std::invalid_argument("empty duration");
+  double total = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t used = 0;
+    double v;
+    try {
+      v = std::stod(text.substr(i), &used);
+    } catch (const std::exception&) {
+      throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
+    }
+    i += used;
+    double unit = 1;
+    if (i < text.size()) {
+      switch (std::tolower(static_cast<unsigned char>(text[i]))) {
+        case 's': unit = 1; break;
+        case 'm': unit = 60; break;
+        case 'h': unit = 3600; break;
+        default: throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
+      }
+      ++i;
+    }
+    if (v < 0) throw std::invalid_argument("duration must not be negative: '" + text + "'");
+    total += v * unit;
+  }
+  return total;
+}
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"corpus", corpus},
+          {"validation_share", validation_share},
+          {"no_speakers", no_speakers},
+          {"tokenizer_type", tokenizer_type},
+          {"batch_size", batch_size},
+          {"lr", lr},
+          {"min_lr", min_lr},
+          {"warmup_steps", warmup_steps},
+          {"weight_decay", weight_decay},
+          {"grad_clip", grad_clip},
+          {"max_steps", max_steps},
+          {"schedule_steps", schedule_steps},
+          {"time_budget_s", time_budget_s},
+          {"eval_every", eval_every},
+          {"eval_windows", eval_windows},
+          {"prompt", prompt},
+          {"seed", seed}};
+}
+
+void TrainOptions::update_from_json(const nlohmann::json& j) {
+  auto get = [&](const char* k, auto& field) {
+    if (j.contains(k)) field = j.at(k).get<std::decay_t<decltype(field)>>();
+  };
+  get("corpus", corpus);
+  get("validation_share", validation_share);
+  get("no_speakers", no_speakers);
+  get("tokenizer_type", tokenizer_type);
+  get("batch_size", batch_size);
+  get("lr", lr);
+  get("min_lr", min_lr);
+  get("warmup_steps", warmup_steps);
+  get("weight_decay", weight_decay);
+  get("grad_clip", grad_clip);
+  get("max_steps", max_steps);
+  get("schedule_steps", schedule_steps);
+  get("time_budget_s", time_budget_s);
+  get("eval_every", eval_every);
+  get("eval_windows", eval_windows);
+  get("prompt", prompt);
+  get("seed", seed);
+}
+
+void TrainOptions::validate() const {
+  model.validate();
+  auto positive = [](const char* name, double v) {
+    if (!(v > 0)) throw std::invalid_argument(std::string(name) + " must be positive");
+  };
+  positive("--batch-size", static_cast<double>(batch_size));
+  positive("--lr", lr);
+  positive("--eval-every", static_cast<double>(eval_every));
+  if (min_lr < 0 || min_lr > lr) throw std::invalid_argument("--min-lr must be between 0 and --lr");
+  if (warmup_steps < 0) throw std::invalid_argument("--warmup-steps must be >= 0");
+  if (weight_decay < 0) throw std::invalid_argument("--weight-decay must be >= 0");
+  if (grad_clip < 0) throw std::invalid_argument("--grad-clip must be >= 0 (0 turns clipping off)");
+  if (max_steps < 0 || schedule_steps < 0) throw std::invalid_argument("step counts must be >= 0");
+  if (max_steps == 0 && time_budget_s <= 0 && !benchmark)
+    throw std::invalid_argument("give --max-steps or --time-budget (or both)");
+  if (!(validation_share >= 0 && validation_share < 1)) throw std::invalid_argument("--val-share must be in [0, 1)");
+  if (model.vocab_size < 64 && !benchmark)
+    throw std::invalid_argument("--vocab-size must be at least 64 for a tokenizer with byte fallback");
+}
+
+void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget) {
+  auto* data = "Data";
+  app.add_option("--corpus", o.corpus,
+                 "Corpus files or folders: .csv (the show's script or subtitles), .srt, or text with one "
+                 "'speaker: line' per line. Several allowed.")
+      ->group(data);
+  app.add_option("--val-share", o.validation_share, "Share of utterances held out for validation, split by episode")
+      ->capture_default_str()->group(data);
+  app.add_flag("--no-speakers", o.no_speakers, "Drop the 'speaker: ' prefix from every line")->group(data);
+  app.add_option("--tokenizer", o.tokenizer_type, "Tokenizer model: bpe or unigram")
+      ->check(CLI::IsMember({"bpe", "unigram"}))->capture_default_str()->group(data);
+
+  auto* model = "Model (fixed once training starts)";
+  app.add_option("--layers", o.model.layers, "Decoder blocks")->capture_default_str()->group(model);
+  app.add_option("--heads", o.model.heads, "Attention heads per block (must divide --d-model)")->capture_default_str()->group(model);
+  app.add_option("--d-model", o.model.d_model, "Width of the residual stream")->capture_default_str()->group(model);
+  app.add_option("--d-ff", o.model.d_ff, "Hidden width of the feed-forward block")->capture_default_str()->group(model);
+  app.add_option("--context", o.model.context, "Tokens the model sees at once")->capture_default_str()->group(model);
+  app.add_option("--vocab-size", o.model.vocab_size, "Tokenizer vocabulary (sentencepiece, with byte fallback)")
+      ->capture_default_str()->group(model);
+  app.add_option("--dropout", o.model.dropout, "Dropout on attention weights, residual branches and embeddings")
+      ->capture_default_str()->group(model);
+  app.add_option_function<std::string>(
+         "--positional", [&o](const std::string& s) { o.model.positional = positional_kind_from_string(s); },
+         "Positional encoding: sinusoidal (default) or learned")
+      ->check(CLI::IsMember({"sinusoidal", "learned"}))->group(model);
+  app.add_flag_function("--untied-head", [&o](int64_t) { o.model.tied_head = false; },
+                        "Give the decoder head its own weights instead of reusing the embedding")
+      ->group(model);
+
+  auto* opt = "Optimisation";
+  app.add_option("--batch-size", o.batch_size, "Sequences per step")->capture_default_str()->group(opt);
+  app.add_option("--lr", o.lr, "Peak learning rate (AdamW)")->capture_default_str()->group(opt);
+  app.add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str()->group(opt);
+  app.add_option("--warmup-steps", o.warmup_steps, "Steps of linear warm-up")->capture_default_str()->group(opt);
+  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay, on weight matrices only")->capture_default_str()->group(opt);
+  app.add_option("--grad-clip", o.grad_clip, "Clip the gradient norm to this (0 = off)")->capture_default_str()->group(opt);
+  app.add_option("--max-steps", o.max_steps, "Stop after this many steps (0 = no limit)")->capture_default_str()->group(opt);
+  app.add_option("--schedule-steps", o.schedule_steps,
+                 "Steps the learning-rate schedule spans (default: --max-steps; with only a time budget, the schedule follows the clock)")
+      ->group(opt);
+  app.add_option("--time-budget", time_budget, "Stop after this long, e.g. 90s, 10m, 1h (default 10m without --max-steps)")
+      ->group(opt);
+  app.add_option("--seed", o.seed, "Seed for initial weights, split, batches and dropout")->capture_default_str()->group(opt);
+
+  auto* io = "Evaluation and output";
+  app.add_option("--out", o.out, "Checkpoint to write (the best by validation loss goes to NAME.best.pt)")
+      ->capture_default_str()->group(io);
+  app.add_option("--resume", o.resume, "Continue training from this checkpoint, with its model and settings")->group(io);
+  app.add_option("--eval-every", o.eval_every, "Evaluate, print a sample and save every N steps")->capture_default_str()->group(io);
+  app.add_option("--eval-windows", o.eval_windows, "Validation windows per evaluation (fixed; 0 = all)")
+      ->capture_default_str()->group(io);
+  app.add_option("--prompt", o.prompt, "Prompt of the sample completion shown at each evaluation")->group(io);
+
+  auto* rt = "Runtime";
+  app.add_option("--threads", o.runtime.threads, "BLAS threads (0 = every core)")->capture_default_str()->group(rt);
+  app.add_option("--intra-op-threads", o.runtime.intra_op_threads,
+                 "LibTorch intra-op threads (1 measured fastest on 2 cores)")
+      ->capture_default_str()->group(rt);
+  app.add_option("--device", o.runtime.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(rt);
+  app.add_flag("--benchmark", o.benchmark,
+               "Measure training throughput on random tokens (no corpus, no checkpoint) and print one JSON line")
+      ->group(rt);
+  app.add_option("--benchmark-windows", o.benchmark_windows, "Timed windows in --benchmark (the median is reported)")
+      ->capture_default_str()->group(rt);
+  app.set_config("--config", "", "Read options from a TOML/INI file whose keys are the long option names");
+}
+
+const std::vector<std::string>& model_shape_flags() {
+  static const std::vector<std::string> flags = {"--layers",  "--heads",      "--d-model",    "--d-ff",
+                                                 "--context", "--vocab-size", "--positional", "--untied-head",
+                                                 "--dropout", "--tokenizer",  "--no-speakers"};
+  return flags;
+}
+
+}  // namespace dracarys

@@ -1,0 +1,281 @@
+#include "train/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "common/checkpoint.h"
+#include "common/evaluate.h"
+#include "data/batching.h"
+#include "data/corpus.h"
+#include "data/split.h"
+#include "data/tokenizer.h"
+#include "model/generate.h"
+
+namespace dracarys {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+std::atomic<int> g_stop_signal{0};
+
+void on_signal(int sig) { g_stop_signal = sig; }
+
+std::string best_path(const std::string& out) {
+  std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + ".best" + p.extension().string())).string();
+}
+
+// AdamW with weight decay only on weight matrices (every 2-D parameter), not on biases or norms.
+torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto opts = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).eps(1e-8);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
+  return torch::optim::AdamW(std::move(groups), opts);
+}
+
+void set_lr(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+struct Prepared {
+  Tokenizer tokenizer;
+  TokenStream train, validation;
+};
+
+Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
+  auto t0 = Clock::now();
+  CorpusOptions co;
+  co.speakers = !o.no_speakers;
+  auto corpus = load_corpus(o.corpus, co);
+  spdlog::info("corpus: {}", corpus.stats.summary());
+  auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
+  std::vector<std::string> train_lines, val_lines;
+  for (auto& u : split.train) train_lines.push_back(u.line(co.speakers));
+  for (auto& u : split.validation) val_lines.push_back(u.line(co.speakers));
+  spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
+               train_lines.size(), val_lines.size(), split.validation_episodes.size());
+  auto t1 = Clock::now();
+  std::optional<Tokenizer> tok;
+  if (tokenizer_bytes) {
+    tok = Tokenizer::from_bytes(*tokenizer_bytes);
+  } else {
+    TokenizerOptions to;
+    to.model_type = o.tokenizer_type;
+    to.vocab_size = static_cast<int>(o.model.vocab_size);
+    tok = Tokenizer::train(train_lines, to);
+    spdlog::info("tokenizer: {} with {} tokens trained in {:.2f}s", o.tokenizer_type, tok->vocab_size(),
+                 std::chrono::duration<double>(Clock::now() - t1).count());
+  }
+  auto t2 = Clock::now();
+  Prepared p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
+  const double secs = std::chrono::duration<double>(Clock::now() - t2).count();
+  spdlog::info("tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
+               p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()), secs,
+               (p.train.chars + p.validation.chars) / std::max(secs, 1e-9),
+               std::chrono::duration<double>(Clock::now() - t0).count());
+  return p;
+}
+
+std::string sample(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
+  GenerateOptions g;
+  g.max_new_tokens = 48;
+  g.stop_token = tok.eos_id();
+  g.sampling.seed = seed;
+  g.sampling.temperature = 0.8;
+  auto ids = tok.encode(prompt);
+  if (ids.empty()) return "";
+  auto out = generate(model, std::vector<int64_t>(ids.begin(), ids.end()), g);
+  model->train();
+  std::vector<int32_t> o32(out.begin(), out.end());
+  if (!o32.empty() && o32.back() == tok.eos_id()) o32.pop_back();
+  return tok.decode(o32);
+}
+
+}  // namespace
+
+double learning_rate(const TrainOptions& o, int64_t step, double progress) {
+  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps + 1);
+  progress = std::clamp(progress, 0.0, 1.0);
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+int run_training(TrainOptions o, const torch::Device& device) {
+  // Resume: model, tokenizer, settings and state come from the checkpoint.
+  std::optional<Checkpoint> resumed;
+  nlohmann::json state = nlohmann::json::object();
+  if (!o.resume.empty()) {
+    resumed = load_checkpoint(o.resume);
+    o.model = resumed->config;
+    auto meta = nlohmann::json::parse(resumed->meta_json);
+    if (meta.contains("state")) state = meta["state"];
+    spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
+  }
+  o.validate();
+  if (o.corpus.empty()) throw std::invalid_argument("no corpus: give --corpus PATH (a .csv, .srt or .txt file, or a folder)");
+
+  // The output must be writable before any time is spent training.
+  {
+    const auto probe = o.out + ".probe." + std::to_string(::getpid());
+    std::ofstream f(probe);
+    if (!f) throw std::invalid_argument("cannot write to --out " + o.out + " (does its folder exist?)");
+    f.close();
+    std::filesystem::remove(probe);
+  }
+
+  auto data = prepare(o, resumed ? &resumed->tokenizer : nullptr);
+  o.model.vocab_size = data.tokenizer.vocab_size();
+  TrainBatcher batcher(data.train.ids, o.model.context, o.batch_size, o.seed);
+  auto val = eval_batches(data.validation, data.tokenizer.chars_per_token(), o.model.context, o.batch_size, o.eval_windows);
+
+  torch::manual_seed(o.seed);
+  Transformer model(o.model);
+  model->to(device);
+  auto optimizer = make_optimizer(model, o);
+  int64_t step = 0;
+  double elapsed_before = 0, best_val = INFINITY;
+  if (resumed) {
+    load_module_bytes(*model, resumed->model);
+    model->to(device);
+    if (!resumed->optimizer.empty()) load_optimizer_bytes(optimizer, resumed->optimizer);
+    step = state.value("step", int64_t{0});
+    elapsed_before = state.value("elapsed_s", 0.0);
+    best_val = state.value("best_val_loss", INFINITY);
+  }
+  model->train();
+  spdlog::info("model: {} parameters, {}", o.model.parameter_count(), o.model.to_json());
+
+  const int64_t tokens_per_step = o.batch_size * o.model.context;
+  const int64_t schedule_steps = o.schedule_steps > 0 ? o.schedule_steps : o.max_steps;
+  auto progress_of = [&](int64_t s, double elapsed) {
+    if (schedule_steps > 0) return static_cast<double>(s) / static_cast<double>(schedule_steps);
+    return elapsed / o.time_budget_s;  // only a time budget: the schedule follows the clock
+  };
+
+  const auto start = Clock::now();
+  auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(Clock::now() - start).count(); };
+  auto save = [&](const std::string& path) {
+    Checkpoint c;
+    c.config = o.model;
+    c.tokenizer = data.tokenizer.bytes();
+    c.model = module_bytes(*model);
+    c.optimizer = optimizer_bytes(optimizer);
+    nlohmann::json meta;
+    meta["train_options"] = o.to_json();
+    meta["state"] = {{"step", step}, {"elapsed_s", elapsed()},
+                     {"best_val_loss", std::isfinite(best_val) ? best_val : 1e30}};
+    c.meta_json = meta.dump();
+    save_checkpoint(path, c);
+  };
+
+  std::ofstream metrics(o.out + ".metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
+  g_stop_signal = 0;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  const bool tty = ::isatty(STDERR_FILENO);
+  double loss_sum = 0;
+  int64_t loss_n = 0;
+  auto last_log = Clock::now();
+  auto window_start = Clock::now();
+  int64_t window_steps = 0;
+  double tokens_per_s = 0;
+  int exit_code = 0;
+
+  auto finish_eval = [&](double train_loss) {
+    std::string line = fmt::format("step {} | train loss {:.4f}", step, train_loss);
+    nlohmann::json m = {{"step", step}, {"time_s", elapsed()}, {"train_loss", train_loss},
+                        {"lr", learning_rate(o, step, progress_of(step, elapsed()))}, {"tokens_per_s", tokens_per_s}};
+    if (!val.empty()) {
+      auto r = evaluate(model, val, device);
+      line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
+      m["val_loss"] = r.loss;
+      m["val_ppl"] = r.perplexity;
+      m["val_bpc"] = r.bits_per_char;
+      if (r.loss < best_val) {
+        best_val = r.loss;
+        save(best_path(o.out));
+        line += " | best so far";
+      }
+    }
+    if (tty) fmt::print(stderr, "\r\033[K");
+    spdlog::info("{}", line);
+    spdlog::info("sample: {}{}", o.prompt, sample(model, data.tokenizer, o.prompt, o.seed + step));
+    metrics << m.dump() << "\n" << std::flush;
+    save(o.out);
+  };
+
+  while (true) {
+    if (o.max_steps > 0 && step >= o.max_steps) break;
+    if (o.time_budget_s > 0 && elapsed() >= o.time_budget_s) break;
+    if (g_stop_signal) break;
+    const double lr = learning_rate(o, step, progress_of(step, elapsed()));
+    set_lr(optimizer, lr);
+    auto batch = batcher.batch(step);
+    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));  // dropout depends on the step only
+    optimizer.zero_grad();
+    auto logits = model->forward(batch.inputs.to(device));
+    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, o.model.vocab_size}),
+                                                     batch.targets.to(device).reshape({-1}));
+    const double loss_v = loss.item<double>();
+    if (!std::isfinite(loss_v)) {
+      spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss_v, step, o.out);
+      return 3;
+    }
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    optimizer.step();
+    ++step;
+    loss_sum += loss_v;
+    ++loss_n;
+    ++window_steps;
+
+    const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
+    if (window_s >= 2.0) {
+      tokens_per_s = static_cast<double>(window_steps * tokens_per_step) / window_s;
+      window_start = Clock::now();
+      window_steps = 0;
+    }
+    const double since_log = std::chrono::duration<double>(Clock::now() - last_log).count();
+    if ((tty && since_log >= 0.25) || (!tty && since_log >= 10.0)) {
+      std::string left;
+      if (o.max_steps > 0) left = fmt::format("step {}/{}", step, o.max_steps);
+      else left = fmt::format("step {}", step);
+      double remaining = o.time_budget_s > 0 ? o.time_budget_s - elapsed() : INFINITY;
+      if (o.max_steps > 0 && tokens_per_s > 0)
+        remaining = std::min(remaining, static_cast<double>((o.max_steps - step) * tokens_per_step) / tokens_per_s);
+      std::string line = fmt::format("{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", left, loss_v, lr,
+                                     tokens_per_s, std::isfinite(remaining) ? fmt::format("{:.0f}s", remaining) : "?");
+      if (tty) fmt::print(stderr, "\r\033[K{}", line);
+      else spdlog::info("{}", line);
+      last_log = Clock::now();
+    }
+    if (step % o.eval_every == 0) {
+      finish_eval(loss_sum / static_cast<double>(loss_n));
+      loss_sum = 0;
+      loss_n = 0;
+    }
+  }
+  if (loss_n > 0 || step == 0) finish_eval(loss_n > 0 ? loss_sum / static_cast<double>(loss_n) : NAN);
+  if (g_stop_signal) {
+    spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
+                 static_cast<int>(g_stop_signal), step, o.out, o.out);
+    exit_code = 0;
+  } else {
+    spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step, elapsed(), o.out,
+                 val.empty() ? "" : ", best " + best_path(o.out));
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return exit_code;
+}
+
+}  // namespace dracarys

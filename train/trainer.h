@@ -1,0 +1,18 @@
+// The training loop of dracarys-train: data preparation, AdamW with warm-up and cosine decay,
+// periodic evaluation with a sample completion, checkpoints, resume, and clean stops.
+#pragma once
+
+#include "train/options.h"
+
+namespace dracarys {
+
+// Returns the process exit code (0 on success). Throws for bad input (caller prints one line).
+int run_training(TrainOptions opts, const torch::Device& device);
+
+// --benchmark: random tokens, no checkpoint; prints a table and one JSON line.
+int run_train_benchmark(const TrainOptions& opts, const torch::Device& device);
+
+// The learning rate at `progress` in [0, 1] of the schedule, after `step` steps.
+double learning_rate(const TrainOptions& o, int64_t step, double progress);
+
+}  // namespace dracarys
