@@ -3,14 +3,14 @@
 namespace dracarys {
 
 FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg) {
-  in_ = register_module("in", torch::nn::Linear(cfg.d_model, cfg.d_ff));
-  out_ = register_module("out", torch::nn::Linear(cfg.d_ff, cfg.d_model));
+  up_ = register_module("up", torch::nn::Linear(cfg.d_model, cfg.d_ff));
+  down_ = register_module("down", torch::nn::Linear(cfg.d_ff, cfg.d_model));
   dropout_ = register_module("dropout", torch::nn::Dropout(cfg.dropout));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // Exact (erf) GELU: measured faster than the tanh approximation in this LibTorch build.
-  return dropout_(out_(torch::gelu(in_(x))));
+  return dropout_(down_(torch::gelu(up_(x))));
 }
 
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg) {

@@ -14,7 +14,7 @@ class FeedForwardImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  torch::nn::Linear in_{nullptr}, out_{nullptr};
+  torch::nn::Linear up_{nullptr}, down_{nullptr};  // d_model -> d_ff -> d_model
   torch::nn::Dropout dropout_{nullptr};
 };
 TORCH_MODULE(FeedForward);

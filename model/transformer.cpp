@@ -27,7 +27,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
     if (name.find("ln_") != std::string::npos) continue;  // layer norms keep weight 1, bias 0
     if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
       t.zero_();
-    } else if (name.find("attn.proj.weight") != std::string::npos || name.find("ff.out.weight") != std::string::npos) {
+    } else if (name.find("attn.proj.weight") != std::string::npos || name.find("ff.down.weight") != std::string::npos) {
       t.normal_(0.0, resid_std);
     } else {
       t.normal_(0.0, 0.02);

@@ -1,0 +1,175 @@
+#include "infer/inference.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common/checkpoint.h"
+#include "common/evaluate.h"
+#include "data/batching.h"
+#include "data/corpus.h"
+#include "data/text.h"
+
+namespace dracarys {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+// Text of ids that is safe to print: a byte-fallback token may end mid-character, so hold
+// back an incomplete UTF-8 tail until the next token completes it.
+size_t printable_prefix(const std::string& s) {
+  size_t end = s.size();
+  size_t i = end;
+  while (i > 0 && end - i < 4) {
+    --i;
+    const auto c = static_cast<unsigned char>(s[i]);
+    if ((c & 0xC0) != 0x80) {  // lead byte: is its sequence complete?
+      const size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+      return end - i >= need ? end : i;
+    }
+  }
+  return end;
+}
+}  // namespace
+
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device) {
+  auto t0 = Clock::now();
+  auto ckpt = load_checkpoint(checkpoint);
+  LoadedModel m{load_model(ckpt, device), Tokenizer::from_bytes(ckpt.tokenizer), true, device, 0};
+  auto meta = nlohmann::json::parse(ckpt.meta_json);
+  m.speakers = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
+  m.load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return m;
+}
+
+std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts) {
+  auto ids32 = m.tokenizer.encode(prompt);
+  if (ids32.empty()) ids32.push_back(m.tokenizer.eos_id());  // an empty prompt starts a new utterance
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  if (static_cast<int64_t>(ids.size()) > m.model->config().context)
+    spdlog::warn("prompt has {} tokens, more than the context of {}: keeping the last {}", ids.size(),
+                 m.model->config().context, m.model->config().context);
+  std::vector<int32_t> out;
+  std::string printed;
+  if (opts.stream && !opts.json) {
+    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    std::fflush(stdout);
+  }
+  auto on_token = [&](int64_t id) {
+    if (id == m.tokenizer.eos_id()) return true;
+    out.push_back(static_cast<int32_t>(id));
+    if (opts.stream && !opts.json) {
+      std::string text = m.tokenizer.decode(out);
+      const size_t upto = printable_prefix(text);
+      if (upto > printed.size()) {
+        std::fwrite(text.data() + printed.size(), 1, upto - printed.size(), stdout);
+        std::fflush(stdout);
+        printed = text.substr(0, upto);
+      }
+    }
+    return true;
+  };
+  GenerateStats st;
+  generate(m.model, ids, opts.generate, on_token, &st);
+  const std::string completion = m.tokenizer.decode(out);
+  const double prompt_tps = st.prompt_tokens / std::max(st.prompt_seconds, 1e-9);
+  const double gen_tps = st.generated_tokens / std::max(st.generate_seconds, 1e-9);
+  if (opts.json) {
+    std::vector<std::string> pieces;
+    for (auto id : out) pieces.push_back(m.tokenizer.piece(id));
+    nlohmann::json j = {{"prompt", prompt},
+                        {"completion", completion},
+                        {"tokens", out},
+                        {"pieces", pieces},
+                        {"prompt_tokens", st.prompt_tokens},
+                        {"generated_tokens", st.generated_tokens},
+                        {"prompt_truncated", st.prompt_truncated},
+                        {"load_s", m.load_seconds},
+                        {"prompt_s", st.prompt_seconds},
+                        {"generate_s", st.generate_seconds},
+                        {"prompt_tokens_per_s", prompt_tps},
+                        {"gen_tokens_per_s", gen_tps}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else if (opts.stream) {
+    if (completion.size() > printed.size()) std::fwrite(completion.data() + printed.size(), 1, completion.size() - printed.size(), stdout);
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+  spdlog::info("load {:.0f} ms | prompt {} tokens, {:.1f} tokens/s | generated {} tokens, {:.1f} tokens/s",
+               m.load_seconds * 1e3, st.prompt_tokens, prompt_tps, st.generated_tokens, gen_tps);
+  return completion;
+}
+
+void score_file(LoadedModel& m, const std::string& path, bool json) {
+  CorpusOptions co;
+  co.speakers = m.speakers;
+  auto corpus = load_corpus({path}, co);
+  std::vector<std::string> lines;
+  for (const auto& u : corpus.utterances) lines.push_back(u.line(co.speakers));
+  auto stream = tokenize_lines(m.tokenizer, lines);
+  const int64_t ctx = m.model->config().context;
+  auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), ctx, 16);
+  auto r = evaluate(m.model, batches, m.device);
+  if (json) {
+    nlohmann::json j = {{"file", path}, {"loss", r.loss}, {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
+                        {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", lines.size()}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n", path.c_str(),
+                r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens), r.chars);
+  }
+}
+
+void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
+  const int64_t ctx = m.model->config().context;
+  // A prompt of half the context, from real text, repeated as needed.
+  auto base = m.tokenizer.encode("cersei lannister: When you play the game of thrones, you win or you die. ");
+  std::vector<int64_t> prompt;
+  while (static_cast<int64_t>(prompt.size()) < std::max<int64_t>(1, ctx / 2)) prompt.push_back(base[prompt.size() % base.size()]);
+  GenerateOptions g;
+  g.max_new_tokens = new_tokens;
+  g.sampling.greedy = true;
+  auto median_run = [&](bool cache, double* prompt_tps) {
+    g.use_cache = cache;
+    std::vector<double> gen, pre;
+    for (int i = 0; i < 3; ++i) {
+      GenerateStats st;
+      generate(m.model, prompt, g, nullptr, &st);
+      gen.push_back(st.generated_tokens / st.generate_seconds);
+      pre.push_back(st.prompt_tokens / st.prompt_seconds);
+    }
+    std::sort(gen.begin(), gen.end());
+    std::sort(pre.begin(), pre.end());
+    if (prompt_tps) *prompt_tps = pre[1];
+    return gen[1];
+  };
+  double prompt_tps = 0;
+  const double cached = median_run(true, &prompt_tps);
+  const double uncached = median_run(false, nullptr);
+  nlohmann::json j = {{"benchmark", "infer"},
+                      {"device", m.device.str()},
+                      {"parameters", m.model->config().parameter_count()},
+                      {"context", ctx},
+                      {"prompt_tokens", prompt.size()},
+                      {"new_tokens", new_tokens},
+                      {"load_s", m.load_seconds},
+                      {"prompt_tokens_per_s", prompt_tps},
+                      {"gen_tokens_per_s", cached},
+                      {"gen_tokens_per_s_nocache", uncached},
+                      {"cache_speedup", cached / uncached},
+                      {"peak_rss_mb", peak_rss_mb()}};
+  spdlog::info("infer benchmark: load {:.0f} ms, prompt {:.0f} tokens/s, generation {:.0f} tokens/s cached vs {:.0f} uncached ({:.1f}x)",
+               m.load_seconds * 1e3, prompt_tps, cached, uncached, cached / uncached);
+  std::printf("%s\n", j.dump().c_str());
+}
+
+}  // namespace dracarys

@@ -1,0 +1,141 @@
+// dracarys-infer: completes lines with a trained checkpoint, scores text, benchmarks.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "common/checkpoint.h"
+#include "common/runtime.h"
+#include "data/errors.h"
+#include "data/text.h"
+#include "infer/inference.h"
+
+using namespace dracarys;
+
+namespace {
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  CLI::App app{
+      "dracarys-infer: complete a line of dialogue with a trained dracarys checkpoint.\n"
+      "Examples:\n"
+      "  dracarys-infer -c got.pt -p \"cersei lannister: When you play the game of thrones, you\"\n"
+      "  dracarys-infer -c got.pt --speaker \"tyrion lannister\" -p \"I drink and\" --num-samples 3\n"
+      "  echo \"arya stark: Not\" | dracarys-infer -c got.pt --json\n"
+      "  dracarys-infer -c got.pt                  (interactive: type a line, Ctrl-D ends)\n"
+      "  dracarys-infer -c got.pt --score held_out.txt"};
+  app.get_formatter()->column_width(34);
+  std::string checkpoint, speaker, score, export_tokenizer;
+  std::vector<std::string> prompts;
+  int64_t max_new = 100, num_samples = 1, bench_tokens = 256;
+  bool json = false, benchmark = false, no_stop = false, no_cache = false;
+  SamplingOptions s;
+  RuntimeOptions rt;
+  app.add_option("-c,--checkpoint", checkpoint, "Checkpoint written by dracarys-train")->required();
+  app.add_option("-p,--prompt", prompts, "Text to complete (repeatable). Without it: lines from piped standard input, "
+                                         "or an interactive session on a terminal");
+  app.add_option("--speaker", speaker, "Start the line as this character: prepends 'NAME: ' to each prompt");
+  app.add_option("-n,--max-new-tokens", max_new, "Most tokens to generate per completion")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--temperature", s.temperature, "Sampling temperature (> 0; lower is more conservative)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--top-k", s.top_k, "Sample among the k most likely tokens (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", s.top_p, "Sample from the smallest set of tokens whose probability reaches p, in (0, 1]")
+      ->capture_default_str()->check(CLI::Validator(
+          [](std::string& v) {
+            double p = 0;
+            try { p = std::stod(v); } catch (...) { return std::string("not a number"); }
+            return p > 0 && p <= 1 ? std::string() : std::string("must be in (0, 1]");
+          },
+          "(0, 1]"));
+  app.add_option("--seed", s.seed, "Sampling seed: same seed, same text")->capture_default_str();
+  app.add_flag("--greedy", s.greedy, "Always take the most likely token");
+  app.add_option("--num-samples", num_samples, "Completions per prompt (seeds seed, seed+1, ...)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_flag("--no-stop", no_stop, "Do not stop at the end of the utterance");
+  app.add_flag("--no-cache", no_cache, "Recompute the whole context for every token (slow; for comparison)");
+  app.add_flag("--json", json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
+  app.add_option("--score", score, "Report loss, perplexity and bits per character on this text file");
+  app.add_option("--export-tokenizer", export_tokenizer, "Write the checkpoint's tokenizer as a sentencepiece .model file");
+  app.add_flag("--benchmark", benchmark, "Measure load time, prompt and generation speed (with and without the cache)");
+  app.add_option("--benchmark-tokens", bench_tokens, "Tokens generated per --benchmark run")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", rt.threads, "BLAS threads (0 = every core)")->capture_default_str();
+  app.add_option("--intra-op-threads", rt.intra_op_threads, "LibTorch intra-op threads")->capture_default_str();
+  app.add_option("--device", rt.device, "auto, cpu or cuda[:N]")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    auto device = apply_runtime(rt);
+    auto m = load_for_inference(checkpoint, device);
+    spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", checkpoint, m.model->config().parameter_count(),
+                 m.load_seconds * 1e3, runtime_summary());
+    if (!export_tokenizer.empty()) {
+      m.tokenizer.save(export_tokenizer);
+      spdlog::info("tokenizer written to {}", export_tokenizer);
+    }
+    if (benchmark) {
+      benchmark_inference(m, bench_tokens);
+      return 0;
+    }
+    if (!score.empty()) {
+      score_file(m, score, json);
+      return 0;
+    }
+    if (!export_tokenizer.empty() && prompts.empty()) return 0;
+
+    CompleteOptions co;
+    co.json = json;
+    co.generate.sampling = s;
+    co.generate.max_new_tokens = max_new;
+    co.generate.use_cache = !no_cache;
+    if (!no_stop) co.generate.stop_token = m.tokenizer.eos_id();
+    auto run = [&](std::string prompt) {
+      if (!valid_utf8(prompt)) throw DataError("prompt is not valid UTF-8");
+      if (!speaker.empty()) prompt = speaker + ": " + prompt;
+      for (int64_t i = 0; i < num_samples; ++i) {
+        co.generate.sampling.seed = s.seed + static_cast<uint64_t>(i);
+        complete(m, prompt, co);
+      }
+    };
+    if (!prompts.empty()) {
+      for (const auto& p : prompts) run(p);
+    } else if (::isatty(STDIN_FILENO)) {
+      std::fprintf(stderr, "Type the start of a line and press Enter; Ctrl-D ends.\n");
+      std::string line;
+      while (std::fprintf(stderr, "> "), std::fflush(stderr), std::getline(std::cin, line)) {
+        try {
+          run(line);
+        } catch (const DataError& e) {
+          spdlog::error("{}", first_line(e.what()));
+        }
+      }
+      std::fprintf(stderr, "\n");
+    } else {
+      std::string line;
+      while (std::getline(std::cin, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        run(line);
+      }
+    }
+    return 0;
+  } catch (const DataError& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const CheckpointError& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const std::invalid_argument& e) {
+    spdlog::error("{}", first_line(e.what()));
+  } catch (const c10::Error& e) {
+    spdlog::error("LibTorch: {}", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    spdlog::error("{}", first_line(e.what()));
+  }
+  return 1;
+}
