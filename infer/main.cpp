@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "common/checkpoint.h"
+#include "common/logging.h"
 #include "common/runtime.h"
 #include "data/errors.h"
 #include "data/text.h"
@@ -18,7 +19,7 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 }  // namespace
 
 int main(int argc, char** argv) {
-  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  setup_logging();
   CLI::App app{
       "dracarys-infer: complete a line of dialogue with a trained dracarys checkpoint.\n"
       "Examples:\n"

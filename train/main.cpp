@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/checkpoint.h"
+#include "common/logging.h"
 #include "common/runtime.h"
 #include "data/errors.h"
 #include "train/trainer.h"
@@ -14,7 +15,7 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 }  // namespace
 
 int main(int argc, char** argv) {
-  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  setup_logging();
   CLI::App app{
       "dracarys-train: train a small decoder-only transformer on dialogue.\n"
       "Example: dracarys-train --corpus ../shared/data/got/got_script_s1-8.csv --out got.pt --time-budget 10m\n"

@@ -1,0 +1,319 @@
+// End to end: dracarys-train and dracarys-infer as a user runs them, on tiny corpora the
+// tests write themselves.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "common/checkpoint.h"
+#include "data/corpus.h"
+#include "test_util.h"
+
+using namespace dracarys;
+using dracarys::testing::TempDir;
+
+namespace {
+
+const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
+const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
+const std::string kLine = "cersei lannister: When you play the game of thrones, you win or you die.";
+const std::string kPrompt = "cersei lannister: When you play the game of thrones, you";
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs a shell command with stdin from /dev/null (unless the command redirects it).
+Result run(const TempDir& d, const std::string& cmd) {
+  const std::string o = d.file("stdout.txt"), e = d.file("stderr.txt");
+  int status = std::system((cmd + " < /dev/null > " + o + " 2> " + e).c_str());
+  if (cmd.find(" < ") != std::string::npos || cmd.find("| ") != std::string::npos)
+    status = std::system(("(" + cmd + ") > " + o + " 2> " + e).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(o), slurp(e)};
+}
+
+std::string tiny_corpus(const TempDir& d, const std::string& name = "tiny.txt") {
+  const std::vector<std::string> lines = {kLine,
+                                          "ned stark: Winter is coming.",
+                                          "tyrion lannister: I drink and I know things.",
+                                          "arya stark: Not today.",
+                                          "jon snow: I know nothing.",
+                                          "daenerys targaryen: I will take what is mine with fire and blood.",
+                                          "hodor: Hodor.",
+                                          "sansa stark: The north remembers."};
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += lines[(i * 3) % lines.size()] + "\n";
+  return d.write(name, text);
+}
+
+const std::string kShape = " --layers 2 --heads 2 --d-model 64 --d-ff 128 --context 64 --batch-size 8 --threads 1";
+const std::string kTiny = kShape + " --lr 3e-3 --warmup-steps 20";
+const std::string kVocab = " --vocab-size 400";
+
+void expect_one_line_error(const Result& r, const std::string& needle) {
+  EXPECT_NE(r.code, 0) << r.err;
+  EXPECT_LT(r.code, 128) << "crashed: " << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
+  EXPECT_EQ(r.err.find("frame #"), std::string::npos) << "stack trace leaked: " << r.err;
+  int error_lines = 0;
+  std::istringstream s(r.err);
+  for (std::string l; std::getline(s, l);) error_lines += l.find("error") != std::string::npos;
+  EXPECT_EQ(error_lines, 1) << r.err;
+}
+
+std::map<std::string, torch::Tensor> weights(const std::string& path) {
+  auto m = load_model(load_checkpoint(path), torch::kCPU);
+  std::map<std::string, torch::Tensor> w;
+  for (auto& p : m->named_parameters()) w[p.key()] = p.value().clone();
+  return w;
+}
+
+nlohmann::json last_metrics(const std::string& ckpt) {
+  std::ifstream in(ckpt + ".metrics.jsonl");
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  return nlohmann::json::parse(last);
+}
+
+}  // namespace
+
+TEST(Train, FewStepsLowerLossAndWriteLoadableCheckpoint) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  auto r = run(d, kTrain + " --corpus " + corpus + " --out " + d.file("m.pt") + kTiny + kVocab +
+                      " --max-steps 40 --eval-every 20 --val-share 0 --dropout 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("sample: " + kPrompt), std::string::npos) << r.err;
+  std::ifstream metrics(d.file("m.pt.metrics.jsonl"));
+  std::vector<nlohmann::json> rows;
+  for (std::string l; std::getline(metrics, l);) rows.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_LT(rows[1]["train_loss"].get<double>(), rows[0]["train_loss"].get<double>());
+  EXPECT_LT(rows[1]["train_loss"].get<double>(), std::log(400.0) - 1.0);
+  auto ckpt = load_checkpoint(d.file("m.pt"));
+  EXPECT_EQ(ckpt.config.d_model, 64);
+  EXPECT_FALSE(ckpt.optimizer.empty());
+  EXPECT_EQ(nlohmann::json::parse(ckpt.meta_json)["state"]["step"], 40);
+}
+
+TEST(Train, ResumeContinuesExactly) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  // dropout on: the resumed run must also reproduce the dropout masks
+  const std::string common = " --corpus " + corpus + kTiny + kVocab + " --schedule-steps 30 --eval-every 10 --val-share 0 --dropout 0.1";
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("full.pt")).code, 0);
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 15 --out " + d.file("half.pt")).code, 0);
+  auto r = run(d, kTrain + " --resume " + d.file("half.pt") + " --max-steps 30");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto a = weights(d.file("full.pt")), b = weights(d.file("half.pt"));
+  ASSERT_EQ(a.size(), b.size());
+  for (auto& [name, t] : a) EXPECT_TRUE(torch::allclose(t, b[name], 1e-5, 1e-6)) << name;
+  EXPECT_NEAR(last_metrics(d.file("full.pt"))["train_loss"].get<double>(),
+              last_metrics(d.file("half.pt"))["train_loss"].get<double>(), 1e-5);
+  // Shape flags are refused on resume; a missing or corrupt resume file is a clear error.
+  expect_one_line_error(run(d, kTrain + " --resume " + d.file("half.pt") + " --d-model 32 --max-steps 40"),
+                        "--d-model cannot change when resuming");
+  expect_one_line_error(run(d, kTrain + " --resume " + d.file("nothing.pt")), "checkpoint not found");
+  auto bytes = slurp(d.file("half.pt"));
+  d.write("trunc.pt", bytes.substr(0, bytes.size() / 2));
+  expect_one_line_error(run(d, kTrain + " --resume " + d.file("trunc.pt")), "corrupted or truncated");
+  bytes[bytes.size() / 2] ^= 0x20;
+  d.write("flip.pt", bytes);
+  expect_one_line_error(run(d, kTrain + " --resume " + d.file("flip.pt")), "corrupted");
+}
+
+TEST(Train, SigintMidRunSavesValidCheckpoint) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string out = d.file("int.pt");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0), dup2(devnull, 1), dup2(devnull, 2);
+    execl(kTrain.c_str(), kTrain.c_str(), "--corpus", corpus.c_str(), "--out", out.c_str(), "--max-steps", "1000000",
+          "--eval-every", "1000000", "--val-share", "0", "--layers", "1", "--d-model", "32", "--d-ff", "64", "--heads",
+          "2", "--context", "32", "--vocab-size", "300", "--threads", "1", nullptr);
+    _exit(127);
+  }
+  // Let it train for a moment, then interrupt.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto ckpt = load_checkpoint(out);
+  EXPECT_GT(nlohmann::json::parse(ckpt.meta_json)["state"]["step"].get<int64_t>(), 0);
+}
+
+TEST(Train, BadInputIsOneLineError) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string base = kTrain + " --corpus " + corpus + " --val-share 0 --max-steps 1";
+  expect_one_line_error(run(d, kTrain + " --corpus " + d.file("missing.txt") + " --max-steps 1"), "no such file");
+  expect_one_line_error(run(d, base + " --heads 3"), "divisible by heads");
+  expect_one_line_error(run(d, base + " --out /nonexistent/dir/x.pt"), "cannot write");
+  expect_one_line_error(run(d, base + " --vocab-size 20000"), "ocabulary size");
+  expect_one_line_error(run(d, base + kVocab + " --context 4096"), "too small");
+  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + " --max-steps 1"), "cannot split one episode");
+  expect_one_line_error(run(d, base + " --lr -1"), "--lr must be positive");
+  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + " --time-budget 10parsecs"), "bad duration");
+  // A learning rate this large blows the loss up: stop, keep the last good checkpoint.
+  ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 10 --val-share 0 --out " + d.file("nan.pt")).code, 0);
+  auto r = run(d, kTrain + " --resume " + d.file("nan.pt") + " --max-steps 200 --lr 1e30 --grad-clip 0 --warmup-steps 0");
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.err.find("loss became"), std::string::npos) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(load_checkpoint(d.file("nan.pt")).meta_json)["state"]["step"], 10);
+}
+
+// One trained model shared by the inference tests of this process.
+class Infer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    corpus_ = tiny_corpus(*dir_);
+    ckpt_ = dir_->file("m.pt");
+    auto r = run(*dir_, kTrain + " --corpus " + corpus_ + " --out " + ckpt_ + kTiny + kVocab +
+                            " --max-steps 400 --eval-every 400 --val-share 0 --dropout 0");
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  Result infer(const std::string& args) { return run(*dir_, kInfer + " -c " + ckpt_ + " " + args); }
+  static TempDir* dir_;
+  static std::string corpus_, ckpt_;
+};
+TempDir* Infer::dir_ = nullptr;
+std::string Infer::corpus_, Infer::ckpt_;
+
+TEST_F(Infer, MemorisedLineCompletesGreedilyAndStopsAtEndOfUtterance) {
+  auto r = infer("-p \"" + kPrompt + "\" --greedy");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, kLine + "\n");
+  auto j = nlohmann::json::parse(infer("-p \"" + kPrompt + "\" --greedy --json -n 50").out);
+  EXPECT_EQ(j["completion"], " win or you die.");
+  EXPECT_LT(j["generated_tokens"].get<int>(), 50);  // stopped at the end of the utterance
+  EXPECT_GT(j["gen_tokens_per_s"].get<double>(), 0);
+}
+
+TEST_F(Infer, CachedEqualsUncachedSeedsRepeatTopK1IsGreedy) {
+  auto a = infer("-p \"hodor:\" --greedy --no-stop -n 150");  // past the 64-token context
+  auto b = infer("-p \"hodor:\" --greedy --no-stop -n 60 --no-cache");
+  auto c = infer("-p \"hodor:\" --greedy --no-stop -n 60");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(b.out, c.out);
+  EXPECT_GT(a.out.size(), c.out.size());
+  auto s1 = infer("-p \"arya stark:\" --seed 5 --temperature 1.5 -n 40 --no-stop");
+  auto s2 = infer("-p \"arya stark:\" --seed 5 --temperature 1.5 -n 40 --no-stop");
+  EXPECT_EQ(s1.out, s2.out);
+  EXPECT_EQ(infer("-p \"jon snow:\" --top-k 1 --temperature 3 -n 30").out, infer("-p \"jon snow:\" --greedy -n 30").out);
+}
+
+TEST_F(Infer, SpeakerPipedInputAndPseudoTerminal) {
+  auto r = run(*dir_, "printf 'When you play the game of thrones, you\\nWinter\\n' | " + kInfer + " -c " + ckpt_ +
+                          " --speaker \"cersei lannister\" --greedy");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, kLine.size() + 1), kLine + "\n");
+  EXPECT_NE(r.out.find("cersei lannister: Winter"), std::string::npos);
+
+  // Interactive: a real pseudo-terminal, one line typed, then Ctrl-D.
+  int master = -1;
+  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(kInfer.c_str(), kInfer.c_str(), "-c", ckpt_.c_str(), "--greedy", nullptr);
+    _exit(127);
+  }
+  const std::string typed = kPrompt + "\n";
+  ASSERT_EQ(write(master, typed.data(), typed.size()), static_cast<ssize_t>(typed.size()));
+  std::string screen;
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool sent_eof = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    fd_set fds;
+    FD_ZERO(&fds);
+    FD_SET(master, &fds);
+    timeval tv{0, 200000};
+    if (select(master + 1, &fds, nullptr, nullptr, &tv) > 0) {
+      ssize_t n = read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      screen.append(buf, n);
+    }
+    if (!sent_eof && screen.find("win or you die.") != std::string::npos) {
+      const char eot = 4;  // Ctrl-D
+      ASSERT_EQ(write(master, &eot, 1), 1);
+      sent_eof = true;
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(master);
+  EXPECT_TRUE(sent_eof) << screen;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << screen;
+}
+
+TEST_F(Infer, ScoreAgreesWithTrainingEvaluation) {
+  // Two files of different episodes; validation takes one of them whole.
+  TempDir d;
+  auto a = tiny_corpus(d, "a.txt");
+  std::string more;
+  for (int i = 0; i < 60; ++i) more += "bran stark " + std::to_string(i % 7) + ": The three-eyed raven sees " + std::to_string(i * 37) + " ravens!?\n";
+  auto b = d.write("b.txt", more + slurp(a));
+  auto r = run(d, kTrain + " --corpus " + a + " " + b + " --out " + d.file("v.pt") + kTiny + " --vocab-size 400" +
+                      " --max-steps 20 --eval-every 20 --val-share 0.3 --eval-windows 0 --dropout 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double val_loss = last_metrics(d.file("v.pt"))["val_loss"].get<double>();
+  const double val_bpc = last_metrics(d.file("v.pt"))["val_bpc"].get<double>();
+  bool matched = false;
+  for (const auto& f : {a, b}) {
+    auto s = run(d, kInfer + " -c " + d.file("v.pt") + " --score " + f + " --json");
+    ASSERT_EQ(s.code, 0) << s.err;
+    auto j = nlohmann::json::parse(s.out);
+    if (std::abs(j["loss"].get<double>() - val_loss) < 1e-4) {
+      EXPECT_NEAR(j["bits_per_char"].get<double>(), val_bpc, 1e-4);
+      matched = true;
+    }
+  }
+  EXPECT_TRUE(matched) << "no file scored like the validation set (" << val_loss << ")";
+}
+
+TEST_F(Infer, BadInputIsOneLineError) {
+  auto bytes = slurp(ckpt_);
+  expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("missing.pt") + " -p x"), "not found");
+  dir_->write("trunc.pt", bytes.substr(0, bytes.size() - 100));
+  expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("trunc.pt") + " -p x"), "truncated");
+  auto flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x01;
+  dir_->write("flip.pt", flipped);
+  expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("flip.pt") + " -p x"), "corrupted");
+  dir_->write("text.pt", "this is not a checkpoint at all");
+  expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("text.pt") + " -p x"), "not a dracarys checkpoint");
+  auto future = bytes;
+  future[8] = 99;  // format version field
+  dir_->write("future.pt", future);
+  expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("future.pt") + " -p x"), "format version 99");
+  expect_one_line_error(run(*dir_, "printf 'bad \\377 bytes\\n' | " + kInfer + " -c " + ckpt_), "not valid UTF-8");
+  expect_one_line_error(infer("--score " + dir_->file("no-such-file.txt")), "no such file");
+  auto bad = infer("-p x --top-p 1.5");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("top-p"), std::string::npos) << bad.err;
+  EXPECT_NE(infer("-p x --temperature 0").code, 0);
+}
