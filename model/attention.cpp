@@ -20,18 +20,19 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCa
                                                torch::Tensor* weights_out) {
   const int64_t B = x.size(0), T = x.size(1), d = d_model_;
   // One [B, T, 3d] product; Q, K and V are its three column blocks (views, no copies).
-  auto qkv = qkv_(x);
-  auto q = qkv.narrow(2, 0, d);
-  auto k = qkv.narrow(2, d, d);
-  auto v = qkv.narrow(2, 2 * d, d);
+  const int64_t H = heads_, dk = head_dim_;
+  // One [B, T, 3d] product holds Q, K and V for every head; lay it out as [3, B·H, T, d_k]
+  // so each of the three is one batch of per-head matrices.
+  auto qkv = qkv_(x).view({B, T, 3, H, dk}).permute({2, 0, 3, 1, 4}).reshape({3, B * H, T, dk});
+  auto q = qkv[0], k = qkv[1], v = qkv[2];
 
   int64_t past = 0;
   if (cache) {
     past = cache->length;
     TORCH_CHECK(past + T <= context_, "KV cache overflow: ", past, " + ", T, " positions > context ", context_);
     if (!cache->k.defined()) {
-      cache->k = torch::empty({B, context_, d}, x.options());
-      cache->v = torch::empty({B, context_, d}, x.options());
+      cache->k = torch::empty({B * H, context_, dk}, x.options());
+      cache->v = torch::empty({B * H, context_, dk}, x.options());
     }
     cache->k.narrow(1, past, T).copy_(k);
     cache->v.narrow(1, past, T).copy_(v);
@@ -42,23 +43,15 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCa
   const int64_t Tk = past + T;
   // Query t (absolute position past + t) may see keys 0..past + t.
   auto mask = causal_mask_.narrow(0, past, T).narrow(1, 0, Tk);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dk));
 
-  std::vector<torch::Tensor> head_outputs, head_weights;
-  head_outputs.reserve(heads_);
-  for (int64_t h = 0; h < heads_; ++h) {
-    // This head's slice of Q, K, V: strided views [B, T, d_k] that BLAS reads in place.
-    auto qh = q.narrow(2, h * head_dim_, head_dim_);
-    auto kh = k.narrow(2, h * head_dim_, head_dim_);
-    auto vh = v.narrow(2, h * head_dim_, head_dim_);
-    // scores = mask + Q·Kᵀ/√d_k, in one batched GEMM: [B, T, Tk]
-    auto scores = torch::baddbmm(mask, qh, kh.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-    auto weights = torch::softmax(scores, -1);
-    if (weights_out) head_weights.push_back(weights);
-    head_outputs.push_back(torch::bmm(attn_dropout_(weights), vh));  // [B, T, d_k]
-  }
-  if (weights_out) *weights_out = torch::stack(head_weights, 1);  // [B, heads, T, Tk]
-  auto y = torch::cat(head_outputs, 2);                             // heads side by side: [B, T, d]
+  // scores = mask + Q·Kᵀ/√d_k for every (sequence, head) pair in one batched GEMM: [B·H, T, Tk]
+  auto scores = torch::baddbmm(mask, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+  auto weights = torch::softmax(scores, -1);  // each row: one head's attention filter for one query
+  if (weights_out) *weights_out = weights.view({B, H, T, Tk});
+  auto heads = torch::bmm(attn_dropout_(weights), v);  // [B·H, T, d_k]
+  // Heads side by side again: [B, T, H·d_k]
+  auto y = heads.view({B, H, T, dk}).transpose(1, 2).reshape({B, T, d});
   return resid_dropout_(proj_(y));
 }
 

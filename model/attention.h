@@ -16,7 +16,7 @@ namespace dracarys {
 // Keys and values of the positions already seen, for one layer. Lets generation feed one
 // new token at a time instead of the whole sequence again.
 struct LayerKVCache {
-  torch::Tensor k, v;  // [batch, context, d_model], filled up to `length`
+  torch::Tensor k, v;  // [batch·heads, context, head_dim], filled up to `length`
   int64_t length = 0;
 };
 

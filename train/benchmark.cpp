@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/transformer.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 namespace dracarys {
@@ -46,24 +47,10 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   Transformer model(c);
   model->to(device);
   model->train();
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  auto opts = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99});
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
-  torch::optim::AdamW optimizer(std::move(groups), opts);
-
+  auto optimizer = make_optimizer(model, o);
   auto step = [&] {
     auto batch = torch::randint(0, c.vocab_size, {o.batch_size, c.context + 1}, torch::kLong).to(device);
-    optimizer.zero_grad();
-    auto logits = model->forward(batch.narrow(1, 0, c.context));
-    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, c.vocab_size}),
-                                                     batch.narrow(1, 1, c.context).reshape({-1}));
-    loss.backward();
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
-    optimizer.step();
-    return loss.item<double>();  // also synchronises a CUDA device
+    return train_step(model, optimizer, batch.narrow(1, 0, c.context), batch.narrow(1, 1, c.context), o.grad_clip);
   };
   // Warm-up (excluded): allocator, BLAS pools, first-touch of optimizer state.
   auto t0 = Clock::now();

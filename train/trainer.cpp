@@ -17,6 +17,7 @@
 #include "data/split.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
+#include "train/step.h"
 
 namespace dracarys {
 
@@ -30,21 +31,6 @@ void on_signal(int sig) { g_stop_signal = sig; }
 std::string best_path(const std::string& out) {
   std::filesystem::path p(out);
   return (p.parent_path() / (p.stem().string() + ".best" + p.extension().string())).string();
-}
-
-// AdamW with weight decay only on weight matrices (every 2-D parameter), not on biases or norms.
-torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o) {
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  auto opts = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).eps(1e-8);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
-  return torch::optim::AdamW(std::move(groups), opts);
-}
-
-void set_lr(torch::optim::AdamW& opt, double lr) {
-  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 }
 
 struct Prepared {
@@ -218,21 +204,14 @@ int run_training(TrainOptions o, const torch::Device& device) {
     if (o.time_budget_s > 0 && elapsed() >= o.time_budget_s) break;
     if (g_stop_signal) break;
     const double lr = learning_rate(o, step, progress_of(step, elapsed()));
-    set_lr(optimizer, lr);
+    set_learning_rate(optimizer, lr);
     auto batch = batcher.batch(step);
     torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));  // dropout depends on the step only
-    optimizer.zero_grad();
-    auto logits = model->forward(batch.inputs.to(device));
-    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, o.model.vocab_size}),
-                                                     batch.targets.to(device).reshape({-1}));
-    const double loss_v = loss.item<double>();
+    const double loss_v = train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip);
     if (!std::isfinite(loss_v)) {
       spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss_v, step, o.out);
       return 3;
     }
-    loss.backward();
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
-    optimizer.step();
     ++step;
     loss_sum += loss_v;
     ++loss_n;

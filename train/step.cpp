@@ -1,0 +1,37 @@
+#include "train/step.h"
+
+#include <cmath>
+
+namespace dracarys {
+
+torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto opts = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).eps(1e-8);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
+  return torch::optim::AdamW(std::move(groups), opts);
+}
+
+void set_learning_rate(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
+                  const torch::Tensor& targets, double grad_clip) {
+  // Drop the old gradients instead of zero-filling them: backward then writes fresh tensors
+  // rather than adding into zeros (LibTorch 1.13's zero_grad() has no set_to_none).
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) p.mutable_grad().reset();
+  auto logits = model->forward(inputs);
+  auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
+  const double value = loss.item<double>();
+  if (!std::isfinite(value)) return value;
+  loss.backward();
+  if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), grad_clip);
+  opt.step();
+  return value;
+}
+
+}  // namespace dracarys
