@@ -1,6 +1,7 @@
 #include "data/corpus.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -173,12 +174,12 @@ void read_srt(const std::string& path, std::string_view text, Collector& out) {
 }
 
 void read_text(const std::string& path, std::string_view text, Collector& out) {
-  // A text file is one long scene: episodes for the split are blocks of 100 lines.
+  // A text file has no episodes: blocks of 25 lines (about a scene) stand in for them in the split.
   std::istringstream in{std::string(text)};
   std::string line;
   size_t n = 0;
   while (std::getline(in, line)) {
-    std::string episode = path + "#" + std::to_string(n++ / 100);
+    std::string episode = path + "#" + std::to_string(n++ / 25);
     std::string speaker;
     std::string_view body = line;
     // "speaker: text" when the part before ": " looks like a name (letters, spaces, ' . -).
@@ -213,6 +214,19 @@ void read_one(const fs::path& p, Collector& out) {
 }
 
 }  // namespace
+
+std::string default_corpus_path() {
+  std::vector<fs::path> candidates;
+  if (const char* env = std::getenv("DRACARYS_SAMPLE_CORPUS")) candidates.emplace_back(env);
+  std::error_code ec;
+  const auto exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  if (!ec) candidates.push_back(exe_dir / ".." / "share" / "dracarys" / "sample");  // install tree
+  candidates.emplace_back(DRACARYS_SAMPLE_DIR);                                      // source tree
+  for (const auto& c : candidates)
+    if (fs::exists(c, ec)) return fs::weakly_canonical(c, ec).string();
+  throw DataError("no --corpus given and the embedded sample corpus was not found (looked in " +
+                  std::string(DRACARYS_SAMPLE_DIR) + "); set DRACARYS_SAMPLE_CORPUS or pass --corpus");
+}
 
 Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts) {
   if (paths.empty()) throw DataError("no corpus given");

@@ -47,6 +47,9 @@ struct Corpus {
 // columns, or a corpus with no utterances at all.
 Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts = {});
 
+// The embedded stand-in corpus (data/sample/), used when no --corpus is given.
+std::string default_corpus_path();
+
 // Reads one file's text (throws DataError when missing or unreadable).
 std::string read_file(const std::string& path);
 

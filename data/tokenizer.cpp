@@ -99,7 +99,8 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
                      " --byte_fallback=true --character_coverage=0.9995 --normalization_rule_name=identity"
                      " --remove_extra_whitespaces=false --add_dummy_prefix=false --split_digits=true"
                      " --unk_id=0 --eos_id=1 --bos_id=-1 --pad_id=-1 --max_sentence_length=65536"
-                     " --num_threads=" + std::to_string(opts.threads);
+                     " --num_threads=" + std::to_string(opts.threads) +
+                     (opts.exact_vocab_size ? "" : " --hard_vocab_limit=false");
   char* model = nullptr;
   size_t len = 0;
   char* err = nullptr;

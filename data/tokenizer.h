@@ -17,6 +17,8 @@ struct TokenizerOptions {
   std::string model_type = "bpe";  // "bpe" or "unigram"
   int vocab_size = 1024;
   int threads = 2;
+  // false: a corpus too small for vocab_size gets a smaller vocabulary instead of an error
+  bool exact_vocab_size = true;
 };
 
 class Tokenizer {

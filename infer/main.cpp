@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <iostream>
 
 #include "common/checkpoint.h"
@@ -10,6 +11,7 @@
 #include "common/runtime.h"
 #include "data/errors.h"
 #include "data/text.h"
+#include "infer/attention_map.h"
 #include "infer/inference.h"
 
 using namespace dracarys;
@@ -29,7 +31,8 @@ int main(int argc, char** argv) {
       "  dracarys-infer -c got.pt                  (interactive: type a line, Ctrl-D ends)\n"
       "  dracarys-infer -c got.pt --score held_out.txt"};
   app.get_formatter()->column_width(34);
-  std::string checkpoint, speaker, score, export_tokenizer;
+  std::string checkpoint, speaker, score, export_tokenizer, attention_map;
+  int layer = -1, head = -1;
   std::vector<std::string> prompts;
   int64_t max_new = 100, num_samples = 1, bench_tokens = 256;
   bool json = false, benchmark = false, no_stop = false, no_cache = false;
@@ -61,6 +64,13 @@ int main(int argc, char** argv) {
   app.add_flag("--no-cache", no_cache, "Recompute the whole context for every token (slow; for comparison)");
   app.add_flag("--json", json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
   app.add_option("--score", score, "Report loss, perplexity and bits per character on this text file");
+  app.add_option("--attention-map", attention_map,
+                 "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
+                 "--layer/--head on the terminal");
+  app.add_option("--layer", layer, "Only this layer in --attention-map (0-based; text map default 0)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--head", head, "Only this head in --attention-map (0-based; text map default 0)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--export-tokenizer", export_tokenizer, "Write the checkpoint's tokenizer as a sentencepiece .model file");
   app.add_flag("--benchmark", benchmark, "Measure load time, prompt and generation speed (with and without the cache)");
   app.add_option("--benchmark-tokens", bench_tokens, "Tokens generated per --benchmark run")->capture_default_str()
@@ -86,6 +96,26 @@ int main(int argc, char** argv) {
       benchmark_inference(m, bench_tokens);
       return 0;
     }
+    if (!attention_map.empty()) {
+      if (prompts.size() != 1) throw std::invalid_argument("--attention-map needs exactly one --prompt");
+      std::string prompt = prompts.front();
+      if (!valid_utf8(prompt)) throw DataError("prompt is not valid UTF-8");
+      if (!speaker.empty()) prompt = speaker + ":" + (prompt.empty() ? "" : " " + prompt);
+      auto maps = compute_attention(m.model, m.tokenizer, prompt);
+      if (attention_map == "-") {
+        std::fputs(render_text(maps, layer, head).c_str(), stdout);
+        return 0;
+      }
+      const bool html = attention_map.size() >= 5 && (attention_map.substr(attention_map.size() - 5) == ".html" ||
+                                                      attention_map.substr(attention_map.size() - 4) == ".htm");
+      const std::string doc = html ? render_html(maps, layer, head) : render_svg(maps, layer, head);
+      std::ofstream out(attention_map, std::ios::binary);
+      out << doc;
+      if (!out.flush()) throw std::invalid_argument("cannot write " + attention_map);
+      spdlog::info("attention of {} tokens, {} layer(s) x {} head(s), written to {}", maps.tokens.size(),
+                   layer < 0 ? maps.layers.size() : 1, head < 0 ? maps.layers[0].size(0) : 1, attention_map);
+      return 0;
+    }
     if (!score.empty()) {
       score_file(m, score, json);
       return 0;
@@ -100,7 +130,7 @@ int main(int argc, char** argv) {
     if (!no_stop) co.generate.stop_token = m.tokenizer.eos_id();
     auto run = [&](std::string prompt) {
       if (!valid_utf8(prompt)) throw DataError("prompt is not valid UTF-8");
-      if (!speaker.empty()) prompt = speaker + ": " + prompt;
+      if (!speaker.empty()) prompt = speaker + ":" + (prompt.empty() ? "" : " " + prompt);
       for (int64_t i = 0; i < num_samples; ++i) {
         co.generate.sampling.seed = s.seed + static_cast<uint64_t>(i);
         complete(m, prompt, co);

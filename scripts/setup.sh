@@ -9,7 +9,7 @@ PACKAGES=(
   libopenblas0-pthread      # fast BLAS under LibTorch (the reference BLAS is ~40x slower)
   libsentencepiece-dev      # tokenizer library (loaded through a plugin, see data/)
   libcli11-dev libspdlog-dev nlohmann-json3-dev libssl-dev
-  libgtest-dev
+  libgtest-dev libxml2-utils  # tests: xmllint checks the attention maps
   gnuplot-nox               # scripts/plot-metrics.sh
 )
 

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!time_budget.empty()) o.time_budget_s = parse_duration(time_budget);
+    o.exact_vocab_size = app.count("--vocab-size") > 0;
     if (!o.resume.empty()) {
       // Settings come from the checkpoint; flags given now override training settings, and
       // flags that would change the model's shape are refused.

@@ -19,6 +19,7 @@ struct TrainOptions {
   double validation_share = 0.1;
   bool no_speakers = false;
   std::string tokenizer_type = "bpe";
+  bool exact_vocab_size = false;  // set when --vocab-size is given: then a too-small corpus is an error
   // model (vocab_size is the tokenizer's size too)
   ModelConfig model;
   // optimisation

@@ -58,6 +58,7 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
     TokenizerOptions to;
     to.model_type = o.tokenizer_type;
     to.vocab_size = static_cast<int>(o.model.vocab_size);
+    to.exact_vocab_size = o.exact_vocab_size;
     tok = Tokenizer::train(train_lines, to);
     spdlog::info("tokenizer: {} with {} tokens trained in {:.2f}s", o.tokenizer_type, tok->vocab_size(),
                  std::chrono::duration<double>(Clock::now() - t1).count());
@@ -107,7 +108,11 @@ int run_training(TrainOptions o, const torch::Device& device) {
     spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
   }
   o.validate();
-  if (o.corpus.empty()) throw std::invalid_argument("no corpus: give --corpus PATH (a .csv, .srt or .txt file, or a folder)");
+  if (o.corpus.empty()) {
+    o.corpus = {default_corpus_path()};
+    spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",
+                 o.corpus.front());
+  }
 
   // The output must be writable before any time is spent training.
   {

@@ -1,0 +1,146 @@
+// dracarys-infer --attention-map: well-formed SVG/HTML, one panel per layer and head, the
+// numbers the model really used, the masked triangle marked, hostile prompts escaped.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <codecvt>
+#include <locale>
+#include <regex>
+#include <sstream>
+
+#include "common/checkpoint.h"
+#include "data/tokenizer.h"
+#include "test_util.h"
+
+using namespace dracarys;
+using dracarys::testing::TempDir;
+
+namespace {
+
+const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
+const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int sh(const std::string& cmd) {
+  int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+class AttentionMap : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    std::string text;
+    for (int i = 0; i < 30; ++i)
+      text += "cersei lannister: When you play the game of thrones, you win or you die.\n"
+              "jon snow: The snows are coming " + std::to_string(i) + " times.\n";
+    dir_->write("c.txt", text);
+    ckpt_ = dir_->file("m.pt");
+    ASSERT_EQ(sh(kTrain + " --corpus " + dir_->file("c.txt") + " --out " + ckpt_ +
+                 " --layers 2 --heads 3 --d-model 48 --d-ff 96 --context 32 --vocab-size 320 --max-steps 30"
+                 " --eval-every 30 --val-share 0 --threads 1 > /dev/null 2>&1"),
+              0);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static TempDir* dir_;
+  static std::string ckpt_;
+};
+TempDir* AttentionMap::dir_ = nullptr;
+std::string AttentionMap::ckpt_;
+
+}  // namespace
+
+TEST_F(AttentionMap, SvgHasEveryPanelAndTheModelsWeights) {
+  const std::string prompt = "cersei lannister: When you play";
+  const auto svg = dir_->file("a.svg");
+  ASSERT_EQ(sh(kInfer + " -c " + ckpt_ + " -p '" + prompt + "' --attention-map " + svg + " 2>/dev/null"), 0);
+  ASSERT_EQ(sh("xmllint --noout " + svg), 0) << "not well-formed XML";
+  const std::string doc = slurp(svg);
+  std::regex panel("<g class=\"panel\" data-layer=\"(\\d+)\" data-head=\"(\\d+)\">");
+  EXPECT_EQ(std::distance(std::sregex_iterator(doc.begin(), doc.end(), panel), std::sregex_iterator()), 2 * 3);
+
+  // The weights of layer 1, head 2 recomputed here from the checkpoint.
+  auto ckpt = load_checkpoint(ckpt_);
+  auto model = load_model(ckpt, torch::kCPU);
+  auto tok = Tokenizer::from_bytes(ckpt.tokenizer);
+  auto ids = tok.encode(prompt);
+  const int64_t T = static_cast<int64_t>(ids.size());
+  std::vector<torch::Tensor> att;
+  {
+    torch::NoGradGuard ng;
+    model->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).unsqueeze(0), nullptr, &att);
+  }
+  auto expected = att[1][0][2];
+  const auto start = doc.find("data-layer=\"1\" data-head=\"2\"");
+  const auto end = doc.find("</g>", start);
+  ASSERT_NE(start, std::string::npos);
+  const std::string block = doc.substr(start, end - start);
+  std::regex cell("data-q=\"(\\d+)\" data-k=\"(\\d+)\" data-w=\"([0-9.e-]+)\"");
+  int cells = 0;
+  for (auto it = std::sregex_iterator(block.begin(), block.end(), cell); it != std::sregex_iterator(); ++it, ++cells) {
+    int q = std::stoi((*it)[1]), k = std::stoi((*it)[2]);
+    EXPECT_LE(k, q);
+    EXPECT_NEAR(std::stod((*it)[3]), expected[q][k].item<double>(), 1e-5) << q << "," << k;
+  }
+  EXPECT_EQ(cells, T * (T + 1) / 2);
+  // The upper triangle is drawn as masked, not as zero weights.
+  std::regex masked("class=\"masked\"");
+  EXPECT_EQ(std::distance(std::sregex_iterator(block.begin(), block.end(), masked), std::sregex_iterator()),
+            T * (T - 1) / 2);
+  EXPECT_NE(doc.find("masked (future)"), std::string::npos);  // the legend says so
+}
+
+TEST_F(AttentionMap, HostilePromptIsEscapedInSvgAndHtml) {
+  const std::string prompt = "<script>alert(\"x\")</script> & 'quotes' \xE2\x80\x94 \xE9\xBE\x8D";
+  dir_->write("prompt.txt", prompt);
+  for (std::string ext : {".svg", ".html"}) {
+    const auto out = dir_->file("h" + ext);
+    ASSERT_EQ(sh(kInfer + " -c " + ckpt_ + " -p \"$(cat " + dir_->file("prompt.txt") + ")\" --attention-map " + out +
+                 " 2>/dev/null"),
+              0);
+    EXPECT_EQ(sh("xmllint --noout " + out), 0) << ext;
+    if (ext == ".html") {
+      EXPECT_EQ(sh("xmllint --html --noout " + out + " 2>/dev/null"), 0);
+    }
+    const std::string doc = slurp(out);
+    EXPECT_EQ(doc.find("<script>alert"), std::string::npos) << ext;
+    EXPECT_NE(doc.find("&lt;"), std::string::npos) << ext;
+    // Nothing is fetched when viewed: no external scripts, images, styles or fonts.
+    EXPECT_EQ(doc.find(" src="), std::string::npos) << ext;
+    EXPECT_EQ(doc.find("href=\"http"), std::string::npos) << ext;
+    EXPECT_EQ(doc.find("@import"), std::string::npos) << ext;
+  }
+  // One layer only, on request; a layer that does not exist is an error.
+  const auto one = dir_->file("one.svg");
+  ASSERT_EQ(sh(kInfer + " -c " + ckpt_ + " -p 'jon snow: The' --layer 1 --attention-map " + one + " 2>/dev/null"), 0);
+  std::string doc = slurp(one);
+  EXPECT_EQ(doc.find("data-layer=\"0\""), std::string::npos);
+  EXPECT_NE(doc.find("data-layer=\"1\" data-head=\"2\""), std::string::npos);
+  EXPECT_NE(sh(kInfer + " -c " + ckpt_ + " -p x --layer 7 --attention-map " + one + " 2>/dev/null"), 0);
+}
+
+TEST_F(AttentionMap, TextHeatmapFitsEightyColumns) {
+  const auto out = dir_->file("t.txt");
+  std::string long_prompt;
+  for (int i = 0; i < 12; ++i) long_prompt += "the game of thrones ";
+  ASSERT_EQ(sh(kInfer + " -c " + ckpt_ + " -p '" + long_prompt + "' --attention-map - --layer 1 --head 1 > " + out +
+               " 2>/dev/null"),
+            0);
+  std::ifstream in(out);
+  int rows = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::wstring_convert<std::codecvt_utf8<wchar_t>> conv;
+    if (line.rfind("layer", 0) == 0) continue;  // the explanatory header may be long
+    EXPECT_LE(conv.from_bytes(line).size(), 80u) << line;
+    rows += line.find('|') != std::string::npos;
+  }
+  EXPECT_GE(rows, 32);  // the prompt fills the 32-token context
+}
