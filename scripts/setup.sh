@@ -11,6 +11,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libxml2-utils  # tests: xmllint checks the attention maps
   gnuplot-nox               # scripts/plot-metrics.sh
+  python3                   # scripts/bench.sh tables, scripts/quality-split.py
 )
 
 missing=()

@@ -90,7 +90,7 @@ void TrainOptions::validate() const {
   if (weight_decay < 0) throw std::invalid_argument("--weight-decay must be >= 0");
   if (grad_clip < 0) throw std::invalid_argument("--grad-clip must be >= 0 (0 turns clipping off)");
   if (max_steps < 0 || schedule_steps < 0) throw std::invalid_argument("step counts must be >= 0");
-  if (max_steps == 0 && time_budget_s <= 0 && !benchmark)
+  if (max_steps == 0 && time_budget_s <= 0 && !benchmark && !data_only)
     throw std::invalid_argument("give --max-steps or --time-budget (or both)");
   if (!(validation_share >= 0 && validation_share < 1)) throw std::invalid_argument("--val-share must be in [0, 1)");
   if (model.vocab_size < 64 && !benchmark)
@@ -159,6 +159,9 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
   app.add_option("--device", o.runtime.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(rt);
   app.add_flag("--benchmark", o.benchmark,
                "Measure training throughput on random tokens (no corpus, no checkpoint) and print one JSON line")
+      ->group(rt);
+  app.add_flag("--data-only", o.data_only,
+               "Only prepare the data (read, split, train the tokenizer, tokenise); print the timings as JSON")
       ->group(rt);
   app.add_option("--benchmark-windows", o.benchmark_windows, "Timed windows in --benchmark (the median is reported)")
       ->capture_default_str()->group(rt);

@@ -41,6 +41,7 @@ struct TrainOptions {
   uint64_t seed = 1337;
   RuntimeOptions runtime;
   bool benchmark = false;
+  bool data_only = false;
   int64_t benchmark_windows = 5;
 
   nlohmann::json to_json() const;             // the training settings a resumed run reuses

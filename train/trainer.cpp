@@ -36,6 +36,8 @@ std::string best_path(const std::string& out) {
 struct Prepared {
   Tokenizer tokenizer;
   TokenStream train, validation;
+  double read_s = 0, tokenizer_train_s = 0, tokenize_s = 0;
+  size_t utterances = 0;
 };
 
 Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
@@ -66,6 +68,10 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
   auto t2 = Clock::now();
   Prepared p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
   const double secs = std::chrono::duration<double>(Clock::now() - t2).count();
+  p.read_s = std::chrono::duration<double>(t1 - t0).count();
+  p.tokenizer_train_s = tokenizer_bytes ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
+  p.tokenize_s = secs;
+  p.utterances = corpus.utterances.size();
   spdlog::info("tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
                p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()), secs,
                (p.train.chars + p.validation.chars) / std::max(secs, 1e-9),
@@ -124,6 +130,18 @@ int run_training(TrainOptions o, const torch::Device& device) {
   }
 
   auto data = prepare(o, resumed ? &resumed->tokenizer : nullptr);
+  if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
+    const double chars = data.train.chars + data.validation.chars;
+    const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
+    nlohmann::json j = {{"benchmark", "data"},          {"corpus", o.corpus},
+                        {"utterances", data.utterances}, {"characters", chars},
+                        {"tokens", tokens},              {"read_s", data.read_s},
+                        {"tokenizer_train_s", data.tokenizer_train_s},
+                        {"tokenize_s", data.tokenize_s}, {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
+                        {"tokenize_tokens_per_s", tokens / std::max(data.tokenize_s, 1e-9)}};
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
   o.model.vocab_size = data.tokenizer.vocab_size();
   TrainBatcher batcher(data.train.ids, o.model.context, o.batch_size, o.seed);
   auto val = eval_batches(data.validation, data.tokenizer.chars_per_token(), o.model.context, o.batch_size, o.eval_windows);
