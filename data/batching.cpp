@@ -28,15 +28,18 @@ TrainBatcher::TrainBatcher(std::vector<int32_t> stream, int64_t context, int64_t
 }
 
 Batch TrainBatcher::batch(int64_t step, int64_t rank) const {
-  // A fresh engine per (seed, step, rank): no state to carry across steps or checkpoints.
+  // A fresh engine per (seed, step): no state to carry across steps or checkpoints.
   std::seed_seq seq{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32), static_cast<uint32_t>(step),
-                    static_cast<uint32_t>(step >> 32), static_cast<uint32_t>(rank), 0x64726163u};
+                    static_cast<uint32_t>(step >> 32), 0x64726163u};
   std::mt19937_64 rng(seq);
-  std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(stream_.size()) - context_ - 1);
+  // Plain arithmetic on the engine's output (not std::uniform_int_distribution, whose
+  // algorithm differs between standard libraries) keeps batches the same everywhere.
+  const uint64_t range = stream_.size() - static_cast<uint64_t>(context_);
+  for (int64_t skip = 0; skip < rank * batch_size_; ++skip) rng();  // the windows of lower ranks
   auto windows = torch::empty({batch_size_, context_ + 1}, torch::kLong);
   auto* w = windows.data_ptr<int64_t>();
   for (int64_t b = 0; b < batch_size_; ++b) {
-    const int64_t s = start(rng);
+    const int64_t s = static_cast<int64_t>(rng() % range);
     for (int64_t t = 0; t <= context_; ++t) w[b * (context_ + 1) + t] = stream_[s + t];
   }
   return {windows.narrow(1, 0, context_), windows.narrow(1, 1, context_), 0.0};

@@ -23,9 +23,11 @@ struct Batch {
   double target_chars = 0;        // characters the targets stand for (for bits per character)
 };
 
-// Random windows of context + 1 tokens. The windows of step s depend only on (seed, s, rank),
-// so a resumed run sees exactly the batches an uninterrupted run would, and ranks of a
-// distributed run never draw the same stream of windows.
+// Random windows of context + 1 tokens. The windows of step s depend only on (seed, s): a
+// resumed run sees exactly the batches an uninterrupted run would. In a distributed run the
+// step's global batch has batch_size x world windows and rank r takes its r-th slice, so the
+// ranks never share a window within a step and together see what one process with the
+// global batch would.
 class TrainBatcher {
  public:
   TrainBatcher(std::vector<int32_t> stream, int64_t context, int64_t batch_size, uint64_t seed);

@@ -10,6 +10,7 @@ PACKAGES=(
   libsentencepiece-dev      # tokenizer library (loaded through a plugin, see data/)
   libcli11-dev libspdlog-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libxml2-utils  # tests: xmllint checks the attention maps
+  libgloo-dev               # c10d Gloo headers for distributed training
   gnuplot-nox               # scripts/plot-metrics.sh
   python3                   # scripts/bench.sh tables, scripts/quality-split.py
 )

@@ -243,7 +243,11 @@ TEST(Batching, DeterministicPerStepAndEvalCoversStream) {
   EXPECT_TRUE(torch::equal(x.inputs.narrow(1, 1, 15), x.targets.narrow(1, 0, 15)));
   EXPECT_FALSE(torch::equal(a.batch(6).inputs, x.inputs));
   EXPECT_FALSE(torch::equal(c.batch(5).inputs, x.inputs));
-  EXPECT_FALSE(torch::equal(a.batch(5, 1).inputs, x.inputs));
+  // Rank r of a 2-rank run gets the r-th half of the batch one process with twice the batch gets.
+  TrainBatcher twice(stream.ids, 16, 8, 7);
+  auto global = twice.batch(5);
+  EXPECT_TRUE(torch::equal(a.batch(5, 0).inputs, global.inputs.narrow(0, 0, 4)));
+  EXPECT_TRUE(torch::equal(a.batch(5, 1).inputs, global.inputs.narrow(0, 4, 4)));
   auto eval = eval_batches(stream, tok.chars_per_token(), 16, 4);
   int64_t targets = 0;
   double chars = 0;

@@ -47,10 +47,13 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   Transformer model(c);
   model->to(device);
   model->train();
+  Distributed dist(o.dist);
+  dist.broadcast_parameters(model);
   auto optimizer = make_optimizer(model, o);
   auto step = [&] {
     auto batch = torch::randint(0, c.vocab_size, {o.batch_size, c.context + 1}, torch::kLong).to(device);
-    return train_step(model, optimizer, batch.narrow(1, 0, c.context), batch.narrow(1, 1, c.context), o.grad_clip);
+    return train_step(model, optimizer, batch.narrow(1, 0, c.context), batch.narrow(1, 1, c.context), o.grad_clip,
+                      &dist);
   };
   // Warm-up (excluded): allocator, BLAS pools, first-touch of optimizer state.
   auto t0 = Clock::now();
@@ -58,14 +61,19 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   const double warm_step_s = std::chrono::duration<double>(Clock::now() - t0).count() / 3;
   const int steps_per_window = std::max(2, static_cast<int>(2.0 / std::max(warm_step_s, 1e-4)));
   std::vector<double> rates;
+  const double allreduce_before = dist.allreduce_seconds();
+  const int64_t calls_before = dist.allreduce_calls();
   for (int64_t w = 0; w < o.benchmark_windows; ++w) {
     auto ws = Clock::now();
     for (int i = 0; i < steps_per_window; ++i) step();
-    rates.push_back(static_cast<double>(steps_per_window * o.batch_size * c.context) /
+    rates.push_back(static_cast<double>(steps_per_window * o.batch_size * c.context * dist.world_size()) /
                     std::chrono::duration<double>(Clock::now() - ws).count());
   }
   std::sort(rates.begin(), rates.end());
-  const double tokens_per_s = rates[rates.size() / 2];
+  const double tokens_per_s = rates[rates.size() / 2];  // all ranks together
+  const int64_t calls = dist.allreduce_calls() - calls_before;
+  const double allreduce_ms = calls > 0 ? 1e3 * (dist.allreduce_seconds() - allreduce_before) / calls : 0.0;
+  if (!dist.is_main()) return 0;  // rank 0 measures the peak and reports
   // Model FLOPs per token: 6N for the matrix multiplies of forward + backward, plus 12·L·T·d
   // for attention's score and weighted-sum products (N counts a tied embedding once).
   const double n_params = static_cast<double>(c.parameter_count());
@@ -81,7 +89,7 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
                       {"batch_size", o.batch_size},
                       {"parameters", c.parameter_count()},
                       {"tokens_per_s", tokens_per_s},
-                      {"step_s", static_cast<double>(o.batch_size * c.context) / tokens_per_s},
+                      {"step_s", static_cast<double>(o.batch_size * c.context * dist.world_size()) / tokens_per_s},
                       {"model_flops_per_token", flops_per_token},
                       {"model_flops_per_s", model_flops},
                       {"peak_flops_per_s", peak},
@@ -90,7 +98,11 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
                       {"mfu", model_flops / peak},
                       {"windows", rates.size()},
                       {"steps_per_window", steps_per_window},
-                      {"peak_rss_mb", peak_rss_mb()}};
+                      {"peak_rss_mb", peak_rss_mb()},
+                      {"world_size", dist.world_size()},
+                      {"allreduce_ms_per_step", allreduce_ms},
+                      {"allreduce_bytes_per_step", dist.bytes_per_step()}};
+
   spdlog::info("train benchmark: {:.0f} tokens/s, {:.1f} GFLOP/s model, peak {:.1f} GFLOP/s, MFU {:.1f}%",
                tokens_per_s, model_flops / 1e9, peak / 1e9, 100.0 * model_flops / peak);
   fmt::print("{}\n", j.dump());

@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+
 #include "common/checkpoint.h"
 #include "common/logging.h"
 #include "common/runtime.h"
@@ -22,6 +24,19 @@ int main(int argc, char** argv) {
       "Continue a run: dracarys-train --resume got.pt [--max-steps N]"};
   app.get_formatter()->column_width(34);
   TrainOptions o;
+  // torchrun's environment variables are the defaults of the distributed options.
+  auto env_int = [](const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    try {
+      return v ? std::stoi(v) : fallback;
+    } catch (const std::exception&) {
+      return fallback;
+    }
+  };
+  o.dist.world_size = env_int("WORLD_SIZE", 1);
+  o.dist.rank = env_int("RANK", 0);
+  o.dist.master_port = env_int("MASTER_PORT", 29500);
+  if (const char* a = std::getenv("MASTER_ADDR")) o.dist.master_addr = a;
   std::string time_budget;
   add_train_options(app, o, time_budget);
   try {
@@ -29,6 +44,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (o.dist.world_size > 1 && o.dist.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
   try {
     if (!time_budget.empty()) o.time_budget_s = parse_duration(time_budget);
     o.exact_vocab_size = app.count("--vocab-size") > 0;
@@ -65,6 +81,7 @@ int main(int argc, char** argv) {
       else from_ckpt.out = o.out;
       from_ckpt.resume = o.resume;
       from_ckpt.runtime = o.runtime;
+      from_ckpt.dist = o.dist;
       o = from_ckpt;
     } else if (o.max_steps == 0 && o.time_budget_s <= 0) {
       o.time_budget_s = 600;  // the default: ten minutes

@@ -165,6 +165,18 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
       ->group(rt);
   app.add_option("--benchmark-windows", o.benchmark_windows, "Timed windows in --benchmark (the median is reported)")
       ->capture_default_str()->group(rt);
+  auto* dist = "Distributed (c10d: TCPStore rendezvous, Gloo all-reduce)";
+  app.add_option("--world-size", o.dist.world_size, "Processes training together (env WORLD_SIZE); 1 = no distribution")
+      ->capture_default_str()->group(dist);
+  app.add_option("--rank", o.dist.rank, "This process's rank, 0..world-size-1 (env RANK); rank 0 writes checkpoints")
+      ->capture_default_str()->group(dist);
+  app.add_option("--master-addr", o.dist.master_addr, "Address of rank 0's rendezvous store (env MASTER_ADDR)")
+      ->capture_default_str()->group(dist);
+  app.add_option("--master-port", o.dist.master_port, "Port of rank 0's rendezvous store (env MASTER_PORT)")
+      ->capture_default_str()->group(dist);
+  app.add_option("--dist-timeout", o.dist.timeout_s,
+                 "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing")
+      ->capture_default_str()->group(dist);
   app.set_config("--config", "", "Read options from a TOML/INI file whose keys are the long option names");
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/runtime.h"
+#include "train/distributed.h"
 #include "model/config.h"
 
 namespace dracarys {
@@ -40,6 +41,7 @@ struct TrainOptions {
   std::string resume;
   uint64_t seed = 1337;
   RuntimeOptions runtime;
+  DistOptions dist;
   bool benchmark = false;
   bool data_only = false;
   int64_t benchmark_windows = 5;

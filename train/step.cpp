@@ -1,6 +1,7 @@
 #include "train/step.h"
 
 #include <cmath>
+#include <limits>
 
 namespace dracarys {
 
@@ -19,7 +20,7 @@ void set_learning_rate(torch::optim::AdamW& opt, double lr) {
 }
 
 double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
-                  const torch::Tensor& targets, double grad_clip) {
+                  const torch::Tensor& targets, double grad_clip, Distributed* dist, StepSignals* signals) {
   // Drop the old gradients instead of zero-filling them: backward then writes fresh tensors
   // rather than adding into zeros (LibTorch 1.13's zero_grad() has no set_to_none).
   for (auto& group : opt.param_groups())
@@ -27,8 +28,18 @@ double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Ten
   auto logits = model->forward(inputs);
   auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
   const double value = loss.item<double>();
-  if (!std::isfinite(value)) return value;
-  loss.backward();
+  const bool bad = !std::isfinite(value);
+  const bool distributed = dist && dist->enabled();
+  StepSignals none;
+  StepSignals& sig = signals ? *signals : none;
+  sig.any_stop = sig.want_stop;
+  sig.main_progress = sig.progress;
+  if (bad && !distributed) return value;
+  loss.backward();  // every rank takes part in the all-reduce, even with a bad loss
+  if (distributed) {
+    dist->sync_gradients(model, bad, sig);
+    if (sig.any_bad) return std::numeric_limits<double>::quiet_NaN();
+  }
   if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), grad_clip);
   opt.step();
   return value;

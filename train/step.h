@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "model/transformer.h"
+#include "train/distributed.h"
 #include "train/options.h"
 
 namespace dracarys {
@@ -13,9 +14,12 @@ namespace dracarys {
 torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o);
 void set_learning_rate(torch::optim::AdamW& opt, double lr);
 
-// Forward, cross-entropy, backward, gradient clipping (when grad_clip > 0), AdamW update.
-// Returns the loss before the update. A non-finite loss is returned without updating.
+// Forward, cross-entropy, backward, gradient averaging across ranks (when `dist` is enabled),
+// gradient clipping (when grad_clip > 0), AdamW update. Returns this rank's loss before the
+// update; when any rank's loss is not finite, returns NaN and updates nothing. `signals`
+// carries stop wishes and the schedule position between ranks (see distributed.h).
 double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
-                  const torch::Tensor& targets, double grad_clip);
+                  const torch::Tensor& targets, double grad_clip, Distributed* dist = nullptr,
+                  StepSignals* signals = nullptr);
 
 }  // namespace dracarys

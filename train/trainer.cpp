@@ -17,6 +17,7 @@
 #include "data/split.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
+#include "train/distributed.h"
 #include "train/step.h"
 
 namespace dracarys {
@@ -120,8 +121,19 @@ int run_training(TrainOptions o, const torch::Device& device) {
                  o.corpus.front());
   }
 
-  // The output must be writable before any time is spent training.
+  Distributed dist(o.dist);
+  if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
+  if (dist.enabled()) spdlog::info("distributed: rank {} of {}, store {}:{}", dist.rank(), dist.world_size(),
+                                   o.dist.master_addr, o.dist.master_port);
   {
+    // Every rank must train the same model the same way (output path and rank may differ).
+    auto same = o.to_json();
+    same["model"] = nlohmann::json::parse(o.model.to_json());
+    dist.require_same("config", same.dump());
+  }
+
+  // The output must be writable before any time is spent training.
+  if (dist.is_main()) {
     const auto probe = o.out + ".probe." + std::to_string(::getpid());
     std::ofstream f(probe);
     if (!f) throw std::invalid_argument("cannot write to --out " + o.out + " (does its folder exist?)");
@@ -129,7 +141,12 @@ int run_training(TrainOptions o, const torch::Device& device) {
     std::filesystem::remove(probe);
   }
 
-  auto data = prepare(o, resumed ? &resumed->tokenizer : nullptr);
+  // Rank 0 trains the tokenizer; the other ranks use exactly its bytes.
+  std::optional<std::string> shared_tokenizer;
+  if (resumed) shared_tokenizer = resumed->tokenizer;
+  else if (dist.enabled() && !dist.is_main()) shared_tokenizer = dist.share_from_main("tokenizer", "");
+  auto data = prepare(o, shared_tokenizer ? &*shared_tokenizer : nullptr);
+  if (dist.enabled() && dist.is_main() && !resumed) dist.share_from_main("tokenizer", data.tokenizer.bytes());
   if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
     const double chars = data.train.chars + data.validation.chars;
     const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
@@ -160,10 +177,14 @@ int run_training(TrainOptions o, const torch::Device& device) {
     elapsed_before = state.value("elapsed_s", 0.0);
     best_val = state.value("best_val_loss", INFINITY);
   }
+  dist.broadcast_parameters(model);  // every rank starts from rank 0's weights
   model->train();
   spdlog::info("model: {} parameters, {}", o.model.parameter_count(), o.model.to_json());
+  if (dist.enabled())
+    spdlog::info("effective batch: {} sequences per rank x {} ranks = {}", o.batch_size, dist.world_size(),
+                 o.batch_size * dist.world_size());
 
-  const int64_t tokens_per_step = o.batch_size * o.model.context;
+  const int64_t tokens_per_step = o.batch_size * o.model.context * dist.world_size();
   const int64_t schedule_steps = o.schedule_steps > 0 ? o.schedule_steps : o.max_steps;
   auto progress_of = [&](int64_t s, double elapsed) {
     if (schedule_steps > 0) return static_cast<double>(s) / static_cast<double>(schedule_steps);
@@ -186,11 +207,12 @@ int run_training(TrainOptions o, const torch::Device& device) {
     save_checkpoint(path, c);
   };
 
-  std::ofstream metrics(o.out + ".metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
+  std::ofstream metrics;
+  if (dist.is_main()) metrics.open(o.out + ".metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
   g_stop_signal = 0;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  const bool tty = ::isatty(STDERR_FILENO);
+  const bool tty = ::isatty(STDERR_FILENO) && dist.is_main();
   double loss_sum = 0;
   int64_t loss_n = 0;
   auto last_log = Clock::now();
@@ -200,6 +222,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
   int exit_code = 0;
 
   auto finish_eval = [&](double train_loss) {
+    if (!dist.is_main()) return;  // rank 0 evaluates, samples and writes; the others wait at the next all-reduce
     std::string line = fmt::format("step {} | train loss {:.4f}", step, train_loss);
     nlohmann::json m = {{"step", step}, {"time_s", elapsed()}, {"train_loss", train_loss},
                         {"lr", learning_rate(o, step, progress_of(step, elapsed()))}, {"tokens_per_s", tokens_per_s}};
@@ -222,15 +245,29 @@ int run_training(TrainOptions o, const torch::Device& device) {
     save(o.out);
   };
 
-  while (true) {
+  bool stop = false;
+  double synced_progress = progress_of(step, elapsed());  // rank 0's, as of the last step
+  while (!stop) {
     if (o.max_steps > 0 && step >= o.max_steps) break;
-    if (o.time_budget_s > 0 && elapsed() >= o.time_budget_s) break;
-    if (g_stop_signal) break;
-    const double lr = learning_rate(o, step, progress_of(step, elapsed()));
+    // A stop wish (time budget, Ctrl-C) is shared through the all-reduce, so that every rank
+    // stops after the same step; a single process stops at once.
+    const bool want_stop = (o.time_budget_s > 0 && elapsed() >= o.time_budget_s) || g_stop_signal != 0;
+    if (want_stop && !dist.enabled()) break;
+    // With only a time budget the schedule follows the clock: rank 0's, in a distributed run,
+    // so every rank uses the same learning rate.
+    const double progress = progress_of(step, elapsed());
+    const double lr = learning_rate(o, step, dist.enabled() ? synced_progress : progress);
     set_learning_rate(optimizer, lr);
-    auto batch = batcher.batch(step);
-    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));  // dropout depends on the step only
-    const double loss_v = train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip);
+    auto batch = batcher.batch(step, dist.rank());
+    // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
+    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step) + 7919ULL * static_cast<uint64_t>(dist.rank()));
+    StepSignals signals;
+    signals.want_stop = want_stop;
+    signals.progress = progress;
+    const double loss_v = train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip,
+                                     &dist, &signals);
+    stop = signals.any_stop;
+    synced_progress = signals.main_progress;
     if (!std::isfinite(loss_v)) {
       spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss_v, step, o.out);
       return 3;
@@ -267,6 +304,9 @@ int run_training(TrainOptions o, const torch::Device& device) {
     }
   }
   if (loss_n > 0 || step == 0) finish_eval(loss_n > 0 ? loss_sum / static_cast<double>(loss_n) : NAN);
+  if (dist.enabled())
+    spdlog::info("all-reduce: {:.1f} ms per step ({:.1f} MB per step)", 1e3 * dist.allreduce_seconds() / std::max<int64_t>(1, dist.allreduce_calls()),
+                 dist.bytes_per_step() / 1e6);
   if (g_stop_signal) {
     spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
                  static_cast<int>(g_stop_signal), step, o.out, o.out);

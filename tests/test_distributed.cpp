@@ -1,0 +1,135 @@
+// Data-parallel training on 127.0.0.1: equivalence with one process, checkpoints across world
+// sizes, and failing cleanly when a rank dies, never connects, or was started differently.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "common/checkpoint.h"
+#include "test_util.h"
+
+using namespace dracarys;
+using dracarys::testing::TempDir;
+
+namespace {
+
+const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
+using Clock = std::chrono::steady_clock;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A port per test process, away from the usual 29500, so parallel tests do not collide.
+int port(int offset) { return 20000 + static_cast<int>(getpid() % 20000) + offset; }
+
+std::string corpus(const TempDir& d) {
+  std::string text;
+  const char* lines[] = {"cersei lannister: When you play the game of thrones, you win or you die.",
+                         "ned stark: The snows will come early this year.", "hodor: Hodor.",
+                         "arya stark: The sharp end goes toward the enemy.",
+                         "tyrion lannister: Our family settles every account."};
+  for (int i = 0; i < 60; ++i) text += std::string(lines[(i * 3) % 5]) + " " + std::to_string(i) + "\n";
+  return d.write("c.txt", text);
+}
+
+const std::string kModel =
+    " --layers 2 --heads 2 --d-model 32 --d-ff 64 --context 32 --vocab-size 300 --dropout 0 --val-share 0 --threads 1";
+
+// Starts one rank in the background; its stderr goes to a file.
+pid_t start_rank(const TempDir& d, int rank, int world, int p, const std::string& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "WORLD_SIZE=" + std::to_string(world) + " RANK=" + std::to_string(rank) +
+                            " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(p) + " exec " + kTrain + args +
+                            " > /dev/null 2> " + d.file("rank" + std::to_string(rank) + ".err");
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::map<std::string, torch::Tensor> weights(const std::string& path) {
+  auto m = load_model(load_checkpoint(path), torch::kCPU);
+  std::map<std::string, torch::Tensor> w;
+  for (auto& p : m->named_parameters()) w[p.key()] = p.value().clone();
+  return w;
+}
+
+}  // namespace
+
+TEST(Distributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
+  TempDir d;
+  auto c = corpus(d);
+  const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3";
+  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()), 0);
+  const int p = port(0);
+  auto r0 = start_rank(d, 0, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
+  auto r1 = start_rank(d, 1, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
+  ASSERT_EQ(wait_exit(r0), 0) << slurp(d.file("rank0.err"));
+  ASSERT_EQ(wait_exit(r1), 0) << slurp(d.file("rank1.err"));
+  auto a = weights(d.file("one.pt")), b = weights(d.file("two.pt"));
+  for (auto& [name, t] : a) EXPECT_TRUE(torch::allclose(t, b[name], 1e-5, 1e-5)) << name;
+  EXPECT_NE(slurp(d.file("rank0.err")).find("effective batch: 4 sequences per rank x 2 ranks = 8"), std::string::npos);
+  EXPECT_EQ(slurp(d.file("rank1.err")).find("info"), std::string::npos);  // only rank 0 reports
+
+  // The 2-rank checkpoint resumes in one process.
+  const std::string resume = kTrain + " --resume " + d.file("two.pt") + " --max-steps 12 --threads 1 > /dev/null 2> " + d.file("resume.err");
+  ASSERT_EQ(std::system(resume.c_str()), 0) << slurp(d.file("resume.err"));
+  EXPECT_EQ(nlohmann::json::parse(load_checkpoint(d.file("two.pt")).meta_json)["state"]["step"], 12);
+}
+
+TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeout) {
+  TempDir d;
+  auto c = corpus(d);
+  const int p = port(1);
+  const std::string args = " --corpus " + c + kModel + " --max-steps 100000000 --eval-every 1000000 --dist-timeout 10 --out " + d.file("k.pt");
+  auto r0 = start_rank(d, 0, 2, p, args);
+  auto r1 = start_rank(d, 1, 2, p, args);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  kill(r1, SIGKILL);
+  wait_exit(r1);
+  const auto t0 = Clock::now();
+  const int code = wait_exit(r0);
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_NE(code, 0);
+  EXPECT_LT(code, 128) << "rank 0 crashed instead of failing cleanly";
+  EXPECT_LT(waited, 15.0);
+  EXPECT_NE(slurp(d.file("rank0.err")).find("all-reduce failed"), std::string::npos) << slurp(d.file("rank0.err"));
+}
+
+TEST(Distributed, MismatchedConfigAndMissingPeerAreClearErrors) {
+  TempDir d;
+  auto c = corpus(d);
+  const int p = port(2);
+  const std::string args = " --corpus " + c + kModel + " --max-steps 5 --dist-timeout 10 --out " + d.file("m.pt");
+  auto r0 = start_rank(d, 0, 2, p, args);
+  auto r1 = start_rank(d, 1, 2, p, args + " --lr 0.5");
+  EXPECT_NE(wait_exit(r0), 0);
+  EXPECT_NE(wait_exit(r1), 0);
+  EXPECT_NE((slurp(d.file("rank0.err")) + slurp(d.file("rank1.err"))).find("different config"), std::string::npos)
+      << slurp(d.file("rank0.err")) << slurp(d.file("rank1.err"));
+
+  // Rank 1 alone: rank 0's store never appears.
+  const auto t0 = Clock::now();
+  auto lone = start_rank(d, 1, 2, port(3), " --corpus " + c + kModel + " --max-steps 5 --dist-timeout 3");
+  EXPECT_EQ(wait_exit(lone), 1);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 10.0);
+  EXPECT_NE(slurp(d.file("rank1.err")).find("could not join"), std::string::npos) << slurp(d.file("rank1.err"));
+}

@@ -1,0 +1,163 @@
+#include "train/distributed.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <stdexcept>
+
+namespace dracarys {
+
+namespace {
+// Gradients are packed into buckets of at most this many floats (32 MB): a few large
+// all-reduces per step instead of one per parameter.
+constexpr int64_t kBucketFloats = 8 << 20;
+
+std::string error_text(const std::exception& e) {
+  std::string s = e.what();
+  return s.substr(0, s.find('\n'));
+}
+}  // namespace
+
+struct Distributed::Impl {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
+  if (opts.world_size < 1) throw std::invalid_argument("--world-size must be >= 1");
+  if (opts.rank < 0 || opts.rank >= opts.world_size)
+    throw std::invalid_argument("--rank must be in [0, " + std::to_string(opts.world_size) + ")");
+  if (!enabled()) return;
+  if (opts.master_port <= 0 || opts.master_port > 65535) throw std::invalid_argument("--master-port must be in 1..65535");
+  impl_ = std::make_unique<Impl>();
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000));
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(opts.master_port);
+    so.isServer = opts.rank == 0;
+    so.numWorkers = opts.world_size;
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(opts.master_addr, so);
+    auto go = c10d::ProcessGroupGloo::Options::create();
+    go->timeout = timeout;
+    const bool loopback = opts.master_addr == "127.0.0.1" || opts.master_addr == "localhost";
+    go->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                   : c10d::ProcessGroupGloo::createDefaultDevice());
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, opts.rank, opts.world_size, go);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(opts.rank) + " could not join the process group at " +
+                             opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
+                             std::to_string(static_cast<int>(opts.timeout_s)) + "s: " + error_text(e));
+  }
+}
+
+Distributed::~Distributed() = default;
+
+void Distributed::require_same(const std::string& key, const std::string& value) {
+  if (!enabled()) return;
+  try {
+    impl_->store->set("dracarys/" + key + "/" + std::to_string(opts_.rank), std::vector<uint8_t>(value.begin(), value.end()));
+    for (int r = 0; r < opts_.world_size; ++r) {
+      auto got = impl_->store->get("dracarys/" + key + "/" + std::to_string(r));
+      if (std::string(got.begin(), got.end()) != value)
+        throw std::invalid_argument("rank " + std::to_string(r) + " was started with a different " + key + " than rank " +
+                                    std::to_string(opts_.rank) + "; start every rank with the same options");
+    }
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error("distributed: cannot compare " + key + " across ranks: " + error_text(e));
+  }
+}
+
+std::string Distributed::share_from_main(const std::string& key, const std::string& value) {
+  if (!enabled()) return value;
+  try {
+    if (is_main()) impl_->store->set("dracarys/" + key, std::vector<uint8_t>(value.begin(), value.end()));
+    auto got = impl_->store->get("dracarys/" + key);
+    return std::string(got.begin(), got.end());
+  } catch (const std::exception& e) {
+    throw std::runtime_error("distributed: cannot receive " + key + " from rank 0: " + error_text(e));
+  }
+}
+
+void Distributed::broadcast_parameters(Transformer& model) {
+  if (!enabled()) return;
+  torch::NoGradGuard no_grad;
+  auto params = model->parameters();
+  std::vector<torch::Tensor> flat;
+  for (auto& p : params) flat.push_back(p.detach().reshape({-1}));
+  std::vector<torch::Tensor> buf = {torch::cat(flat)};
+  try {
+    impl_->group->broadcast(buf)->wait();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("distributed: broadcasting the initial weights failed: " + error_text(e));
+  }
+  int64_t off = 0;
+  for (auto& p : params) {
+    p.copy_(buf[0].narrow(0, off, p.numel()).view_as(p));
+    off += p.numel();
+  }
+}
+
+void Distributed::sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals) {
+  signals.any_stop = signals.want_stop;
+  signals.any_bad = bad_loss;
+  signals.main_progress = signals.progress;
+  if (!enabled()) return;
+  auto t0 = std::chrono::steady_clock::now();
+  auto params = model->parameters();
+  // Bucket boundaries: consecutive parameters until a bucket holds kBucketFloats.
+  std::vector<std::pair<size_t, size_t>> buckets;
+  size_t first = 0;
+  int64_t size = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    size += params[i].numel();
+    if (size >= kBucketFloats || i + 1 == params.size()) {
+      buckets.emplace_back(first, i + 1);
+      first = i + 1;
+      size = 0;
+    }
+  }
+  bytes_per_step_ = 0;
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    std::vector<torch::Tensor> flat;
+    for (size_t i = buckets[b].first; i < buckets[b].second; ++i) {
+      auto& p = params[i];
+      flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+    }
+    const bool last = b + 1 == buckets.size();
+    if (last)
+      flat.push_back(torch::tensor({signals.want_stop ? 1.0f : 0.0f, bad_loss ? 1.0f : 0.0f,
+                                    is_main() ? static_cast<float>(signals.progress) : 0.0f},
+                                   params[0].options()));
+    std::vector<torch::Tensor> bucket = {torch::cat(flat)};
+    bytes_per_step_ += bucket[0].numel() * static_cast<int64_t>(bucket[0].element_size());
+    try {
+      impl_->group->allreduce(bucket)->wait();
+      ++allreduce_calls_;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distributed: all-reduce failed on rank " + std::to_string(opts_.rank) +
+                               " (another rank died, hung or lost its connection): " + error_text(e));
+    }
+    auto& sum = bucket[0];
+    int64_t off = 0;
+    for (size_t i = buckets[b].first; i < buckets[b].second; ++i) {
+      auto& p = params[i];
+      auto avg = sum.narrow(0, off, p.numel()).view_as(p) / static_cast<double>(opts_.world_size);
+      if (p.grad().defined()) p.mutable_grad().copy_(avg);
+      else p.mutable_grad() = avg.clone();
+      off += p.numel();
+    }
+    if (last) {
+      signals.any_stop = sum[off].item<float>() > 0;
+      signals.any_bad = sum[off + 1].item<float>() > 0;
+      signals.main_progress = sum[off + 2].item<float>();
+    }
+  }
+  allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace dracarys

@@ -1,0 +1,69 @@
+// Data-parallel training over LibTorch's c10d: a TCPStore for rendezvous and a Gloo process
+// group (on CPU) for collectives. With world size 1 nothing here is created or called.
+//
+// Every step each rank computes gradients on its own slice of the global batch; the gradients
+// are averaged with an all-reduce over a few large flat buckets, so every rank applies the
+// same update and holds the same weights. Three extra numbers ride along in the last bucket:
+// "some rank wants to stop" (Ctrl-C, time budget), "some rank saw a non-finite loss", and
+// rank 0's schedule position, so all ranks stop at the same step and use the same learning rate.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "model/transformer.h"
+
+namespace dracarys {
+
+struct DistOptions {
+  int world_size = 1;
+  int rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  double timeout_s = 120;  // a rank that dies or never connects fails the others after this
+};
+
+// What rides along with the gradients in the last bucket.
+struct StepSignals {
+  bool want_stop = false;    // in: this rank wants to stop after this step
+  double progress = 0;       // in: this rank's schedule position (only rank 0's is used)
+  bool any_stop = false;     // out: some rank wants to stop
+  bool any_bad = false;      // out: some rank's loss was not finite
+  double main_progress = 0;  // out: rank 0's schedule position, the same on every rank
+};
+
+class Distributed {
+ public:
+  explicit Distributed(const DistOptions& opts);
+  ~Distributed();
+  Distributed(const Distributed&) = delete;
+  Distributed& operator=(const Distributed&) = delete;
+
+  bool enabled() const { return opts_.world_size > 1; }
+  int rank() const { return opts_.rank; }
+  int world_size() const { return opts_.world_size; }
+  bool is_main() const { return opts_.rank == 0; }
+
+  // Every rank publishes `value` under `key`; throws if any rank's differs from this one's.
+  void require_same(const std::string& key, const std::string& value);
+  // Rank 0 publishes `value`; the others receive it.
+  std::string share_from_main(const std::string& key, const std::string& value);
+  // Copies rank 0's parameters to every rank.
+  void broadcast_parameters(Transformer& model);
+  // Averages gradients across ranks and combines the signals (bad_loss: this rank's loss).
+  void sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals);
+
+  double allreduce_seconds() const { return allreduce_s_; }  // total so far
+  int64_t allreduce_calls() const { return allreduce_calls_; }
+  int64_t bytes_per_step() const { return bytes_per_step_; }
+
+ private:
+  struct Impl;
+  DistOptions opts_;
+  std::unique_ptr<Impl> impl_;
+  double allreduce_s_ = 0;
+  int64_t allreduce_calls_ = 0;
+  int64_t bytes_per_step_ = 0;
+};
+
+}  // namespace dracarys
