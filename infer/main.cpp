@@ -16,10 +16,6 @@
 
 using namespace dracarys;
 
-namespace {
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-}  // namespace
-
 int main(int argc, char** argv) {
   setup_logging();
   CLI::App app{
@@ -145,7 +141,7 @@ int main(int argc, char** argv) {
         try {
           run(line);
         } catch (const DataError& e) {
-          spdlog::error("{}", first_line(e.what()));
+          report_error(e);  // a bad line: say so and wait for the next one
         }
       }
       std::fprintf(stderr, "\n");
@@ -157,16 +153,7 @@ int main(int argc, char** argv) {
       }
     }
     return 0;
-  } catch (const DataError& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const CheckpointError& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const std::invalid_argument& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const c10::Error& e) {
-    spdlog::error("LibTorch: {}", first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    spdlog::error("{}", first_line(e.what()));
+    return report_error(e);
   }
-  return 1;
 }

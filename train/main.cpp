@@ -12,10 +12,6 @@
 
 using namespace dracarys;
 
-namespace {
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-}  // namespace
-
 int main(int argc, char** argv) {
   setup_logging();
   CLI::App app{
@@ -93,16 +89,7 @@ int main(int argc, char** argv) {
       return run_train_benchmark(o, device);
     }
     return run_training(o, device);
-  } catch (const std::invalid_argument& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const DataError& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const CheckpointError& e) {
-    spdlog::error("{}", first_line(e.what()));
-  } catch (const c10::Error& e) {
-    spdlog::error("LibTorch: {}", first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    spdlog::error("{}", first_line(e.what()));
+    return report_error(e);
   }
-  return 1;
 }
