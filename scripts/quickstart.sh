@@ -42,12 +42,17 @@ if [ -f "$ckpt" ] && [ $retrain -eq 0 ]; then
 else
   step "3/4 training for $budget on ${corpus:-the embedded sample corpus (data/sample/)} -> $ckpt"
   args=(--out "$ckpt" --time-budget "$budget" --eval-every 100)
-  [ -n "$corpus" ] && args+=(--corpus "$corpus")
+  if [ -n "$corpus" ]; then
+    args+=(--corpus "$corpus")
+  else
+    # 250 lines are far too few for the default 2,048-token vocabulary (it memorises whole
+    # lines): a near-character vocabulary and dropout generalise better on the stand-in.
+    args+=(--vocab-size 512 --dropout 0.2)
+  fi
   "$bin_dir/dracarys-train" "${args[@]}"
 fi
-# The best checkpoint by validation loss, when there is one.
-best="$run_dir/$name.best.pt"
-[ -f "$best" ] && ckpt="$best"
+# The latest checkpoint: on a small corpus it knows the lines best. The one with the lowest
+# validation loss is kept beside it as $name.best.pt.
 
 step "4/4 completing lines with $ckpt"
 for prompt in "cersei lannister: When you play the game of thrones, you" \
