@@ -15,6 +15,7 @@
 #include "test_util.h"
 
 using namespace dracarys;
+using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
 
 namespace {
@@ -22,12 +23,6 @@ namespace {
 const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
 const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 int sh(const std::string& cmd) {
   int status = std::system(cmd.c_str());

@@ -19,6 +19,7 @@
 #include "test_util.h"
 
 using namespace dracarys;
+using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
 
 namespace {
@@ -33,12 +34,6 @@ struct Result {
   std::string out, err;
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Runs a shell command with stdin from /dev/null (unless the command redirects it).
 Result run(const TempDir& d, const std::string& cmd) {

@@ -16,6 +16,7 @@
 #include "test_util.h"
 
 using namespace dracarys;
+using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
 
 namespace {
@@ -23,12 +24,6 @@ namespace {
 const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
 using Clock = std::chrono::steady_clock;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // A port per test process, away from the usual 29500, so parallel tests do not collide.
 int port(int offset) { return 20000 + static_cast<int>(getpid() % 20000) + offset; }

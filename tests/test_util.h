@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 namespace dracarys::testing {
@@ -30,6 +31,13 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 inline std::string shared_data(const std::string& name) {
   for (auto dir : {"../shared/data/got/", "../../shared/data/got/", "../../../shared/data/got/"}) {
