@@ -16,12 +16,12 @@
 
 using namespace dracarys;
 using dracarys::testing::slurp;
+using dracarys::testing::kTrain;
 using dracarys::testing::TempDir;
+using dracarys::testing::kInfer;
 
 namespace {
 
-const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
-const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
 
 
 int sh(const std::string& cmd) {

@@ -20,12 +20,12 @@
 
 using namespace dracarys;
 using dracarys::testing::slurp;
+using dracarys::testing::kTrain;
 using dracarys::testing::TempDir;
+using dracarys::testing::kInfer;
 
 namespace {
 
-const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
-const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
 const std::string kLine = "cersei lannister: When you play the game of thrones, you win or you die.";
 const std::string kPrompt = "cersei lannister: When you play the game of thrones, you";
 

@@ -17,11 +17,11 @@
 
 using namespace dracarys;
 using dracarys::testing::slurp;
+using dracarys::testing::kTrain;
 using dracarys::testing::TempDir;
 
 namespace {
 
-const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
 using Clock = std::chrono::steady_clock;
 
 

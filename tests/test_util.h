@@ -47,4 +47,10 @@ inline std::string shared_data(const std::string& name) {
   return "";
 }
 
+#ifdef DRACARYS_BIN_DIR
+// The executables under test, from the build tree.
+inline const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-train";
+inline const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
+#endif
+
 }  // namespace dracarys::testing
