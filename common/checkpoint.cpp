@@ -149,33 +149,29 @@ Checkpoint load_checkpoint(const std::string& path) {
   return c;
 }
 
-std::string module_bytes(const torch::nn::Module& module) {
+namespace {
+// Modules and optimizers both save to and load from LibTorch archives.
+template <typename T>
+std::string archive_bytes(const T& saved) {
   torch::serialize::OutputArchive ar;
-  module.save(ar);
+  saved.save(ar);
   std::ostringstream out;
   ar.save_to(out);
   return out.str();
 }
 
-void load_module_bytes(torch::nn::Module& module, const std::string& bytes) {
+template <typename T>
+void load_archive_bytes(T& loaded, const std::string& bytes) {
   torch::serialize::InputArchive ar;
   ar.load_from(bytes.data(), bytes.size());
-  module.load(ar);
+  loaded.load(ar);
 }
+}  // namespace
 
-std::string optimizer_bytes(const torch::optim::Optimizer& opt) {
-  torch::serialize::OutputArchive ar;
-  opt.save(ar);
-  std::ostringstream out;
-  ar.save_to(out);
-  return out.str();
-}
-
-void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes) {
-  torch::serialize::InputArchive ar;
-  ar.load_from(bytes.data(), bytes.size());
-  opt.load(ar);
-}
+std::string module_bytes(const torch::nn::Module& module) { return archive_bytes(module); }
+void load_module_bytes(torch::nn::Module& module, const std::string& bytes) { load_archive_bytes(module, bytes); }
+std::string optimizer_bytes(const torch::optim::Optimizer& opt) { return archive_bytes(opt); }
+void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes) { load_archive_bytes(opt, bytes); }
 
 Transformer load_model(const Checkpoint& ckpt, const torch::Device& device) {
   Transformer model(ckpt.config);

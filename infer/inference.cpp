@@ -24,8 +24,8 @@ double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
-// Text of ids that is safe to print: a byte-fallback token may end mid-character, so hold
-// back an incomplete UTF-8 tail until the next token completes it.
+// Length of the prefix of `s` that holds only complete UTF-8 characters: a byte-fallback
+// token may end mid-character.
 size_t printable_prefix(const std::string& s) {
   size_t end = s.size();
   size_t i = end;
@@ -59,21 +59,24 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
     spdlog::warn("prompt has {} tokens, more than the context of {}: keeping the last {}", ids.size(),
                  m.model->config().context, m.model->config().context);
   std::vector<int32_t> out;
-  std::string printed;
-  if (opts.stream && !opts.json) {
+  // Tokens generated but not yet printed. Decoding is a concatenation of pieces, so only these
+  // need decoding per token; they wait while a byte-fallback token leaves a character unfinished.
+  std::vector<int32_t> pending;
+  const bool stream = opts.stream && !opts.json;
+  if (stream) {
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     std::fflush(stdout);
   }
   auto on_token = [&](int64_t id) {
     if (id == m.tokenizer.eos_id()) return true;
     out.push_back(static_cast<int32_t>(id));
-    if (opts.stream && !opts.json) {
-      std::string text = m.tokenizer.decode(out);
-      const size_t upto = printable_prefix(text);
-      if (upto > printed.size()) {
-        std::fwrite(text.data() + printed.size(), 1, upto - printed.size(), stdout);
+    if (stream) {
+      pending.push_back(static_cast<int32_t>(id));
+      const std::string text = m.tokenizer.decode(pending);
+      if (printable_prefix(text) == text.size()) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
-        printed = text.substr(0, upto);
+        pending.clear();
       }
     }
     return true;
@@ -99,8 +102,9 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
                         {"prompt_tokens_per_s", prompt_tps},
                         {"gen_tokens_per_s", gen_tps}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else if (opts.stream) {
-    if (completion.size() > printed.size()) std::fwrite(completion.data() + printed.size(), 1, completion.size() - printed.size(), stdout);
+  } else if (stream) {
+    const std::string rest = m.tokenizer.decode(pending);  // an unfinished character, if any
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
     std::printf("\n");
   }
   std::fflush(stdout);
