@@ -23,12 +23,17 @@ int set_blas_threads(int n) {
 }
 }  // namespace
 
+int resolved_blas_threads(const RuntimeOptions& opts) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return opts.threads > 0 ? opts.threads : cores;
+}
+
 torch::Device apply_runtime(const RuntimeOptions& opts) {
   if (opts.threads < 0) throw std::invalid_argument("--threads must be >= 0, got " + std::to_string(opts.threads));
   if (opts.intra_op_threads < 1)
     throw std::invalid_argument("--intra-op-threads must be >= 1, got " + std::to_string(opts.intra_op_threads));
   const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int blas = opts.threads > 0 ? opts.threads : cores;
+  const int blas = resolved_blas_threads(opts);
   torch::set_num_threads(opts.intra_op_threads);
   const int blas_set = set_blas_threads(blas);
   // Keep freed tensor memory in the process instead of returning it to the kernel every step:

@@ -17,6 +17,9 @@ struct RuntimeOptions {
   int intra_op_threads = 1;     // LibTorch's own pool (element-wise work)
 };
 
+// The BLAS thread count `opts` asks for, with 0 ("every core") resolved to the core count.
+int resolved_blas_threads(const RuntimeOptions& opts);
+
 // Applies the thread policy and returns the device to use. Throws std::invalid_argument for an
 // unknown device or a CUDA device this LibTorch build cannot reach.
 torch::Device apply_runtime(const RuntimeOptions& opts);

@@ -76,12 +76,17 @@ int main(int argc, char** argv) {
       if (app.count("--out") == 0) from_ckpt.out = o.resume;
       else from_ckpt.out = o.out;
       from_ckpt.resume = o.resume;
-      from_ckpt.runtime = o.runtime;
+      // The checkpoint's thread counts, unless given now: BLAS results depend on them, and
+      // only the same counts continue the run bit for bit.
+      keep("--threads", from_ckpt.runtime.threads, o.runtime.threads);
+      keep("--intra-op-threads", from_ckpt.runtime.intra_op_threads, o.runtime.intra_op_threads);
+      from_ckpt.runtime.device = o.runtime.device;
       from_ckpt.dist = o.dist;
       o = from_ckpt;
     } else if (o.max_steps == 0 && o.time_budget_s <= 0) {
       o.time_budget_s = 600;  // the default: ten minutes
     }
+    o.runtime.threads = resolved_blas_threads(o.runtime);  // "every core" as a number, for resume
     auto device = apply_runtime(o.runtime);
     spdlog::info("{}", runtime_summary());
     if (o.benchmark) {

@@ -51,7 +51,10 @@ nlohmann::json TrainOptions::to_json() const {
           {"eval_every", eval_every},
           {"eval_windows", eval_windows},
           {"prompt", prompt},
-          {"seed", seed}};
+          {"seed", seed},
+          // Thread counts change the rounding of BLAS products, so a resumed run keeps them.
+          {"threads", runtime.threads},
+          {"intra_op_threads", runtime.intra_op_threads}};
 }
 
 void TrainOptions::update_from_json(const nlohmann::json& j) {
@@ -75,6 +78,8 @@ void TrainOptions::update_from_json(const nlohmann::json& j) {
   get("eval_windows", eval_windows);
   get("prompt", prompt);
   get("seed", seed);
+  get("threads", runtime.threads);
+  get("intra_op_threads", runtime.intra_op_threads);
 }
 
 void TrainOptions::validate() const {

@@ -128,6 +128,8 @@ int run_training(TrainOptions o, const torch::Device& device) {
   {
     // Every rank must train the same model the same way (output path and rank may differ).
     auto same = o.to_json();
+    same.erase("threads");  // thread counts are each machine's own
+    same.erase("intra_op_threads");
     same["model"] = nlohmann::json::parse(o.model.to_json());
     dist.require_same("config", same.dump());
   }
@@ -169,6 +171,10 @@ int run_training(TrainOptions o, const torch::Device& device) {
   auto optimizer = make_optimizer(model, o);
   int64_t step = 0;
   double elapsed_before = 0, best_val = INFINITY;
+  // Training loss summed since the last evaluation: saved too, so a resumed run logs the same
+  // averages as an uninterrupted one.
+  double loss_sum = 0;
+  int64_t loss_n = 0;
   if (resumed) {
     load_module_bytes(*model, resumed->model);
     model->to(device);
@@ -176,6 +182,8 @@ int run_training(TrainOptions o, const torch::Device& device) {
     step = state.value("step", int64_t{0});
     elapsed_before = state.value("elapsed_s", 0.0);
     best_val = state.value("best_val_loss", INFINITY);
+    loss_sum = state.value("loss_sum", 0.0);
+    loss_n = state.value("loss_count", int64_t{0});
   }
   dist.broadcast_parameters(model);  // every rank starts from rank 0's weights
   model->train();
@@ -202,7 +210,8 @@ int run_training(TrainOptions o, const torch::Device& device) {
     nlohmann::json meta;
     meta["train_options"] = o.to_json();
     meta["state"] = {{"step", step}, {"elapsed_s", elapsed()},
-                     {"best_val_loss", std::isfinite(best_val) ? best_val : 1e30}};
+                     {"best_val_loss", std::isfinite(best_val) ? best_val : 1e30},
+                     {"loss_sum", loss_sum}, {"loss_count", loss_n}};
     c.meta_json = meta.dump();
     save_checkpoint(path, c);
   };
@@ -213,8 +222,6 @@ int run_training(TrainOptions o, const torch::Device& device) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   const bool tty = ::isatty(STDERR_FILENO) && dist.is_main();
-  double loss_sum = 0;
-  int64_t loss_n = 0;
   auto last_log = Clock::now();
   auto window_start = Clock::now();
   int64_t window_steps = 0;
@@ -298,9 +305,10 @@ int run_training(TrainOptions o, const torch::Device& device) {
       last_log = Clock::now();
     }
     if (step % o.eval_every == 0) {
-      finish_eval(loss_sum / static_cast<double>(loss_n));
-      loss_sum = 0;
+      const double average = loss_sum / static_cast<double>(loss_n);
+      loss_sum = 0;  // a new window starts before the save, which records it
       loss_n = 0;
+      finish_eval(average);
     }
   }
   if (loss_n > 0 || step == 0) finish_eval(loss_n > 0 ? loss_sum / static_cast<double>(loss_n) : NAN);

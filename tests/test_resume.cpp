@@ -1,0 +1,98 @@
+// Resume is exact: "N steps, then --resume to M" leaves the same weights, optimizer state and
+// logged losses as M uninterrupted steps, bit for bit (torch::equal, ==), never to a tolerance.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+#include "common/checkpoint.h"
+
+using namespace dracarys;
+using namespace dracarys::testing;
+
+namespace {
+
+// Everything a continued run must reproduce: parameters, AdamW's moments and step counts, and
+// the training loss logged at each evaluation.
+struct RunState {
+  std::map<std::string, torch::Tensor> weights;
+  std::vector<torch::Tensor> optimizer;  // per parameter: exp_avg, exp_avg_sq, and the step as a tensor
+  std::map<int64_t, double> logged_loss; // step -> train_loss in the metrics file
+};
+
+RunState read_state(const std::string& path) {
+  RunState s;
+  auto ckpt = load_checkpoint(path);
+  auto model = load_model(ckpt, torch::kCPU);
+  for (auto& p : model->named_parameters()) s.weights[p.key()] = p.value().detach().clone();
+  // The optimizer's archive is keyed by parameter order in its two groups (decayed 2-D weights,
+  // then the rest), as train/step.cpp builds it.
+  std::vector<torch::Tensor> decay, rest;
+  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : rest).push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay);
+  groups.emplace_back(rest);
+  torch::optim::AdamW opt(std::move(groups), torch::optim::AdamWOptions(1e-3));
+  load_optimizer_bytes(opt, ckpt.optimizer);
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) {
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      s.optimizer.push_back(st.exp_avg().clone());
+      s.optimizer.push_back(st.exp_avg_sq().clone());
+      s.optimizer.push_back(torch::tensor(st.step(), torch::kLong));
+    }
+  std::ifstream metrics(path + ".metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    auto j = nlohmann::json::parse(line);
+    s.logged_loss[j["step"].get<int64_t>()] = j["train_loss"].get<double>();
+  }
+  return s;
+}
+
+void expect_identical(const RunState& a, const RunState& b, const std::string& what) {
+  ASSERT_EQ(a.weights.size(), b.weights.size()) << what;
+  for (const auto& [name, t] : a.weights) {
+    const auto& u = b.weights.at(name);
+    EXPECT_TRUE(torch::equal(t, u)) << what << ": " << name << " differs by up to "
+                                    << (t - u).abs().max().item<double>();
+  }
+  ASSERT_EQ(a.optimizer.size(), b.optimizer.size()) << what;
+  for (size_t i = 0; i < a.optimizer.size(); ++i)
+    EXPECT_TRUE(torch::equal(a.optimizer[i], b.optimizer[i])) << what << ": optimizer state " << i << " differs";
+  // Steps logged by both runs (a split run also logs the step it stopped at).
+  int compared = 0;
+  for (const auto& [step, loss] : a.logged_loss)
+    if (b.logged_loss.count(step)) {
+      EXPECT_EQ(loss, b.logged_loss.at(step)) << what << ": logged loss at step " << step;
+      ++compared;
+    }
+  EXPECT_GE(compared, 1) << what;
+}
+
+}  // namespace
+
+TEST(Resume, SplitRunsEqualTheUninterruptedRunBitForBit) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  // Dropout on, so the masks must be reproduced too; no validation text, so evaluation only
+  // logs the loss and samples; one BLAS thread, which the resumed run must keep on its own.
+  const std::string common = " --corpus " + corpus + kTiny + kVocab +
+                             " --schedule-steps 30 --eval-every 10 --val-share 0 --dropout 0.1";
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("full.pt")).code, 0);
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("again.pt")).code, 0);
+  const auto full = read_state(d.file("full.pt"));
+  expect_identical(full, read_state(d.file("again.pt")), "two uninterrupted runs");
+  EXPECT_EQ(full.logged_loss.size(), 3u);
+
+  for (int split : {1, 15, 29}) {
+    const std::string part = d.file("part" + std::to_string(split) + ".pt");
+    ASSERT_EQ(run(d, kTrain + common + " --max-steps " + std::to_string(split) + " --out " + part).code, 0);
+    // --resume alone: every setting, thread counts included, comes from the checkpoint.
+    auto r = run(d, kTrain + " --resume " + part + " --max-steps 30");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("BLAS threads 1 "), std::string::npos) << r.err;
+    expect_identical(full, read_state(part), std::to_string(split) + " steps, then resumed to 30");
+  }
+}
