@@ -1,5 +1,7 @@
 #include "common/checkpoint.h"
 
+#include "common/output_files.h"
+
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <unistd.h>
@@ -78,30 +80,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   if (has_opt) put_section(buf, "optimizer", c.optimizer);
   buf += sha256(buf.data(), buf.size());
 
-  // Temporary file in the same folder, so the rename is atomic.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw CheckpointError(path + ": cannot write checkpoint: " + std::strerror(errno));
-  size_t off = 0;
-  while (off < buf.size()) {
-    ssize_t w = ::write(fd, buf.data() + off, buf.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw CheckpointError(path + ": cannot write checkpoint: " + err);
-    }
-    off += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw CheckpointError(path + ": cannot flush checkpoint to disk: " + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw CheckpointError(path + ": cannot replace checkpoint: " + err);
+  try {
+    write_file_atomic(path, buf);
+  } catch (const std::runtime_error& e) {
+    throw CheckpointError(std::string("cannot save the checkpoint: ") + e.what());
   }
 }
 

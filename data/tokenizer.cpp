@@ -73,10 +73,39 @@ const Plugin& plugin() {
   return p;
 }
 
+// sentencepiece's status text ("Internal: ./src/x.cc(580) [condition] message") without the
+// source location and the failed condition.
 std::string take_error(char* e) {
   std::string s = e ? e : "unknown error";
   if (e) plugin().api->free_buffer(e);
+  const size_t cc = s.find(".cc(");
+  if (cc != std::string::npos) {
+    const size_t close = s.find("] ", cc);
+    s = close != std::string::npos ? s.substr(close + 2) : s.substr(0, s.find(':'));
+  }
   return s;
+}
+
+// The number after `key` in `text`, or -1.
+long number_after(const std::string& text, const std::string& key) {
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return -1;
+  return std::strtol(text.c_str() + at + key.size(), nullptr, 10);
+}
+
+// Our own sentence for sentencepiece's vocabulary-size failures; other failures keep its words.
+std::string training_error(const std::string& message, int vocab_size) {
+  constexpr int kReserved = 256 + 2;  // byte pieces, then the unknown and end-of-utterance tokens
+  const long needed = number_after(message, "smaller than required_chars. " + std::to_string(vocab_size) + " vs ");
+  if (needed > 0)
+    return "--vocab-size " + std::to_string(vocab_size) + " is too small for this corpus: it needs at least " +
+           std::to_string(needed) + " (" + std::to_string(kReserved - 2) + " byte pieces + 2 special tokens + " +
+           std::to_string(needed - kReserved) + " characters that cover 99.95% of the text)";
+  const long most = number_after(message, "Please set it to a value <= ");
+  if (most > 0)
+    return "--vocab-size " + std::to_string(vocab_size) + " is too large for this corpus: its text yields at most " +
+           std::to_string(most) + " tokens; lower --vocab-size or add text";
+  return "the tokenizer could not be trained: " + message;
 }
 
 }  // namespace
@@ -105,7 +134,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
   size_t len = 0;
   char* err = nullptr;
   if (api->train(ptrs.data(), lens.data(), ptrs.size(), args.c_str(), &model, &len, &err) != 0)
-    throw DataError("tokenizer training failed: " + take_error(err));
+    throw DataError(training_error(take_error(err), opts.vocab_size));
   std::string bytes(model, len);
   api->free_buffer(model);
   return from_bytes(std::move(bytes));

@@ -8,7 +8,9 @@
 
 #include "common/checkpoint.h"
 #include "common/logging.h"
+#include "common/output_files.h"
 #include "common/runtime.h"
+#include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
 #include "infer/attention_map.h"
@@ -80,12 +82,24 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    // Outputs are checked before the model is loaded: only files this program wrote are replaced.
+    if (!export_tokenizer.empty())
+      check_output_path(export_tokenizer, "--export-tokenizer", [](const std::string& path) {
+        try {
+          Tokenizer::from_bytes(read_file(path));  // a sentencepiece model: ours to replace
+          return true;
+        } catch (const std::exception&) {
+          return false;
+        }
+      });
+    if (!attention_map.empty() && attention_map != "-")
+      check_output_path(attention_map, "--attention-map", is_attention_map_file);
     auto device = apply_runtime(rt);
     auto m = load_for_inference(checkpoint, device);
     spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", checkpoint, m.model->config().parameter_count(),
                  m.load_seconds * 1e3, runtime_summary());
     if (!export_tokenizer.empty()) {
-      m.tokenizer.save(export_tokenizer);
+      write_file_atomic(export_tokenizer, m.tokenizer.bytes());
       spdlog::info("tokenizer written to {}", export_tokenizer);
     }
     if (benchmark) {
@@ -105,9 +119,7 @@ int main(int argc, char** argv) {
       const bool html = attention_map.size() >= 5 && (attention_map.substr(attention_map.size() - 5) == ".html" ||
                                                       attention_map.substr(attention_map.size() - 4) == ".htm");
       const std::string doc = html ? render_html(maps, layer, head) : render_svg(maps, layer, head);
-      std::ofstream out(attention_map, std::ios::binary);
-      out << doc;
-      if (!out.flush()) throw std::invalid_argument("cannot write " + attention_map);
+      write_file_atomic(attention_map, doc);
       spdlog::info("attention of {} tokens, {} layer(s) x {} head(s), written to {}", maps.tokens.size(),
                    layer < 0 ? maps.layers.size() : 1, head < 0 ? maps.layers[0].size(0) : 1, attention_map);
       return 0;

@@ -99,8 +99,12 @@ TEST(Train, BadInputIsOneLineError) {
   const std::string base = kTrain + " --corpus " + corpus + " --val-share 0 --max-steps 1";
   expect_one_line_error(run(d, kTrain + " --corpus " + d.file("missing.txt") + " --max-steps 1"), "no such file");
   expect_one_line_error(run(d, base + " --heads 3"), "divisible by heads");
-  expect_one_line_error(run(d, base + " --out /nonexistent/dir/x.pt"), "cannot write");
-  expect_one_line_error(run(d, base + " --vocab-size 20000"), "ocabulary size");
+  expect_one_line_error(run(d, base + " --out /nonexistent/dir/x.pt"), "does not exist");
+  expect_one_line_error(run(d, base + " --vocab-size 20000"), "--vocab-size 20000 is too large for this corpus");
+  // 256 byte pieces + 2 special tokens + the corpus's 31 distinct characters
+  expect_one_line_error(run(d, base + " --vocab-size 270"),
+                        "--vocab-size 270 is too small for this corpus: it needs at least 289 (256 byte pieces + 2 "
+                        "special tokens + 31 characters");
   expect_one_line_error(run(d, base + kVocab + " --context 4096"), "too small");
   auto scene = d.write("scene.txt", "jon snow: One scene.\nsansa stark: One episode.\n");
   expect_one_line_error(run(d, kTrain + " --corpus " + scene + " --max-steps 1"), "cannot split one episode");

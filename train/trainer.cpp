@@ -12,6 +12,7 @@
 
 #include "common/checkpoint.h"
 #include "common/evaluate.h"
+#include "common/output_files.h"
 #include "data/batching.h"
 #include "data/corpus.h"
 #include "data/split.h"
@@ -28,6 +29,20 @@ using Clock = std::chrono::steady_clock;
 std::atomic<int> g_stop_signal{0};
 
 void on_signal(int sig) { g_stop_signal = sig; }
+
+// Ctrl-C and SIGTERM ask the run to stop after the current step (and save) from the moment
+// training starts, until run_training returns by any path.
+struct StopSignalGuard {
+  StopSignalGuard() {
+    g_stop_signal = 0;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+  }
+  ~StopSignalGuard() {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+  }
+};
 
 std::string best_path(const std::string& out) {
   std::filesystem::path p(out);
@@ -104,6 +119,7 @@ double learning_rate(const TrainOptions& o, int64_t step, double progress) {
 }
 
 int run_training(TrainOptions o, const torch::Device& device) {
+  StopSignalGuard signals_stop_training;
   // Resume: model, tokenizer, settings and state come from the checkpoint.
   std::optional<Checkpoint> resumed;
   nlohmann::json state = nlohmann::json::object();
@@ -121,6 +137,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
                  o.corpus.front());
   }
 
+  std::error_code ignored;
   Distributed dist(o.dist);
   if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
   if (dist.enabled()) spdlog::info("distributed: rank {} of {}, store {}:{}", dist.rank(), dist.world_size(),
@@ -134,13 +151,21 @@ int run_training(TrainOptions o, const torch::Device& device) {
     dist.require_same("config", same.dump());
   }
 
-  // The output must be writable before any time is spent training.
-  if (dist.is_main()) {
+  // The outputs are checked, locked and writable before any time is spent training: only
+  // files this program wrote are replaced, and one run at a time writes them.
+  std::optional<OutputLock> lock;
+  if (dist.is_main() && !o.data_only) {
+    check_output_path(o.out, "--out", is_checkpoint_file);
+    check_output_path(best_path(o.out), "--out's best checkpoint", is_checkpoint_file);
+    check_output_path(o.out + ".metrics.jsonl", "--out's metrics log", is_metrics_file);
+    lock.emplace(o.out);
+    const int stale = remove_stale_temporaries(o.out) + remove_stale_temporaries(best_path(o.out));
+    if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
     const auto probe = o.out + ".probe." + std::to_string(::getpid());
     std::ofstream f(probe);
-    if (!f) throw std::invalid_argument("cannot write to --out " + o.out + " (does its folder exist?)");
+    if (!f) throw std::invalid_argument("cannot write to --out " + o.out + " (is its folder writable?)");
     f.close();
-    std::filesystem::remove(probe);
+    std::filesystem::remove(probe, ignored);
   }
 
   // Rank 0 trains the tokenizer; the other ranks use exactly its bytes.
@@ -218,9 +243,6 @@ int run_training(TrainOptions o, const torch::Device& device) {
 
   std::ofstream metrics;
   if (dist.is_main()) metrics.open(o.out + ".metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
-  g_stop_signal = 0;
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   const bool tty = ::isatty(STDERR_FILENO) && dist.is_main();
   auto last_log = Clock::now();
   auto window_start = Clock::now();
@@ -323,8 +345,6 @@ int run_training(TrainOptions o, const torch::Device& device) {
     spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step, elapsed(), o.out,
                  val.empty() ? "" : ", best " + best_path(o.out));
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
   return exit_code;
 }
 

@@ -1,0 +1,50 @@
+// Files the programs write, and the rules that keep them from destroying what is not theirs.
+//
+//   check_output_path   before any work: the path names a file in an existing folder, and if
+//                       something is there already it is a regular file this program wrote
+//                       (a checkpoint, a tokenizer model, an attention map, a metrics log)
+//   OutputLock          one training run per output: flock() on "OUT.lock" for the run's life
+//   write_file_atomic   temporary file, fsync, rename: a crash leaves the old file whole
+//   remove_stale_temporaries  "OUT.tmp.PID" files left by a run that was killed mid-save
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace dracarys {
+
+// True when an existing file's contents are something this program writes (and may replace).
+using IsOurs = std::function<bool(const std::string& path)>;
+
+// Throws std::invalid_argument, naming `option` and the path, when `path` is empty, a folder,
+// in a folder that does not exist, an existing device, FIFO or socket, or an existing file for
+// which `ours` is false.
+void check_output_path(const std::string& path, const std::string& option, const IsOurs& ours);
+
+// Recognisers for check_output_path. Each reads at most the file's first few kilobytes.
+bool is_checkpoint_file(const std::string& path);     // starts with the checkpoint magic
+bool is_metrics_file(const std::string& path);        // empty, or JSON lines
+bool is_attention_map_file(const std::string& path);  // an SVG or HTML map written by dracarys-infer
+
+// Writes `bytes` to `path` through a temporary file in the same folder (fsync, then rename).
+// Throws std::runtime_error naming the path and the system's reason.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// Removes "PATH.tmp.PID" and "PATH.probe.PID" files whose process is gone. Returns how many.
+int remove_stale_temporaries(const std::string& path);
+
+// Holds an exclusive lock on "PATH.lock" (flock) for its lifetime; the file carries the holder's
+// PID. The constructor throws std::invalid_argument naming that PID when another process holds it.
+class OutputLock {
+ public:
+  explicit OutputLock(const std::string& path);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  std::string lock_path_;
+  int fd_ = -1;
+};
+
+}  // namespace dracarys
