@@ -1,6 +1,9 @@
 #include "common/checkpoint.h"
 
+#include "common/json_input.h"
 #include "common/output_files.h"
+#include "data/corpus.h"
+#include "data/errors.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -12,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <set>
 #include <vector>
 
 namespace dracarys {
@@ -90,12 +94,12 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 Checkpoint load_checkpoint(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw CheckpointError(path + ": checkpoint not found");
-  if (std::filesystem::is_directory(path, ec)) throw CheckpointError(path + ": is a folder, not a checkpoint");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(path + ": checkpoint cannot be read");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string buf = ss.str();
+  std::string buf;
+  try {
+    buf = read_file(path, kMaxCheckpointBytes);
+  } catch (const DataError& e) {
+    throw CheckpointError(std::string("checkpoint ") + e.what());
+  }
   if (buf.size() < sizeof kMagic || std::memcmp(buf.data(), kMagic, sizeof kMagic) != 0)
     throw CheckpointError(path + ": not a dracarys checkpoint");
   if (buf.size() < sizeof kMagic + 8 + kHashSize)
@@ -108,7 +112,16 @@ Checkpoint load_checkpoint(const std::string& path) {
                           " is not supported (this build reads version " + std::to_string(kCheckpointVersion) + ")");
   if (sha256(buf.data(), buf.size() - kHashSize) != buf.substr(buf.size() - kHashSize))
     throw CheckpointError(path + ": checkpoint is corrupted or truncated (SHA-256 mismatch)");
+  parse_checkpoint_sections(buf.substr(0, buf.size() - kHashSize), path, c);
+  return c;
+}
+
+void parse_checkpoint_sections(const std::string& body, const std::string& path, Checkpoint& c) {
+  // The hash proves the file is whole, not who wrote it: everything below is checked as
+  // untrusted input, before anything large is allocated.
+  Reader r{body, sizeof kMagic + 4, body.size(), path};
   const uint32_t sections = r.get<uint32_t>();
+  if (sections > 16) throw CheckpointError(path + ": checkpoint claims " + std::to_string(sections) + " sections");
   std::string meta;
   for (uint32_t i = 0; i < sections; ++i) {
     const std::string name = r.bytes(r.get<uint32_t>());
@@ -121,14 +134,21 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (meta.empty() || c.model.empty() || c.tokenizer.empty())
     throw CheckpointError(path + ": checkpoint lacks its meta, tokenizer or model section");
   try {
-    auto j = nlohmann::json::parse(meta);
-    c.config = ModelConfig::from_json(j.at("model_config").dump());
+    auto j = parse_untrusted_json(meta, "the checkpoint's metadata");
+    if (!j.is_object() || !j.contains("model_config") || !j["model_config"].is_object())
+      throw std::invalid_argument("the checkpoint's metadata has no model config");
+    c.config = ModelConfig::from_json(j["model_config"].dump());
     j.erase("model_config");
     c.meta_json = j.dump();
-  } catch (const std::exception& e) {
+  } catch (const std::invalid_argument& e) {
     throw CheckpointError(path + ": checkpoint metadata is invalid: " + e.what());
   }
-  return c;
+  // The weights of the model the config describes must be in the file: a config that claims a
+  // larger model than its weights is refused here, not by an allocation that fails.
+  if (static_cast<double>(c.model.size()) < c.config.model_bytes())
+    throw CheckpointError(path + ": checkpoint's model config describes " +
+                          std::to_string(static_cast<int64_t>(c.config.model_bytes())) +
+                          " bytes of weights, but its model section holds only " + std::to_string(c.model.size()));
 }
 
 namespace {
@@ -150,21 +170,67 @@ void load_archive_bytes(T& loaded, const std::string& bytes) {
 }
 }  // namespace
 
+// Like Module::load, but every tensor is read into a fresh one and must have the shape and
+// type the module expects before it is copied in: LibTorch's own load would adopt whatever
+// shape the archive holds and so build a different model than the config says.
+void load_checked(torch::nn::Module& module, torch::serialize::InputArchive& ar, const std::string& prefix) {
+  auto load_one = [&](const std::string& key, torch::Tensor& target, bool is_buffer) {
+    torch::Tensor read;
+    if (!ar.try_read(key, read, is_buffer) || !read.defined())
+      throw CheckpointError("checkpoint weights lack " + prefix + key);
+    if (read.sizes() != target.sizes() || read.scalar_type() != target.scalar_type())
+      throw CheckpointError("checkpoint weight " + prefix + key + " has shape " + c10::str(read.sizes()) +
+                            ", but its model config needs " + c10::str(target.sizes()));
+    torch::NoGradGuard no_grad;
+    target.copy_(read);
+  };
+  std::set<std::string> expected;
+  for (auto& p : module.named_parameters(/*recurse=*/false)) load_one(p.key(), p.value(), false), expected.insert(p.key());
+  for (auto& b : module.named_buffers(/*recurse=*/false)) load_one(b.key(), b.value(), true), expected.insert(b.key());
+  for (auto& child : module.named_children()) expected.insert(child.key());
+  for (const auto& key : ar.keys())
+    if (!expected.count(key))
+      throw CheckpointError("checkpoint weights hold " + prefix + key + ", which its model config has no place for");
+  for (auto& child : module.named_children()) {
+    torch::serialize::InputArchive child_ar;
+    if (!ar.try_read(child.key(), child_ar)) throw CheckpointError("checkpoint weights lack " + prefix + child.key());
+    load_checked(*child.value(), child_ar, prefix + child.key() + ".");
+  }
+}
+
 std::string module_bytes(const torch::nn::Module& module) { return archive_bytes(module); }
-void load_module_bytes(torch::nn::Module& module, const std::string& bytes) { load_archive_bytes(module, bytes); }
+void load_module_bytes(torch::nn::Module& module, const std::string& bytes) {
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(bytes.data(), bytes.size());
+    load_checked(module, ar, "");
+  } catch (const c10::Error&) {
+    throw CheckpointError("checkpoint weights cannot be read: the model section is not a LibTorch archive of this model");
+  }
+}
 std::string optimizer_bytes(const torch::optim::Optimizer& opt) { return archive_bytes(opt); }
-void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes) { load_archive_bytes(opt, bytes); }
+void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes) {
+  try {
+    load_archive_bytes(opt, bytes);
+  } catch (const c10::Error&) {
+    throw CheckpointError("checkpoint optimizer state cannot be read: it does not match this model's parameters");
+  }
+}
 
 Transformer load_model(const Checkpoint& ckpt, const torch::Device& device) {
   Transformer model(ckpt.config);
-  try {
-    load_module_bytes(*model, ckpt.model);
-  } catch (const c10::Error& e) {
-    throw CheckpointError(std::string("checkpoint weights do not fit its model config: ") + e.what_without_backtrace());
-  }
+  load_module_bytes(*model, ckpt.model);
   model->to(device);
   model->eval();
   return model;
+}
+
+Tokenizer load_tokenizer(const Checkpoint& ckpt) {
+  auto tokenizer = Tokenizer::from_bytes(ckpt.tokenizer);
+  if (tokenizer.vocab_size() != ckpt.config.vocab_size)
+    throw CheckpointError("checkpoint's tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                          " tokens but its model has " + std::to_string(ckpt.config.vocab_size));
+  return tokenizer;
 }
 
 }  // namespace dracarys

@@ -1,5 +1,7 @@
 #include "common/runtime.h"
 
+#include "common/option_checks.h"
+
 #include <dlfcn.h>
 #include <malloc.h>
 
@@ -10,6 +12,7 @@ namespace dracarys {
 
 namespace {
 std::string g_summary;
+constexpr int kMaxThreads = 256;
 
 // OpenBLAS is reached through LibTorch's BLAS; set its pool size if it is the one loaded.
 int set_blas_threads(int n) {
@@ -23,15 +26,18 @@ int set_blas_threads(int n) {
 }
 }  // namespace
 
+void check_runtime_options(const RuntimeOptions& opts) {
+  require_count("--threads", opts.threads, 0, kMaxThreads);
+  require_count("--intra-op-threads", opts.intra_op_threads, 1, kMaxThreads);
+}
+
 int resolved_blas_threads(const RuntimeOptions& opts) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return opts.threads > 0 ? opts.threads : cores;
 }
 
 torch::Device apply_runtime(const RuntimeOptions& opts) {
-  if (opts.threads < 0) throw std::invalid_argument("--threads must be >= 0, got " + std::to_string(opts.threads));
-  if (opts.intra_op_threads < 1)
-    throw std::invalid_argument("--intra-op-threads must be >= 1, got " + std::to_string(opts.intra_op_threads));
+  check_runtime_options(opts);
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int blas = resolved_blas_threads(opts);
   torch::set_num_threads(opts.intra_op_threads);

@@ -17,6 +17,10 @@ struct RuntimeOptions {
   int intra_op_threads = 1;     // LibTorch's own pool (element-wise work)
 };
 
+// Throws std::invalid_argument for thread counts out of range (--threads 0..256,
+// --intra-op-threads 1..256) or an empty device name.
+void check_runtime_options(const RuntimeOptions& opts);
+
 // The BLAS thread count `opts` asks for, with 0 ("every core") resolved to the core count.
 int resolved_blas_threads(const RuntimeOptions& opts);
 

@@ -1,6 +1,12 @@
 #include "data/corpus.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <cctype>
 #include <filesystem>
@@ -28,16 +34,37 @@ std::string CorpusStats::summary() const {
   return s.str();
 }
 
-std::string read_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw DataError(path + ": no such file or folder");
-  if (fs::is_directory(path, ec)) throw DataError(path + ": is a folder, expected a file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path + ": cannot be read (permission denied?)");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw DataError(path + ": read error");
-  return ss.str();
+std::string read_file(const std::string& path, uint64_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) throw DataError(path + ": no such file or folder");
+    throw DataError(path + ": cannot be read (" + std::strerror(errno) + ")");
+  }
+  struct stat st {};
+  std::string text;
+  std::string problem;
+  if (::fstat(fd, &st) != 0) problem = std::string("cannot be read (") + std::strerror(errno) + ")";
+  else if (S_ISDIR(st.st_mode)) problem = "is a folder, expected a file";
+  else if (!S_ISREG(st.st_mode)) problem = "is not a regular file (a device, FIFO or socket)";
+  else if (static_cast<uint64_t>(st.st_size) > max_bytes)
+    problem = "is " + std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes) +
+              " bytes (--max-file-mb raises it)";
+  if (problem.empty()) {
+    text.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < text.size()) {
+      const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) problem = std::string("read error (") + std::strerror(errno) + ")";
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    text.resize(got);  // a file that shrank while being read gives what was there
+  }
+  ::close(fd);
+  if (!problem.empty()) throw DataError(path + ": " + problem);
+  return text;
 }
 
 namespace {
@@ -63,6 +90,10 @@ class Collector {
  public:
   Collector(Corpus& c, const CorpusOptions& o) : corpus_(c), opts_(o) {}
   void add(std::string speaker, std::string_view raw, const std::string& episode) {
+    if (raw.size() > opts_.max_utterance_bytes)
+      throw DataError(path_ + ": an utterance of " + std::to_string(raw.size()) + " bytes (in " + episode +
+                      ") is longer than the limit of " + std::to_string(opts_.max_utterance_bytes) +
+                      " bytes; is a quote left open? (--max-utterance-bytes raises the limit)");
     std::string text = opts_.keep_cues ? std::string(raw) : strip_cues(raw);
     if (!opts_.keep_cues && text.size() != raw.size()) ++corpus_.stats.cues_removed;
     text = collapse_whitespace(text);
@@ -74,8 +105,10 @@ class Collector {
     corpus_.utterances.push_back({speaker, std::move(text), episode});
   }
   void lyric() { ++corpus_.stats.dropped_lyrics; }
+  void set_file(const std::string& path) { path_ = path; }
 
  private:
+  std::string path_;
   Corpus& corpus_;
   const CorpusOptions& opts_;
 };
@@ -200,8 +233,9 @@ void read_text(const std::string& path, std::string_view text, Collector& out) {
 
 std::string extension(const fs::path& p) { return lower(p.extension().string()); }
 
-void read_one(const fs::path& p, Collector& out) {
-  std::string text = read_file(p.string());
+void read_one(const fs::path& p, Collector& out, uint64_t max_file_bytes) {
+  out.set_file(p.string());
+  std::string text = read_file(p.string(), max_file_bytes);
   std::string_view view = strip_bom(text);
   require_utf8(view, p.string());
   const std::string ext = extension(p);
@@ -239,7 +273,7 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
     if (fs::is_directory(path, ec)) {
       for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         const auto ext = extension(it->path());
-        if (it->is_regular_file() && (ext == ".csv" || ext == ".srt" || ext == ".txt")) files.push_back(it->path());
+        if (it->is_regular_file(ec) && (ext == ".csv" || ext == ".srt" || ext == ".txt")) files.push_back(it->path());
       }
       if (ec) throw DataError(path + ": cannot list folder: " + ec.message());
       std::sort(files.begin(), files.end());
@@ -248,7 +282,7 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
       files.push_back(path);
     }
     for (const auto& f : files) {
-      read_one(f, out);
+      read_one(f, out, opts.max_file_bytes);
       ++corpus.stats.files;
     }
   }

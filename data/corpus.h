@@ -23,10 +23,15 @@ struct Utterance {
   std::string line(bool with_speaker = true) const;
 };
 
+// Files larger than this are refused unless a caller allows more (--max-file-mb).
+constexpr uint64_t kDefaultMaxFileBytes = uint64_t{1} << 30;
+
 struct CorpusOptions {
   bool speakers = true;   // keep "speaker: " prefixes
   bool keep_cues = false; // keep "( grunts )" and "[ ... ]" sound cues
   bool keep_lyrics = false;
+  uint64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files are refused
+  uint64_t max_utterance_bytes = 65536;           // a longer utterance is an error naming its file
 };
 
 struct CorpusStats {
@@ -50,7 +55,9 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
 // The embedded stand-in corpus (data/sample/), used when no --corpus is given.
 std::string default_corpus_path();
 
-// Reads one file's text (throws DataError when missing or unreadable).
-std::string read_file(const std::string& path);
+// Reads a whole regular file of at most `max_bytes`. Throws DataError naming the path when it
+// is missing, a folder, not a regular file (a FIFO would wait forever, /dev/zero never ends),
+// larger than the limit, or unreadable.
+std::string read_file(const std::string& path, uint64_t max_bytes = kDefaultMaxFileBytes);
 
 }  // namespace dracarys

@@ -44,7 +44,8 @@ size_t printable_prefix(const std::string& s) {
 LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device) {
   auto t0 = Clock::now();
   auto ckpt = load_checkpoint(checkpoint);
-  LoadedModel m{load_model(ckpt, device), Tokenizer::from_bytes(ckpt.tokenizer), true, device, 0};
+  auto tokenizer = load_tokenizer(ckpt);
+  LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0};
   auto meta = nlohmann::json::parse(ckpt.meta_json);
   m.speakers = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
   m.load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -8,6 +8,7 @@
 
 #include "common/checkpoint.h"
 #include "common/logging.h"
+#include "common/option_checks.h"
 #include "common/output_files.h"
 #include "common/runtime.h"
 #include "data/corpus.h"
@@ -17,6 +18,10 @@
 #include "infer/inference.h"
 
 using namespace dracarys;
+
+namespace {
+constexpr int64_t kMaxNewTokens = 1 << 20;  // per completion
+}  // namespace
 
 int main(int argc, char** argv) {
   setup_logging();
@@ -41,23 +46,16 @@ int main(int argc, char** argv) {
                                          "or an interactive session on a terminal");
   app.add_option("--speaker", speaker, "Start the line as this character: prepends 'NAME: ' to each prompt");
   app.add_option("-n,--max-new-tokens", max_new, "Most tokens to generate per completion")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str();
   app.add_option("--temperature", s.temperature, "Sampling temperature (> 0; lower is more conservative)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--top-k", s.top_k, "Sample among the k most likely tokens (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str();
+  app.add_option("--top-k", s.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
   app.add_option("--top-p", s.top_p, "Sample from the smallest set of tokens whose probability reaches p, in (0, 1]")
-      ->capture_default_str()->check(CLI::Validator(
-          [](std::string& v) {
-            double p = 0;
-            try { p = std::stod(v); } catch (...) { return std::string("not a number"); }
-            return p > 0 && p <= 1 ? std::string() : std::string("must be in (0, 1]");
-          },
-          "(0, 1]"));
+      ->capture_default_str();
   app.add_option("--seed", s.seed, "Sampling seed: same seed, same text")->capture_default_str();
   app.add_flag("--greedy", s.greedy, "Always take the most likely token");
   app.add_option("--num-samples", num_samples, "Completions per prompt (seeds seed, seed+1, ...)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str();
   app.add_flag("--no-stop", no_stop, "Do not stop at the end of the utterance");
   app.add_flag("--no-cache", no_cache, "Recompute the whole context for every token (slow; for comparison)");
   app.add_flag("--json", json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
@@ -65,14 +63,11 @@ int main(int argc, char** argv) {
   app.add_option("--attention-map", attention_map,
                  "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
                  "--layer/--head on the terminal");
-  app.add_option("--layer", layer, "Only this layer in --attention-map (0-based; text map default 0)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--head", head, "Only this head in --attention-map (0-based; text map default 0)")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--layer", layer, "Only this layer in --attention-map (0-based; text map default 0)");
+  app.add_option("--head", head, "Only this head in --attention-map (0-based; text map default 0)");
   app.add_option("--export-tokenizer", export_tokenizer, "Write the checkpoint's tokenizer as a sentencepiece .model file");
   app.add_flag("--benchmark", benchmark, "Measure load time, prompt and generation speed (with and without the cache)");
-  app.add_option("--benchmark-tokens", bench_tokens, "Tokens generated per --benchmark run")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  app.add_option("--benchmark-tokens", bench_tokens, "Tokens generated per --benchmark run")->capture_default_str();
   app.add_option("--threads", rt.threads, "BLAS threads (0 = every core)")->capture_default_str();
   app.add_option("--intra-op-threads", rt.intra_op_threads, "LibTorch intra-op threads")->capture_default_str();
   app.add_option("--device", rt.device, "auto, cpu or cuda[:N]")->capture_default_str();
@@ -82,6 +77,15 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    require_count("--max-new-tokens", max_new, 1, kMaxNewTokens);
+    require_number("--temperature", s.temperature, 0.0, 100.0, /*above_lo=*/true);
+    require_count("--top-k", s.top_k, 0, ModelConfig::kMaxVocab);
+    require_number("--top-p", s.top_p, 0.0, 1.0, /*above_lo=*/true);
+    require_count("--num-samples", num_samples, 1, 1000);
+    require_count("--benchmark-tokens", bench_tokens, 1, kMaxNewTokens);
+    if (app.count("--layer")) require_count("--layer", layer, 0, ModelConfig::kMaxLayers - 1);
+    if (app.count("--head")) require_count("--head", head, 0, ModelConfig::kMaxHeads - 1);
+    check_runtime_options(rt);
     // Outputs are checked before the model is loaded: only files this program wrote are replaced.
     if (!export_tokenizer.empty())
       check_output_path(export_tokenizer, "--export-tokenizer", [](const std::string& path) {

@@ -15,22 +15,39 @@ PositionalKind positional_kind_from_string(const std::string& name) {
   throw std::invalid_argument("positional encoding must be 'sinusoidal' or 'learned', got '" + name + "'");
 }
 
-static void require_positive(const char* name, int64_t v) {
+static void require_in_range(const char* name, int64_t v, int64_t most) {
   if (v <= 0) throw std::invalid_argument(std::string(name) + " must be positive, got " + std::to_string(v));
+  if (v > most)
+    throw std::invalid_argument(std::string(name) + " is " + std::to_string(v) + ", above the limit of " +
+                                std::to_string(most));
 }
 
 void ModelConfig::validate() const {
-  require_positive("layers", layers);
-  require_positive("heads", heads);
-  require_positive("d_model", d_model);
-  require_positive("d_ff", d_ff);
-  require_positive("context", context);
-  require_positive("vocab_size", vocab_size);
+  require_in_range("layers", layers, kMaxLayers);
+  require_in_range("heads", heads, kMaxHeads);
+  require_in_range("d_model", d_model, kMaxDModel);
+  require_in_range("d_ff", d_ff, kMaxDff);
+  require_in_range("context", context, kMaxContext);
+  require_in_range("vocab_size", vocab_size, kMaxVocab);
   if (d_model % heads != 0)
     throw std::invalid_argument("d_model (" + std::to_string(d_model) + ") must be divisible by heads (" +
                                 std::to_string(heads) + ")");
   if (!(dropout >= 0.0 && dropout < 1.0))
     throw std::invalid_argument("dropout must be in [0, 1), got " + std::to_string(dropout));
+  if (model_bytes() > kMaxModelBytes)
+    throw std::invalid_argument("this model would need " + std::to_string(static_cast<int64_t>(model_bytes() / 1e9)) +
+                                " GB for its weights and attention masks, above the limit of " +
+                                std::to_string(static_cast<int64_t>(kMaxModelBytes / 1e9)) + " GB");
+}
+
+int64_t ModelConfig::buffer_count() const {
+  int64_t n = layers * context * context;  // causal masks
+  if (positional == PositionalKind::Sinusoidal) n += context * d_model;
+  return n;
+}
+
+double ModelConfig::model_bytes() const {
+  return 4.0 * (static_cast<double>(parameter_count()) + static_cast<double>(buffer_count()));
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -59,26 +76,37 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(std::string("model config is not valid JSON: ") + e.what());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::invalid_argument("model config is not valid JSON (at byte " + std::to_string(e.byte) + ")");
   }
   if (!j.is_object()) throw std::invalid_argument("model config must be a JSON object");
   ModelConfig c;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
-    try {
-      if (k == "layers") c.layers = it->get<int64_t>();
-      else if (k == "heads") c.heads = it->get<int64_t>();
-      else if (k == "d_model") c.d_model = it->get<int64_t>();
-      else if (k == "d_ff") c.d_ff = it->get<int64_t>();
-      else if (k == "context") c.context = it->get<int64_t>();
-      else if (k == "vocab_size") c.vocab_size = it->get<int64_t>();
-      else if (k == "dropout") c.dropout = it->get<double>();
-      else if (k == "positional") c.positional = positional_kind_from_string(it->get<std::string>());
-      else if (k == "tied_head") c.tied_head = it->get<bool>();
-      else throw std::invalid_argument("unknown model config key '" + k + "'");
-    } catch (const nlohmann::json::exception&) {
-      throw std::invalid_argument("model config key '" + k + "' has the wrong type");
+    const auto wrong_type = [&k](const char* wanted) {
+      return std::invalid_argument("model config key '" + k + "' must be " + wanted);
+    };
+    auto whole = [&]() {
+      if (!it->is_number_integer()) throw wrong_type("a whole number");
+      return it->get<int64_t>();
+    };
+    if (k == "layers") c.layers = whole();
+    else if (k == "heads") c.heads = whole();
+    else if (k == "d_model") c.d_model = whole();
+    else if (k == "d_ff") c.d_ff = whole();
+    else if (k == "context") c.context = whole();
+    else if (k == "vocab_size") c.vocab_size = whole();
+    else if (k == "dropout") {
+      if (!it->is_number()) throw wrong_type("a number");
+      c.dropout = it->get<double>();
+    } else if (k == "positional") {
+      if (!it->is_string()) throw wrong_type("a string");
+      c.positional = positional_kind_from_string(it->get<std::string>());
+    } else if (k == "tied_head") {
+      if (!it->is_boolean()) throw wrong_type("true or false");
+      c.tied_head = it->get<bool>();
+    } else {
+      throw std::invalid_argument("unknown model config key '" + k + "'");
     }
   }
   c.validate();

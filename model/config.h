@@ -19,6 +19,12 @@ struct ModelConfig {
   PositionalKind positional = PositionalKind::Sinusoidal;
   bool tied_head = true;     // decoder head reuses the token embedding's weight
 
+  // Upper bounds. A config may come from an untrusted file: these, and the byte limit on what
+  // the config implies, are checked before anything is allocated.
+  static constexpr int64_t kMaxLayers = 256, kMaxHeads = 256, kMaxDModel = 16384, kMaxDff = 65536;
+  static constexpr int64_t kMaxContext = 16384, kMaxVocab = int64_t{1} << 20;
+  static constexpr double kMaxModelBytes = 16.0 * (int64_t{1} << 30);  // weights and buffers, 16 GiB
+
   int64_t head_dim() const { return d_model / heads; }
 
   // Throws std::invalid_argument naming the first field that is wrong.
@@ -26,6 +32,10 @@ struct ModelConfig {
 
   // Parameters the model built from this config holds (a tied head counts once).
   int64_t parameter_count() const;
+  // Floats in the model's buffers: each layer's causal mask and the sinusoid table.
+  int64_t buffer_count() const;
+  // Bytes of float32 weights and buffers: what building the model allocates.
+  double model_bytes() const;
 
   std::string to_json() const;
   // Throws std::invalid_argument on malformed JSON, unknown keys or an invalid config.

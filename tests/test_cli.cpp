@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -108,11 +109,19 @@ TEST(Train, BadInputIsOneLineError) {
   expect_one_line_error(run(d, base + kVocab + " --context 4096"), "too small");
   auto scene = d.write("scene.txt", "jon snow: One scene.\nsansa stark: One episode.\n");
   expect_one_line_error(run(d, kTrain + " --corpus " + scene + " --max-steps 1"), "cannot split one episode");
-  expect_one_line_error(run(d, base + " --lr -1"), "--lr must be positive");
+  expect_one_line_error(run(d, base + " --lr -1"), "--lr must be a number in (0, 10], got -1");
   expect_one_line_error(run(d, kTrain + " --corpus " + corpus + " --time-budget 10parsecs"), "bad duration");
-  // A learning rate this large blows the loss up: stop, keep the last good checkpoint.
+  // A weight that is NaN makes the loss NaN: stop, keep the last good checkpoint.
   ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 10 --val-share 0 --out " + d.file("nan.pt")).code, 0);
-  auto r = run(d, kTrain + " --resume " + d.file("nan.pt") + " --max-steps 200 --lr 1e30 --grad-clip 0 --warmup-steps 0");
+  {
+    auto ckpt = load_checkpoint(d.file("nan.pt"));
+    auto model = load_model(ckpt, torch::kCPU);
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["ln_final.weight"].fill_(std::numeric_limits<float>::quiet_NaN());
+    ckpt.model = module_bytes(*model);
+    save_checkpoint(d.file("nan.pt"), ckpt);
+  }
+  auto r = run(d, kTrain + " --resume " + d.file("nan.pt") + " --max-steps 200");
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("loss became"), std::string::npos) << r.err;
   EXPECT_EQ(nlohmann::json::parse(load_checkpoint(d.file("nan.pt")).meta_json)["state"]["step"], 10);

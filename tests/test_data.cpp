@@ -228,7 +228,7 @@ TEST(Tokenizer, CorpusTooSmallForVocabularyIsAClearError) {
   TokenizerOptions o;
   o.vocab_size = 5000;
   auto m = expect_data_error([&] { Tokenizer::train({"tiny corpus", "really small"}, o); });
-  EXPECT_NE(m.find("ocabulary size"), std::string::npos) << m;
+  EXPECT_NE(m.find("--vocab-size 5000 is too large for this corpus"), std::string::npos) << m;
 }
 
 TEST(Batching, DeterministicPerStepAndEvalCoversStream) {

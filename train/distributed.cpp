@@ -1,5 +1,7 @@
 #include "train/distributed.h"
 
+#include "common/option_checks.h"
+
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -19,17 +21,22 @@ std::string error_text(const std::exception& e) {
 }
 }  // namespace
 
+void DistOptions::validate() const {
+  require_count("--world-size", world_size, 1, 4096);
+  require_count("--rank", rank, 0, world_size - 1);
+  require_count("--master-port", master_port, 1, 65535);
+  require_number("--dist-timeout", timeout_s, 0.0, 24 * 3600.0, /*above_lo=*/true);
+  if (master_addr.empty()) throw std::invalid_argument("--master-addr is empty");
+}
+
 struct Distributed::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
 };
 
 Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
-  if (opts.world_size < 1) throw std::invalid_argument("--world-size must be >= 1");
-  if (opts.rank < 0 || opts.rank >= opts.world_size)
-    throw std::invalid_argument("--rank must be in [0, " + std::to_string(opts.world_size) + ")");
+  opts.validate();
   if (!enabled()) return;
-  if (opts.master_port <= 0 || opts.master_port > 65535) throw std::invalid_argument("--master-port must be in 1..65535");
   impl_ = std::make_unique<Impl>();
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000));
   try {

@@ -21,6 +21,8 @@ struct DistOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   double timeout_s = 120;  // a rank that dies or never connects fails the others after this
+
+  void validate() const;  // throws std::invalid_argument naming the option
 };
 
 // What rides along with the gradients in the last bucket.

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   }
   if (o.dist.world_size > 1 && o.dist.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
   try {
+    check_config_file_keys(app);
     if (!time_budget.empty()) o.time_budget_s = parse_duration(time_budget);
     o.exact_vocab_size = app.count("--vocab-size") > 0;
     if (!o.resume.empty()) {

@@ -1,6 +1,10 @@
 #include "train/options.h"
 
+#include "common/option_checks.h"
+
+#include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <stdexcept>
 
 namespace dracarys {
@@ -28,9 +32,12 @@ double parse_duration(const std::string& text) {
       }
       ++i;
     }
-    if (v < 0) throw std::invalid_argument("duration must not be negative: '" + text + "'");
+    if (!(v >= 0)) throw std::invalid_argument("duration must not be negative: '" + text + "'");
     total += v * unit;
   }
+  if (!(total <= kMaxDurationSeconds))
+    throw std::invalid_argument("duration '" + text + "' is longer than a year (" +
+                                std::to_string(static_cast<int64_t>(kMaxDurationSeconds)) + " s)");
   return total;
 }
 
@@ -52,14 +59,22 @@ nlohmann::json TrainOptions::to_json() const {
           {"eval_windows", eval_windows},
           {"prompt", prompt},
           {"seed", seed},
+          {"max_file_mb", max_file_mb},
+          {"max_utterance_bytes", max_utterance_bytes},
           // Thread counts change the rounding of BLAS products, so a resumed run keeps them.
           {"threads", runtime.threads},
           {"intra_op_threads", runtime.intra_op_threads}};
 }
 
 void TrainOptions::update_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("the stored training settings are not a JSON object");
   auto get = [&](const char* k, auto& field) {
-    if (j.contains(k)) field = j.at(k).get<std::decay_t<decltype(field)>>();
+    if (!j.contains(k)) return;
+    try {
+      field = j.at(k).get<std::decay_t<decltype(field)>>();
+    } catch (const nlohmann::json::exception&) {
+      throw std::invalid_argument(std::string("the stored training setting '") + k + "' has the wrong type");
+    }
   };
   get("corpus", corpus);
   get("validation_share", validation_share);
@@ -78,26 +93,34 @@ void TrainOptions::update_from_json(const nlohmann::json& j) {
   get("eval_windows", eval_windows);
   get("prompt", prompt);
   get("seed", seed);
+  get("max_file_mb", max_file_mb);
+  get("max_utterance_bytes", max_utterance_bytes);
   get("threads", runtime.threads);
   get("intra_op_threads", runtime.intra_op_threads);
 }
 
 void TrainOptions::validate() const {
   model.validate();
-  auto positive = [](const char* name, double v) {
-    if (!(v > 0)) throw std::invalid_argument(std::string(name) + " must be positive");
-  };
-  positive("--batch-size", static_cast<double>(batch_size));
-  positive("--lr", lr);
-  positive("--eval-every", static_cast<double>(eval_every));
-  if (min_lr < 0 || min_lr > lr) throw std::invalid_argument("--min-lr must be between 0 and --lr");
-  if (warmup_steps < 0) throw std::invalid_argument("--warmup-steps must be >= 0");
-  if (weight_decay < 0) throw std::invalid_argument("--weight-decay must be >= 0");
-  if (grad_clip < 0) throw std::invalid_argument("--grad-clip must be >= 0 (0 turns clipping off)");
-  if (max_steps < 0 || schedule_steps < 0) throw std::invalid_argument("step counts must be >= 0");
+  constexpr int64_t kManySteps = int64_t{1} << 40;  // beyond any run, far below overflow
+  require_number("--val-share", validation_share, 0.0, 0.9);
+  require_count("--batch-size", batch_size, 1, 1 << 16);
+  require_number("--lr", lr, 0.0, 10.0, /*above_lo=*/true);
+  require_number("--min-lr", min_lr, 0.0, lr);
+  require_count("--warmup-steps", warmup_steps, 0, kManySteps);
+  require_number("--weight-decay", weight_decay, 0.0, 100.0);
+  require_number("--grad-clip", grad_clip, 0.0, 1e6);
+  require_count("--max-steps", max_steps, 0, kManySteps);
+  require_count("--schedule-steps", schedule_steps, 0, kManySteps);
+  require_number("--time-budget (seconds)", time_budget_s, 0.0, kMaxDurationSeconds);
+  require_count("--eval-every", eval_every, 1, kManySteps);
+  require_count("--eval-windows", eval_windows, 0, 1 << 30);
+  require_count("--benchmark-windows", benchmark_windows, 1, 1000);
+  require_count("--max-file-mb", max_file_mb, 1, 1 << 20);
+  require_count("--max-utterance-bytes", max_utterance_bytes, 16, 1 << 30);
+  check_runtime_options(runtime);
+  dist.validate();
   if (max_steps == 0 && time_budget_s <= 0 && !benchmark && !data_only)
     throw std::invalid_argument("give --max-steps or --time-budget (or both)");
-  if (!(validation_share >= 0 && validation_share < 1)) throw std::invalid_argument("--val-share must be in [0, 1)");
   if (model.vocab_size < 64 && !benchmark)
     throw std::invalid_argument("--vocab-size must be at least 64 for a tokenizer with byte fallback");
 }
@@ -111,6 +134,11 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
   app.add_option("--val-share", o.validation_share, "Share of utterances held out for validation, split by episode")
       ->capture_default_str()->group(data);
   app.add_flag("--no-speakers", o.no_speakers, "Drop the 'speaker: ' prefix from every line")->group(data);
+  app.add_option("--max-file-mb", o.max_file_mb, "Refuse corpus files larger than this many MiB")
+      ->capture_default_str()->group(data);
+  app.add_option("--max-utterance-bytes", o.max_utterance_bytes,
+                 "Refuse a corpus whose utterance is longer than this (a CSV quote left open makes one huge field)")
+      ->capture_default_str()->group(data);
   app.add_option("--tokenizer", o.tokenizer_type, "Tokenizer model: bpe or unigram")
       ->check(CLI::IsMember({"bpe", "unigram"}))->capture_default_str()->group(data);
 
@@ -183,6 +211,55 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
                  "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing")
       ->capture_default_str()->group(dist);
   app.set_config("--config", "", "Read options from a TOML/INI file whose keys are the long option names");
+}
+
+namespace {
+
+// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+void check_config_file_keys(const CLI::App& app) {
+  const auto* config = app.get_config_ptr();
+  if (!config || config->count() == 0) return;
+  const std::string path = config->as<std::string>();
+  std::vector<std::string> known;
+  for (const auto* opt : app.get_options())
+    for (const auto& name : opt->get_lnames()) known.push_back(name);
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = app.get_config_formatter()->from_file(path);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("--config " + path + " cannot be read as a TOML/INI file");
+  }
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    const std::string& key = item.name;  // CLI11 matches the long name exactly: batch_size is not batch-size
+    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "default"))
+      throw std::invalid_argument("--config " + path + ": key '" + item.fullname() +
+                                  "' is inside a section; write every key at the top level");
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string nearest;
+    size_t best = SIZE_MAX;
+    for (const auto& k : known)
+      if (edit_distance(key, k) < best) best = edit_distance(key, k), nearest = k;
+    throw std::invalid_argument("--config " + path + ": unknown key '" + item.name + "'" +
+                                (best <= 3 ? "; did you mean '" + nearest + "'?" : "; keys are the long option names"));
+  }
 }
 
 const std::vector<std::string>& model_shape_flags() {

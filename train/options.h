@@ -20,6 +20,8 @@ struct TrainOptions {
   double validation_share = 0.1;
   bool no_speakers = false;
   std::string tokenizer_type = "bpe";
+  int64_t max_file_mb = 1024;            // corpus files larger than this are refused
+  int64_t max_utterance_bytes = 65536;   // so is an utterance longer than this
   bool exact_vocab_size = false;  // set when --vocab-size is given: then a too-small corpus is an error
   // model (vocab_size is the tokenizer's size too)
   ModelConfig model;
@@ -51,11 +53,17 @@ struct TrainOptions {
   void validate() const;                      // throws std::invalid_argument
 };
 
+constexpr double kMaxDurationSeconds = 366.0 * 24 * 3600;  // a year: the longest time budget
+
 // "90s", "10m", "1h30m", "45" (seconds) -> seconds. Throws std::invalid_argument.
 double parse_duration(const std::string& text);
 
 // Registers every option on `app`. Options a user set explicitly are found with app.count().
 void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget);
+
+// A --config file's keys must be option names: an unknown key (a typo would silently be
+// ignored) throws std::invalid_argument naming it and the nearest known key.
+void check_config_file_keys(const CLI::App& app);
 
 // Names of flags that change the model's shape (refused with --resume when they differ).
 const std::vector<std::string>& model_shape_flags();

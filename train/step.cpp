@@ -19,6 +19,19 @@ void set_learning_rate(torch::optim::AdamW& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 }
 
+void check_optimizer_state(torch::optim::AdamW& opt) {
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) {
+      auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      if (it == opt.state().end()) continue;  // a parameter that has not been updated yet
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      const bool ok = st.step() >= 0 && st.exp_avg().defined() && st.exp_avg_sq().defined() &&
+                      st.exp_avg().sizes() == p.sizes() && st.exp_avg_sq().sizes() == p.sizes() &&
+                      st.exp_avg().scalar_type() == p.scalar_type() && st.exp_avg_sq().scalar_type() == p.scalar_type();
+      if (!ok) throw std::invalid_argument("the checkpoint's optimizer state does not fit its model's parameters");
+    }
+}
+
 double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
                   const torch::Tensor& targets, double grad_clip, Distributed* dist, StepSignals* signals) {
   // Drop the old gradients instead of zero-filling them: backward then writes fresh tensors

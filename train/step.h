@@ -13,6 +13,9 @@ namespace dracarys {
 // AdamW with weight decay on weight matrices (every 2-D parameter) only, not on biases or norms.
 torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o);
 void set_learning_rate(torch::optim::AdamW& opt, double lr);
+// After loading a checkpoint's optimizer state: every moment has its parameter's shape and the
+// step counts are sane. Throws std::invalid_argument.
+void check_optimizer_state(torch::optim::AdamW& opt);
 
 // Forward, cross-entropy, backward, gradient averaging across ranks (when `dist` is enabled),
 // gradient clipping (when grad_clip > 0), AdamW update. Returns this rank's loss before the

@@ -27,6 +27,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 std::atomic<int> g_stop_signal{0};
+constexpr int64_t kMaxStoredSteps = int64_t{1} << 40;  // far beyond any run; refuses nonsense
 
 void on_signal(int sig) { g_stop_signal = sig; }
 
@@ -60,6 +61,8 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
   auto t0 = Clock::now();
   CorpusOptions co;
   co.speakers = !o.no_speakers;
+  co.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
+  co.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
   auto corpus = load_corpus(o.corpus, co);
   spdlog::info("corpus: {}", corpus.stats.summary());
   auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
@@ -110,6 +113,33 @@ std::string sample(Transformer& model, const Tokenizer& tok, const std::string& 
   return tok.decode(o32);
 }
 
+// The training state a checkpoint carries. It comes from a file, so every field is checked: a
+// negative step, say, would train with a negative learning rate.
+nlohmann::json checked_state(const Checkpoint& ckpt, const std::string& path) {
+  auto meta = nlohmann::json::parse(ckpt.meta_json);
+  nlohmann::json state = meta.value("state", nlohmann::json::object());
+  auto bad = [&](const std::string& what) { return CheckpointError(path + ": checkpoint's training state " + what); };
+  if (!state.is_object()) throw bad("is not a JSON object");
+  auto count = [&](const char* key) {
+    if (!state.contains(key)) return;
+    const auto& v = state[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxStoredSteps)
+      throw bad(std::string("has '") + key + "' that is not a whole number in 0.." + std::to_string(kMaxStoredSteps));
+  };
+  auto finite = [&](const char* key, bool non_negative) {
+    if (!state.contains(key)) return;
+    const auto& v = state[key];
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || (non_negative && v.get<double>() < 0))
+      throw bad(std::string("has '") + key + "' that is not a finite" + (non_negative ? " non-negative" : "") + " number");
+  };
+  count("step");
+  count("loss_count");
+  finite("elapsed_s", true);
+  finite("best_val_loss", false);
+  finite("loss_sum", false);
+  return state;
+}
+
 }  // namespace
 
 double learning_rate(const TrainOptions& o, int64_t step, double progress) {
@@ -125,9 +155,9 @@ int run_training(TrainOptions o, const torch::Device& device) {
   nlohmann::json state = nlohmann::json::object();
   if (!o.resume.empty()) {
     resumed = load_checkpoint(o.resume);
+    load_tokenizer(*resumed);  // refuses a tokenizer whose vocabulary is not the model's
     o.model = resumed->config;
-    auto meta = nlohmann::json::parse(resumed->meta_json);
-    if (meta.contains("state")) state = meta["state"];
+    state = checked_state(*resumed, o.resume);
     spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
   }
   o.validate();
@@ -203,7 +233,10 @@ int run_training(TrainOptions o, const torch::Device& device) {
   if (resumed) {
     load_module_bytes(*model, resumed->model);
     model->to(device);
-    if (!resumed->optimizer.empty()) load_optimizer_bytes(optimizer, resumed->optimizer);
+    if (!resumed->optimizer.empty()) {
+      load_optimizer_bytes(optimizer, resumed->optimizer);
+      check_optimizer_state(optimizer);
+    }
     step = state.value("step", int64_t{0});
     elapsed_before = state.value("elapsed_s", 0.0);
     best_val = state.value("best_val_loss", INFINITY);
