@@ -92,4 +92,35 @@ std::string_view strip_bom(std::string_view s) {
   return s;
 }
 
+std::string escape_control(std::string_view s, bool keep_newlines) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      const bool control = (c < 0x20 && c != '\t' && !(keep_newlines && c == '\n')) || c == 0x7f;
+      if (control) out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+      else out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    size_t bad = 0;
+    const size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    const std::string_view ch = s.substr(i, len);
+    if (len == 1 || ch.size() < len || !valid_utf8(ch, &bad)) {  // not UTF-8: show the byte
+      out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+      ++i;
+      continue;
+    }
+    const auto second = static_cast<unsigned char>(ch[1]);
+    if (c == 0xC2 && second >= 0x80 && second <= 0x9F)  // a C1 control, U+0080..U+009F
+      out += std::string("\\u00") + kHex[second >> 4] + kHex[second & 15];
+    else
+      out += ch;
+    i += len;
+  }
+  return out;
+}
+
 }  // namespace dracarys

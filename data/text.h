@@ -17,6 +17,10 @@ std::string collapse_whitespace(std::string_view s);
 std::string strip_cues(std::string_view s);
 // Removes HTML-style tags as used in subtitles: <i>, </i>, <font color="...">.
 std::string strip_tags(std::string_view s);
+// Text made safe for a terminal: control characters (C0 but tab and, when `keep_newlines`,
+// newline; DEL; C1) become visible escapes such as \x1b and \u009b, and so does any byte that
+// is not valid UTF-8. Everything else is unchanged.
+std::string escape_control(std::string_view s, bool keep_newlines = false);
 // Drops a leading UTF-8 byte order mark.
 std::string_view strip_bom(std::string_view s);
 

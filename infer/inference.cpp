@@ -64,10 +64,13 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
   // need decoding per token; they wait while a byte-fallback token leaves a character unfinished.
   std::vector<int32_t> pending;
   const bool stream = opts.stream && !opts.json;
-  if (stream) {
-    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+  // Generated text may hold any character; on a terminal, escapes must not reach it raw.
+  auto print = [&](const std::string& text) {
+    const std::string shown = opts.escape ? escape_control(text) : text;
+    std::fwrite(shown.data(), 1, shown.size(), stdout);
     std::fflush(stdout);
-  }
+  };
+  if (stream) print(prompt);
   auto on_token = [&](int64_t id) {
     if (id == m.tokenizer.eos_id()) return true;
     out.push_back(static_cast<int32_t>(id));
@@ -75,8 +78,7 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
       pending.push_back(static_cast<int32_t>(id));
       const std::string text = m.tokenizer.decode(pending);
       if (printable_prefix(text) == text.size()) {
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
+        print(text);
         pending.clear();
       }
     }
@@ -104,8 +106,7 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
                         {"gen_tokens_per_s", gen_tps}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (stream) {
-    const std::string rest = m.tokenizer.decode(pending);  // an unfinished character, if any
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
+    print(m.tokenizer.decode(pending));  // an unfinished character, if any
     std::printf("\n");
   }
   std::fflush(stdout);

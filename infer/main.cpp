@@ -20,7 +20,21 @@
 using namespace dracarys;
 
 namespace {
-constexpr int64_t kMaxNewTokens = 1 << 20;  // per completion
+constexpr int64_t kMaxNewTokens = 1 << 20;   // per completion
+constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
+
+// std::getline with a bound: a line longer than kMaxPromptBytes becomes a DataError for that
+// line (its rest is read and dropped), so endless input without newlines cannot fill memory.
+bool read_line(std::istream& in, std::string& line) {
+  line.clear();
+  bool any = false;
+  for (int c; (c = in.get()) != EOF;) {
+    any = true;
+    if (c == '\n') return true;
+    if (line.size() <= kMaxPromptBytes) line.push_back(static_cast<char>(c));
+  }
+  return any;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,11 +150,14 @@ int main(int argc, char** argv) {
 
     CompleteOptions co;
     co.json = json;
+    co.escape = !json && ::isatty(STDOUT_FILENO);
     co.generate.sampling = s;
     co.generate.max_new_tokens = max_new;
     co.generate.use_cache = !no_cache;
     if (!no_stop) co.generate.stop_token = m.tokenizer.eos_id();
     auto run = [&](std::string prompt) {
+      if (prompt.size() > kMaxPromptBytes)
+        throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
       if (!valid_utf8(prompt)) throw DataError("prompt is not valid UTF-8");
       if (!speaker.empty()) prompt = speaker + ":" + (prompt.empty() ? "" : " " + prompt);
       for (int64_t i = 0; i < num_samples; ++i) {
@@ -153,7 +170,7 @@ int main(int argc, char** argv) {
     } else if (::isatty(STDIN_FILENO)) {
       std::fprintf(stderr, "Type the start of a line and press Enter; Ctrl-D ends.\n");
       std::string line;
-      while (std::fprintf(stderr, "> "), std::fflush(stderr), std::getline(std::cin, line)) {
+      while (std::fprintf(stderr, "> "), std::fflush(stderr), read_line(std::cin, line)) {
         try {
           run(line);
         } catch (const DataError& e) {
@@ -162,11 +179,20 @@ int main(int argc, char** argv) {
       }
       std::fprintf(stderr, "\n");
     } else {
+      // Piped lines: a bad one is reported and skipped, and the exit code says one was.
       std::string line;
-      while (std::getline(std::cin, line)) {
+      int line_number = 0, bad_lines = 0;
+      while (read_line(std::cin, line)) {
+        ++line_number;
         if (!line.empty() && line.back() == '\r') line.pop_back();
-        run(line);
+        try {
+          run(line);
+        } catch (const DataError& e) {
+          ++bad_lines;
+          spdlog::error("input line {}: {}; skipped", line_number, e.what());
+        }
       }
+      if (bad_lines > 0) return 1;
     }
     return 0;
   } catch (const std::exception& e) {

@@ -1,6 +1,9 @@
 // Data-parallel training on 127.0.0.1: equivalence with one process, checkpoints across world
 // sizes, and failing cleanly when a rank dies, never connects, or was started differently.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -127,4 +130,33 @@ TEST(Distributed, MismatchedConfigAndMissingPeerAreClearErrors) {
   EXPECT_EQ(wait_exit(lone), 1);
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 10.0);
   EXPECT_NE(slurp(d.file("rank1.err")).find("could not join"), std::string::npos) << slurp(d.file("rank1.err"));
+}
+
+TEST(Distributed, SilentMasterPortAndBadValuesAreBounded) {
+  TempDir d;
+  auto c = corpus(d);
+  // A port that accepts connections (the kernel's backlog) but never answers the handshake.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const auto t0 = Clock::now();
+  auto rank1 = start_rank(d, 1, 2, ntohs(addr.sin_port), " --corpus " + c + kModel + " --max-steps 5 --dist-timeout 2");
+  EXPECT_EQ(wait_exit(rank1), 1);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 15.0);
+  EXPECT_NE(slurp(d.file("rank1.err")).find("could not join"), std::string::npos) << slurp(d.file("rank1.err"));
+  close(listener);
+
+  for (const std::string bad : {" --dist-timeout nan", " --dist-timeout -1", " --dist-timeout inf"}) {
+    auto r = start_rank(d, 1, 2, port(5), " --corpus " + c + kModel + " --max-steps 5" + bad);
+    EXPECT_EQ(wait_exit(r), 1) << bad;
+    EXPECT_NE(slurp(d.file("rank1.err")).find("--dist-timeout must be a number in (0, 86400]"), std::string::npos)
+        << slurp(d.file("rank1.err"));
+  }
 }

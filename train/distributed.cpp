@@ -5,7 +5,13 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <stdexcept>
 
 namespace dracarys {
@@ -29,6 +35,43 @@ void DistOptions::validate() const {
   if (master_addr.empty()) throw std::invalid_argument("--master-addr is empty");
 }
 
+namespace {
+
+// Some waits inside c10d have no timeout of their own (a client's handshake with a port that
+// accepts but never answers waits forever). While a phase of start-up runs, this ends the
+// process with one clear line once --dist-timeout (and a moment's grace) has passed.
+class StartupWatchdog {
+ public:
+  StartupWatchdog(double seconds, std::string message) : message_(std::move(message)) {
+    thread_ = std::thread([this, seconds] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      const auto limit = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000) + kGraceMs);
+      if (!done_cv_.wait_for(lock, limit, [this] { return done_; })) {
+        spdlog::error("{}", message_);
+        std::_Exit(1);
+      }
+    });
+  }
+  ~StartupWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    done_cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  static constexpr int64_t kGraceMs = 2000;  // c10d's own timeouts, when it has them, speak first
+  std::string message_;
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
 struct Distributed::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
@@ -39,6 +82,11 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
   if (!enabled()) return;
   impl_ = std::make_unique<Impl>();
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000));
+  const std::string cannot_join = "rank " + std::to_string(opts.rank) + " could not join the process group at " +
+                                  opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
+                                  std::to_string(static_cast<int>(opts.timeout_s)) + "s";
+  StartupWatchdog watchdog(opts.timeout_s, cannot_join + ": no answer from the rendezvous store (is another program "
+                                                         "listening on that port?)");
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(opts.master_port);
@@ -54,9 +102,7 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
                                    : c10d::ProcessGroupGloo::createDefaultDevice());
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, opts.rank, opts.world_size, go);
   } catch (const std::exception& e) {
-    throw std::runtime_error("rank " + std::to_string(opts.rank) + " could not join the process group at " +
-                             opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
-                             std::to_string(static_cast<int>(opts.timeout_s)) + "s: " + error_text(e));
+    throw std::runtime_error(cannot_join + ": " + error_text(e));
   }
 }
 

@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
     } else if (o.max_steps == 0 && o.time_budget_s <= 0) {
       o.time_budget_s = 600;  // the default: ten minutes
     }
+    check_runtime_options(o.runtime);
     o.runtime.threads = resolved_blas_threads(o.runtime);  // "every core" as a number, for resume
     auto device = apply_runtime(o.runtime);
     spdlog::info("{}", runtime_summary());

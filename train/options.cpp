@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 
@@ -21,6 +22,7 @@ double parse_duration(const std::string& text) {
     } catch (const std::exception&) {
       throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
     }
+    if (std::isnan(v)) throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
     i += used;
     double unit = 1;
     if (i < text.size()) {

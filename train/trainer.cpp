@@ -16,6 +16,7 @@
 #include "data/batching.h"
 #include "data/corpus.h"
 #include "data/split.h"
+#include "data/text.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "train/distributed.h"
@@ -302,7 +303,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
     }
     if (tty) fmt::print(stderr, "\r\033[K");
     spdlog::info("{}", line);
-    spdlog::info("sample: {}{}", o.prompt, sample(model, data.tokenizer, o.prompt, o.seed + step));
+    spdlog::info("sample: {}", escape_control(o.prompt + sample(model, data.tokenizer, o.prompt, o.seed + step)));
     metrics << m.dump() << "\n" << std::flush;
     save(o.out);
   };
