@@ -233,18 +233,18 @@ void read_text(const std::string& path, std::string_view text, Collector& out) {
 
 std::string extension(const fs::path& p) { return lower(p.extension().string()); }
 
-void read_one(const fs::path& p, Collector& out, uint64_t max_file_bytes) {
-  out.set_file(p.string());
-  std::string text = read_file(p.string(), max_file_bytes);
-  std::string_view view = strip_bom(text);
-  require_utf8(view, p.string());
-  const std::string ext = extension(p);
+// One file's text, in the format its name and first line say.
+void read_text_of(const std::string& name, std::string_view bytes, Collector& out) {
+  out.set_file(name);
+  std::string_view view = strip_bom(bytes);
+  require_utf8(view, name);
+  const std::string ext = extension(name);
   const std::string first_line(view.substr(0, view.find('\n')));
-  if (ext == ".csv") read_csv(p.string(), view, out);
+  if (ext == ".csv") read_csv(name, view, out);
   else if (ext == ".srt" || (first_line.find_first_not_of("0123456789\r ") == std::string::npos &&
                              view.find("-->") != std::string::npos && !first_line.empty()))
-    read_srt(p.string(), view, out);
-  else read_text(p.string(), view, out);
+    read_srt(name, view, out);
+  else read_text(name, view, out);
 }
 
 }  // namespace
@@ -260,6 +260,13 @@ std::string default_corpus_path() {
     if (fs::exists(c, ec)) return fs::weakly_canonical(c, ec).string();
   throw DataError("no --corpus given and the embedded sample corpus was not found (looked in " +
                   std::string(DRACARYS_SAMPLE_DIR) + "); set DRACARYS_SAMPLE_CORPUS or pass --corpus");
+}
+
+std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_view bytes, const CorpusOptions& opts) {
+  Corpus corpus;
+  Collector out(corpus, opts);
+  read_text_of(name, bytes, out);
+  return corpus.utterances;
 }
 
 Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts) {
@@ -282,7 +289,7 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
       files.push_back(path);
     }
     for (const auto& f : files) {
-      read_one(f, out, opts.max_file_bytes);
+      read_text_of(f.string(), read_file(f.string(), opts.max_file_bytes), out);
       ++corpus.stats.files;
     }
   }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dracarys {
@@ -51,6 +52,10 @@ struct Corpus {
 // path, an unreadable file, non-UTF-8 bytes (file and line), a CSV without the expected
 // columns, or a corpus with no utterances at all.
 Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts = {});
+
+// The utterances in one file's bytes, read as the file `name` would be (its extension picks the
+// format). Throws DataError as load_corpus does. The fuzz targets call this.
+std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_view bytes, const CorpusOptions& opts = {});
 
 // The embedded stand-in corpus (data/sample/), used when no --corpus is given.
 std::string default_corpus_path();

@@ -13,6 +13,7 @@ PACKAGES=(
   libgloo-dev               # c10d Gloo headers for distributed training
   gnuplot-nox               # scripts/plot-metrics.sh
   python3                   # scripts/bench.sh tables, scripts/quality-split.py
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer with ASan and UBSan
 )
 
 missing=()

@@ -91,6 +91,7 @@ TEST_F(BadInput, TrainingOptionsOutOfRangeAreRefusedReadably) {
       {" --dropout nan", "dropout must be in [0, 1)"},
       {" --context 100000", "context is 100000, above the limit of 16384"},
       {" --max-file-mb 0", "--max-file-mb must be a whole number from 1"},
+      {" --batch-size 65536 --context 8192", "GB, more than this machine's"},
   };
   const std::string base = kTrain + " --corpus " + corpus_ + " --out " + dir_->file("o.pt");
   for (const auto& [flags, needle] : cases) {

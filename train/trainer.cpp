@@ -141,6 +141,30 @@ nlohmann::json checked_state(const Checkpoint& ckpt, const std::string& path) {
   return state;
 }
 
+// A rough upper estimate of a training step's memory: weights, gradients and AdamW's two
+// moments, plus the activations kept for the backward pass (per layer about a dozen
+// [batch, context, d_model]-sized tensors, two of [batch, context, d_ff] and the attention
+// weights [batch, heads, context, context] twice), plus the logits and their gradient.
+double training_bytes(const TrainOptions& o) {
+  const auto& m = o.model;
+  const double B = static_cast<double>(o.batch_size), T = static_cast<double>(m.context);
+  const double per_layer = B * T * (12.0 * m.d_model + 2.0 * m.d_ff) + 2.0 * B * m.heads * T * T;
+  const double activations = m.layers * per_layer + 3.0 * B * T * m.vocab_size;
+  return 4.0 * (4.0 * m.parameter_count() + m.buffer_count() + activations);
+}
+
+// Refuses, before any data is read, a run whose step cannot fit in this machine's memory: the
+// allocation would otherwise fail deep inside LibTorch, or the kernel would kill the process.
+void require_memory_for(const TrainOptions& o) {
+  const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  const double needed = training_bytes(o);
+  if (physical > 0 && needed > physical)
+    throw std::invalid_argument(fmt::format(
+        "a training step of this model and batch needs about {:.1f} GB, more than this machine's {:.1f} GB; lower "
+        "--batch-size or --context, or the model's size",
+        needed / 1e9, physical / 1e9));
+}
+
 }  // namespace
 
 double learning_rate(const TrainOptions& o, int64_t step, double progress) {
@@ -162,6 +186,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
     spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
   }
   o.validate();
+  require_memory_for(o);
   if (o.corpus.empty()) {
     o.corpus = {default_corpus_path()};
     spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",

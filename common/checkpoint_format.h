@@ -1,0 +1,47 @@
+// The one checkpoint format: a single self-contained file.
+//
+//   "DRACARYS" | u32 format version | u32 section count
+//   sections: u32 name length, name, u64 size, bytes       ("meta", "tokenizer", "model", "optimizer")
+//   SHA-256 of everything above (32 bytes)
+//
+// "meta" is JSON (model config, training settings and state); "tokenizer" is the serialized
+// sentencepiece model, opaque here; "model" and "optimizer" are LibTorch archives. LibTorch's
+// archives carry no checksum, so the trailing hash is what refuses a corrupted file.
+//
+// This file holds the container only (no LibTorch), so the parser can be fuzzed on its own.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "model/config.h"
+
+namespace dracarys {
+
+constexpr uint32_t kCheckpointVersion = 1;
+// The largest checkpoint read: weights and buffers at their limit, plus AdamW's two moments.
+constexpr uint64_t kMaxCheckpointBytes = static_cast<uint64_t>(3 * ModelConfig::kMaxModelBytes) + (uint64_t{1} << 30);
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Checkpoint {
+  uint32_t version = kCheckpointVersion;
+  ModelConfig config;
+  std::string meta_json;       // training settings and state; "{}" when none
+  std::string tokenizer;       // serialized tokenizer model
+  std::string model;           // LibTorch archive of the model's parameters and buffers
+  std::string optimizer;       // LibTorch archive of the optimizer state; may be empty
+};
+
+// The file's bytes, hash included.
+std::string encode_checkpoint(const Checkpoint& ckpt);
+// Parses a checkpoint's bytes. Throws CheckpointError with a one-line reason naming `path`:
+// not a checkpoint, truncated, unknown format version, corrupted (hash mismatch, unless
+// `check_hash` is false), or metadata that is malformed, too large or too deep, or describes
+// a model whose weights are not in the file.
+Checkpoint decode_checkpoint(const std::string& bytes, const std::string& path, bool check_hash = true);
+
+}  // namespace dracarys

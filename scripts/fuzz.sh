@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (Debian's clang, with AddressSanitizer and UBSan) and runs each
+# for a bounded time: the CSV, SubRip and text corpus readers and the checkpoint parser.
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs it briefly)
+# Seeds live in tests/fuzz/seeds/; what the fuzzers find new goes to build-fuzz/corpus/, and a
+# crash, hang or leak stops the script with the input that caused it saved in build-fuzz/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET=${1:-60}
+OUT=${FUZZ_DIR:-build-fuzz}
+CXX=${FUZZ_CXX:-clang++}
+command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (scripts/setup.sh installs clang)" >&2; exit 1; }
+mkdir -p "$OUT"
+FLAGS=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I.)
+READERS=(data/corpus.cpp data/csv.cpp data/text.cpp)
+build() {  # name, sources...
+  local name=$1; shift
+  "$CXX" "${FLAGS[@]}" "$@" -o "$OUT/$name"
+}
+build fuzz_csv -DFUZZ_FILE_NAME='"fuzz.csv"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
+build fuzz_srt -DFUZZ_FILE_NAME='"fuzz.srt"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
+build fuzz_text -DFUZZ_FILE_NAME='"fuzz.txt"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
+build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp common/checkpoint_format.cpp common/json_input.cpp \
+  model/config.cpp -lcrypto &
+wait
+
+status=0
+for target in csv srt text checkpoint; do
+  mkdir -p "$OUT/corpus/$target"
+  echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
+  # -rss_limit_mb: a reader that balloons is a finding; -timeout: so is one input taking 10 s.
+  if ! (cd "$OUT" && ASAN_OPTIONS=detect_leaks=1 "./fuzz_$target" -max_total_time="$SECONDS_PER_TARGET" \
+          -rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1 \
+          "corpus/$target" "../tests/fuzz/seeds/$target" > "fuzz_$target.log" 2>&1); then
+    echo "fuzz: $target FAILED; see $OUT/fuzz_$target.log and the crash-* / leak-* / timeout-* input there" >&2
+    tail -40 "$OUT/fuzz_$target.log" >&2
+    status=1
+  else
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$OUT/fuzz_$target.log" | tr '\n' ' '
+    echo
+  fi
+done
+exit $status
