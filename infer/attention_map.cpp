@@ -194,7 +194,7 @@ std::string render_text(const AttentionMaps& m, int layer, int head, int width) 
   const int label_w = 12, index_w = 4;
   const int cols = std::max(8, width - index_w - label_w - 3);
   std::ostringstream s;
-  s << "layer " << layer << ", head " << head << ": row = query token, column = key token (by index); "
+  s << "layer " << layer << ", head " << head << ": row = query token, column = key token (by index)\n"
     << "shade = weight (' ' <0.1, ░ <0.3, ▒ <0.5, ▓ <0.75, █ ≥0.75), '·' = masked future\n";
   for (int c0 = 0; c0 < T; c0 += cols) {  // wrap wide prompts into blocks of columns
     const int c1 = std::min(T, c0 + cols);

@@ -3,7 +3,7 @@
 # then complete a few lines. Re-running reuses the build and the checkpoint unless --retrain.
 #
 #   scripts/quickstart.sh                         # sample corpus, 4 minutes of training
-#   scripts/quickstart.sh --corpus ../shared/data/got/got_script_s1-8.csv --time-budget 10m
+#   scripts/quickstart.sh --corpus ~/data/Game_of_Thrones_Script.csv --time-budget 10m
 #   scripts/quickstart.sh --retrain               # train again from scratch
 set -euo pipefail
 cd "$(dirname "$0")/.."

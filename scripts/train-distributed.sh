@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts N local ranks of dracarys-train that train one model together (c10d, Gloo on CPU).
 #
-#   scripts/train-distributed.sh --nproc 2 -- --corpus ../shared/data/got/got_script_s1-8.csv --out got.pt
+#   scripts/train-distributed.sh --nproc 2 -- --corpus ~/data/Game_of_Thrones_Script.csv --out got.pt
 #
 # Options before "--": --nproc N (default 2), --port P (default 29500), --threads T (BLAS
 # threads per rank; default: cores / N), --bin PATH (dracarys-train to run). Everything after

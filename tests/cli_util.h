@@ -3,7 +3,9 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/select.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <sstream>
@@ -37,6 +39,21 @@ inline Result run(const TempDir& d, const std::string& cmd) {
   else
     status = std::system((cmd + " < /dev/null > " + o + " 2> " + e).c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(o), slurp(e)};
+}
+
+// Waits up to 200 ms for output on `fd` and appends it to `screen`. False once the other end
+// has closed (the program on a pseudo-terminal exited).
+inline bool read_some(int fd, std::string& screen) {
+  fd_set fds;
+  FD_ZERO(&fds);
+  FD_SET(fd, &fds);
+  timeval tv{0, 200000};
+  if (select(fd + 1, &fds, nullptr, nullptr, &tv) <= 0) return true;
+  char buf[4096];
+  const ssize_t n = read(fd, buf, sizeof buf);
+  if (n <= 0) return false;
+  screen.append(buf, static_cast<size_t>(n));
+  return true;
 }
 
 // Forty lines of eight speakers, the seed line among them.

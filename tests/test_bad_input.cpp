@@ -54,18 +54,8 @@ std::string run_on_terminal(const std::vector<std::string>& argv) {
     _exit(127);
   }
   std::string screen;
-  char buf[4096];
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    fd_set fds;
-    FD_ZERO(&fds);
-    FD_SET(master, &fds);
-    timeval tv{0, 200000};
-    if (select(master + 1, &fds, nullptr, nullptr, &tv) > 0) {
-      const ssize_t n = read(master, buf, sizeof buf);
-      if (n <= 0) break;
-      screen.append(buf, static_cast<size_t>(n));
-    }
+  while (std::chrono::steady_clock::now() < deadline && read_some(master, screen)) {
   }
   waitpid(pid, nullptr, 0);
   close(master);

@@ -187,19 +187,10 @@ TEST_F(Infer, SpeakerPipedInputAndPseudoTerminal) {
   const std::string typed = kPrompt + "\n";
   ASSERT_EQ(write(master, typed.data(), typed.size()), static_cast<ssize_t>(typed.size()));
   std::string screen;
-  char buf[4096];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   bool sent_eof = false;
   while (std::chrono::steady_clock::now() < deadline) {
-    fd_set fds;
-    FD_ZERO(&fds);
-    FD_SET(master, &fds);
-    timeval tv{0, 200000};
-    if (select(master + 1, &fds, nullptr, nullptr, &tv) > 0) {
-      ssize_t n = read(master, buf, sizeof buf);
-      if (n <= 0) break;
-      screen.append(buf, n);
-    }
+    if (!read_some(master, screen)) break;
     if (!sent_eof && screen.find("win or you die.") != std::string::npos) {
       const char eot = 4;  // Ctrl-D
       ASSERT_EQ(write(master, &eot, 1), 1);

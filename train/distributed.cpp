@@ -85,8 +85,12 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
   const std::string cannot_join = "rank " + std::to_string(opts.rank) + " could not join the process group at " +
                                   opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
                                   std::to_string(static_cast<int>(opts.timeout_s)) + "s";
-  StartupWatchdog watchdog(opts.timeout_s, cannot_join + ": no answer from the rendezvous store (is another program "
-                                                         "listening on that port?)");
+  StartupWatchdog watchdog(opts.timeout_s, cannot_join + (opts.rank == 0
+                                                              ? ": not every one of the " + std::to_string(opts.world_size) +
+                                                                    " ranks arrived (start them all with the same "
+                                                                    "--world-size and --master-port)"
+                                                              : ": no answer from rank 0's rendezvous store (is rank 0 "
+                                                                "running, or another program listening on that port?)"));
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(opts.master_port);

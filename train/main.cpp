@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   setup_logging();
   CLI::App app{
       "dracarys-train: train a small decoder-only transformer on dialogue.\n"
-      "Example: dracarys-train --corpus ../shared/data/got/got_script_s1-8.csv --out got.pt --time-budget 10m\n"
+      "Example: dracarys-train --corpus Game_of_Thrones_Script.csv --out got.pt --time-budget 10m\n"
       "Continue a run: dracarys-train --resume got.pt [--max-steps N]"};
   app.get_formatter()->column_width(34);
   TrainOptions o;
