@@ -1,5 +1,7 @@
 #include "model/attention.h"
 
+#include "model/init.h"
+
 #include <cmath>
 #include <limits>
 
@@ -14,6 +16,11 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg)
   // Added to the scores before the softmax: exp(-inf) = 0, so a position never sees its future.
   causal_mask_ = register_buffer(
       "causal_mask", torch::full({cfg.context, cfg.context}, -std::numeric_limits<float>::infinity()).triu(1));
+}
+
+void CausalSelfAttentionImpl::init_weights(double residual_std) {
+  init::linear(qkv_, init::kStd);
+  init::linear(proj_, residual_std);
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCache* cache,

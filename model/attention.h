@@ -30,6 +30,8 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
                         torch::Tensor* weights_out = nullptr);
+  // Initial weights (model/init.h); residual_std for the output projection.
+  void init_weights(double residual_std);
 
  private:
   int64_t heads_, head_dim_, d_model_, context_;

@@ -1,11 +1,18 @@
 #include "model/decoder_block.h"
 
+#include "model/init.h"
+
 namespace dracarys {
 
 FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg) {
   up_ = register_module("up", torch::nn::Linear(cfg.d_model, cfg.d_ff));
   down_ = register_module("down", torch::nn::Linear(cfg.d_ff, cfg.d_model));
   dropout_ = register_module("dropout", torch::nn::Dropout(cfg.dropout));
+}
+
+void FeedForwardImpl::init_weights(double residual_std) {
+  init::linear(up_, init::kStd);
+  init::linear(down_, residual_std);
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
@@ -18,6 +25,11 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg) {
   attn_ = register_module("attn", CausalSelfAttention(cfg));
   ln_ff_ = register_module("ln_ff", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model})));
   ff_ = register_module("ff", FeedForward(cfg));
+}
+
+void DecoderBlockImpl::init_weights(double residual_std) {
+  attn_->init_weights(residual_std);
+  ff_->init_weights(residual_std);
 }
 
 torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache,

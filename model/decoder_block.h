@@ -12,6 +12,7 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
+  void init_weights(double residual_std);  // model/init.h; residual_std for the down projection
 
  private:
   torch::nn::Linear up_{nullptr}, down_{nullptr};  // d_model -> d_ff -> d_model
@@ -24,6 +25,7 @@ class DecoderBlockImpl : public torch::nn::Module {
   explicit DecoderBlockImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
                         torch::Tensor* attention_weights = nullptr);
+  void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
 
  private:
   torch::nn::LayerNorm ln_attn_{nullptr}, ln_ff_{nullptr};

@@ -1,5 +1,7 @@
 #include "model/positional_encoding.h"
 
+#include "model/init.h"
+
 #include <cmath>
 
 namespace dracarys {
@@ -19,6 +21,12 @@ PositionalEncodingImpl::PositionalEncodingImpl(const ModelConfig& cfg) {
   auto cos_cols = table.index({torch::indexing::Slice(), torch::indexing::Slice(1, torch::indexing::None, 2)});
   cos_cols.copy_(torch::cos(pos * freq).narrow(1, 0, cos_cols.size(1)));
   table_ = register_buffer("table", table);
+}
+
+void PositionalEncodingImpl::init_weights() {
+  if (!table_.requires_grad()) return;  // sinusoidal: a buffer, not learned
+  torch::NoGradGuard no_grad;
+  table_.normal_(0.0, init::kStd);
 }
 
 torch::Tensor PositionalEncodingImpl::forward(int64_t start, int64_t length) {

@@ -13,6 +13,7 @@ class PositionalEncodingImpl : public torch::nn::Module {
   explicit PositionalEncodingImpl(const ModelConfig& cfg);
   // The encodings of positions [start, start + length): shape [length, d_model].
   torch::Tensor forward(int64_t start, int64_t length);
+  void init_weights();  // a learned table: normal, std 0.02; the sinusoidal table is fixed
 
  private:
   torch::Tensor table_;  // sinusoidal: a buffer; learned: a parameter

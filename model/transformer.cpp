@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include "model/init.h"
+
 #include <cmath>
 
 namespace dracarys {
@@ -17,22 +19,17 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
   if (!cfg.tied_head)
     head_ = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
 
-  // GPT-2 style initialisation: small normal weights, zero biases, and the projections that
-  // write into the residual stream scaled down by √(2N) so the stream's variance stays flat.
+  init_weights();
+}
+
+void TransformerImpl::init_weights() {
+  // In the order the modules were built (which fixes what each draws from the seed).
   torch::NoGradGuard no_grad;
-  const double resid_std = 0.02 / std::sqrt(2.0 * cfg.layers);
-  for (auto& p : named_parameters()) {
-    const auto& name = p.key();
-    auto& t = p.value();
-    if (name.find("ln_") != std::string::npos) continue;  // layer norms keep weight 1, bias 0
-    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
-      t.zero_();
-    } else if (name.find("attn.proj.weight") != std::string::npos || name.find("ff.down.weight") != std::string::npos) {
-      t.normal_(0.0, resid_std);
-    } else {
-      t.normal_(0.0, 0.02);
-    }
-  }
+  embed_->weight.normal_(0.0, init::kStd);
+  pos_->init_weights();
+  const double residual_std = init::residual_std(cfg_.layers);
+  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->init_weights(residual_std);
+  if (head_) head_->weight.normal_(0.0, init::kStd);
 }
 
 torch::Tensor TransformerImpl::head_weight() const { return cfg_.tied_head ? embed_->weight : head_->weight; }

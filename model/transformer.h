@@ -31,6 +31,9 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
                         std::vector<torch::Tensor>* attention = nullptr);
 
+  // GPT-2 style initial weights, module by module (model/init.h); the constructor calls it.
+  void init_weights();
+
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
   const ModelConfig& config() const { return cfg_; }
   // The decoder head's weight: the embedding matrix itself when tied.

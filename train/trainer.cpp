@@ -29,6 +29,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 std::atomic<int> g_stop_signal{0};
 constexpr int64_t kMaxStoredSteps = int64_t{1} << 40;  // far beyond any run; refuses nonsense
+constexpr int kExitLossNotFinite = 3;        // the loss became NaN or infinite: a distinct code for scripts
+// Dropout's seed for a step is seed·kSeedStride + step + kRankStride·rank: distinct for every
+// (step, rank) pair of any realistic run, and a function of them alone, so a resumed run
+// draws the same masks. Both are primes, far apart.
+constexpr uint64_t kSeedStride = 1000003ULL;
+constexpr uint64_t kRankStride = 7919ULL;
+constexpr int64_t kSampleTokens = 48;        // length of the sample completion at each evaluation
+constexpr double kSampleTemperature = 0.8;
+constexpr double kProgressEveryTty = 0.25;   // seconds between progress lines on a terminal
+constexpr double kProgressEveryLog = 10.0;   // and in a log file
 
 void on_signal(int sig) { g_stop_signal = sig; }
 
@@ -101,10 +111,10 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
 
 std::string sample(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
   GenerateOptions g;
-  g.max_new_tokens = 48;
+  g.max_new_tokens = kSampleTokens;
   g.stop_token = tok.eos_id();
   g.sampling.seed = seed;
-  g.sampling.temperature = 0.8;
+  g.sampling.temperature = kSampleTemperature;
   auto ids = tok.encode(prompt);
   if (ids.empty()) return "";
   auto out = generate(model, std::vector<int64_t>(ids.begin(), ids.end()), g);
@@ -348,7 +358,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
     set_learning_rate(optimizer, lr);
     auto batch = batcher.batch(step, dist.rank());
     // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
-    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step) + 7919ULL * static_cast<uint64_t>(dist.rank()));
+    torch::manual_seed(o.seed * kSeedStride + static_cast<uint64_t>(step) + kRankStride * static_cast<uint64_t>(dist.rank()));
     StepSignals signals;
     signals.want_stop = want_stop;
     signals.progress = progress;
@@ -358,7 +368,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
     synced_progress = signals.main_progress;
     if (!std::isfinite(loss_v)) {
       spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss_v, step, o.out);
-      return 3;
+      return kExitLossNotFinite;
     }
     ++step;
     loss_sum += loss_v;
@@ -372,7 +382,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
       window_steps = 0;
     }
     const double since_log = std::chrono::duration<double>(Clock::now() - last_log).count();
-    if ((tty && since_log >= 0.25) || (!tty && since_log >= 10.0)) {
+    if ((tty && since_log >= kProgressEveryTty) || (!tty && since_log >= kProgressEveryLog)) {
       std::string left;
       if (o.max_steps > 0) left = fmt::format("step {}/{}", step, o.max_steps);
       else left = fmt::format("step {}", step);
