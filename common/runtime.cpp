@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <sstream>
 #include <thread>
@@ -69,5 +70,19 @@ torch::Device apply_runtime(const RuntimeOptions& opts) {
 }
 
 std::string runtime_summary() { return g_summary; }
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void add_runtime_options(CLI::App& app, RuntimeOptions& opts) {
+  const char* group = "Runtime";
+  app.add_option("--threads", opts.threads, "BLAS threads (0 = every core)")->capture_default_str()->group(group);
+  app.add_option("--intra-op-threads", opts.intra_op_threads, "LibTorch intra-op threads (1 measured fastest on 2 cores)")
+      ->capture_default_str()->group(group);
+  app.add_option("--device", opts.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(group);
+}
 
 }  // namespace dracarys

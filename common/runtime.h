@@ -5,6 +5,7 @@
 // pools otherwise fight over the same cores (2 + 2 threads on 2 cores ran 1.5-1.9x slower).
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <string>
@@ -27,6 +28,12 @@ int resolved_blas_threads(const RuntimeOptions& opts);
 // Applies the thread policy and returns the device to use. Throws std::invalid_argument for an
 // unknown device or a CUDA device this LibTorch build cannot reach.
 torch::Device apply_runtime(const RuntimeOptions& opts);
+
+// The process's peak resident memory so far, in MB (LibTorch's own ~250 MB included).
+double peak_rss_mb();
+
+// Registers --threads, --intra-op-threads and --device on `app` (both executables).
+void add_runtime_options(CLI::App& app, RuntimeOptions& opts);
 
 // One line describing what apply_runtime chose.
 std::string runtime_summary();

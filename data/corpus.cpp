@@ -22,8 +22,12 @@ namespace fs = std::filesystem;
 
 namespace dracarys {
 
+std::string speaker_line(const std::string& speaker, const std::string& text) {
+  return text.empty() ? speaker + ":" : speaker + ": " + text;
+}
+
 std::string Utterance::line(bool with_speaker) const {
-  return with_speaker && !speaker.empty() ? speaker + ": " + text : text;
+  return with_speaker && !speaker.empty() ? speaker_line(speaker, text) : text;
 }
 
 std::string CorpusStats::summary() const {

@@ -15,6 +15,10 @@
 
 namespace dracarys {
 
+// A line as the model reads it: "speaker: text", or just "speaker:" when the text is empty (a
+// prompt that leaves the words to the model). The one place the speaker prefix is written.
+std::string speaker_line(const std::string& speaker, const std::string& text);
+
 struct Utterance {
   std::string speaker;  // lower case as in the source; empty when unknown
   std::string text;     // whitespace collapsed, cues removed

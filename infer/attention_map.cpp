@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "data/text.h"
+#include "model/generate.h"
 
 namespace dracarys {
 
@@ -71,18 +72,17 @@ std::string xml_escape(const std::string& s) {
 }
 
 AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const std::string& prompt) {
-  auto ids = tok.encode(prompt);
-  if (ids.empty()) throw std::invalid_argument("the prompt has no tokens to draw attention for");
-  const auto ctx = static_cast<size_t>(model->config().context);
-  if (ids.size() > ctx) ids.erase(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(ctx));
+  const auto encoded = tok.encode(prompt);
+  if (encoded.empty()) throw std::invalid_argument("the prompt has no tokens to draw attention for");
+  const auto ids = last_context(std::vector<int64_t>(encoded.begin(), encoded.end()), model->config().context);
   torch::NoGradGuard no_grad;
   model->eval();
   const auto device = model->head_weight().device();
-  auto input = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong).unsqueeze(0).to(device);
+  auto input = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
   std::vector<torch::Tensor> attention;
   model->forward(input, nullptr, &attention);
   AttentionMaps maps;
-  for (auto id : ids) maps.tokens.push_back(display(tok.piece(id)));
+  for (auto id : ids) maps.tokens.push_back(display(tok.piece(static_cast<int32_t>(id))));
   for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());
   return maps;
 }

@@ -1,7 +1,6 @@
 #include "infer/inference.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -9,6 +8,7 @@
 
 #include "common/checkpoint.h"
 #include "common/evaluate.h"
+#include "common/runtime.h"
 #include "data/batching.h"
 #include "data/corpus.h"
 #include "data/text.h"
@@ -18,11 +18,6 @@ namespace dracarys {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 
 // Length of the prefix of `s` that holds only complete UTF-8 characters: a byte-fallback
 // token may end mid-character.

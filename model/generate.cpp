@@ -21,6 +21,11 @@ torch::Tensor as_batch(const std::vector<int64_t>& ids, const torch::Device& dev
 
 }  // namespace
 
+std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context) {
+  if (static_cast<int64_t>(ids.size()) > context) ids.erase(ids.begin(), ids.end() - context);
+  return ids;
+}
+
 std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, const GenerateOptions& opts,
                               const std::function<bool(int64_t)>& on_token, GenerateStats* stats) {
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt has no tokens");
@@ -32,10 +37,8 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
   GenerateStats local;
   GenerateStats& st = stats ? *stats : local;
   st = GenerateStats{};
-  if (static_cast<int64_t>(prompt.size()) > context) {
-    prompt.erase(prompt.begin(), prompt.end() - context);
-    st.prompt_truncated = true;
-  }
+  st.prompt_truncated = static_cast<int64_t>(prompt.size()) > context;
+  prompt = last_context(std::move(prompt), context);
   st.prompt_tokens = static_cast<int64_t>(prompt.size());
 
   std::vector<int64_t> seq = prompt;  // everything the model has seen or made, for the sliding window

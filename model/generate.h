@@ -31,6 +31,9 @@ struct GenerateStats {
 // with each new id as soon as it is chosen; returning false stops generation.
 // The model is switched to eval mode and run without autograd. Past the context the window
 // slides: the cache keeps the most recent half of the context and generation continues.
+// The last `context` tokens of `ids` (all of them when they fit): what the model can see.
+std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context);
+
 std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, const GenerateOptions& opts,
                               const std::function<bool(int64_t)>& on_token = nullptr,
                               GenerateStats* stats = nullptr);

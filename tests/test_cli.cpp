@@ -106,7 +106,7 @@ TEST(Train, BadInputIsOneLineError) {
   expect_one_line_error(run(d, base + " --vocab-size 270"),
                         "--vocab-size 270 is too small for this corpus: it needs at least 289 (256 byte pieces + 2 "
                         "special tokens + 31 characters");
-  expect_one_line_error(run(d, base + kVocab + " --context 4096"), "too small");
+  expect_one_line_error(run(d, base + kVocab + " --context 4096 --batch-size 1"), "too small");
   auto scene = d.write("scene.txt", "jon snow: One scene.\nsansa stark: One episode.\n");
   expect_one_line_error(run(d, kTrain + " --corpus " + scene + " --max-steps 1"), "cannot split one episode");
   expect_one_line_error(run(d, base + " --lr -1"), "--lr must be a number in (0, 10], got -1");

@@ -1,12 +1,12 @@
 // dracarys-train --benchmark: training throughput on random tokens, against the machine's
 // measured matrix-multiply peak.
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "common/runtime.h"
 #include "model/transformer.h"
 #include "train/step.h"
 #include "train/trainer.h"
@@ -33,11 +33,6 @@ double matmul_flops(int64_t m, int64_t k, int64_t n, const torch::Device& device
   return rates[rates.size() / 2];
 }
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 }  // namespace
 
 int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {

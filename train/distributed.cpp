@@ -160,9 +160,7 @@ void Distributed::broadcast_parameters(Transformer& model) {
 }
 
 void Distributed::sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals) {
-  signals.any_stop = signals.want_stop;
-  signals.any_bad = bad_loss;
-  signals.main_progress = signals.progress;
+  signals.set_local(bad_loss);
   if (!enabled()) return;
   auto t0 = std::chrono::steady_clock::now();
   auto params = model->parameters();

@@ -32,6 +32,13 @@ struct StepSignals {
   bool any_stop = false;     // out: some rank wants to stop
   bool any_bad = false;      // out: some rank's loss was not finite
   double main_progress = 0;  // out: rank 0's schedule position, the same on every rank
+
+  // The outputs as a single process sees them: its own wishes and position.
+  void set_local(bool bad_loss) {
+    any_stop = want_stop;
+    any_bad = bad_loss;
+    main_progress = progress;
+  }
 };
 
 class Distributed {

@@ -187,11 +187,7 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
   app.add_option("--prompt", o.prompt, "Prompt of the sample completion shown at each evaluation")->group(io);
 
   auto* rt = "Runtime";
-  app.add_option("--threads", o.runtime.threads, "BLAS threads (0 = every core)")->capture_default_str()->group(rt);
-  app.add_option("--intra-op-threads", o.runtime.intra_op_threads,
-                 "LibTorch intra-op threads (1 measured fastest on 2 cores)")
-      ->capture_default_str()->group(rt);
-  app.add_option("--device", o.runtime.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(rt);
+  add_runtime_options(app, o.runtime);
   app.add_flag("--benchmark", o.benchmark,
                "Measure training throughput on random tokens (no corpus, no checkpoint) and print one JSON line")
       ->group(rt);

@@ -45,8 +45,7 @@ double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Ten
   const bool distributed = dist && dist->enabled();
   StepSignals none;
   StepSignals& sig = signals ? *signals : none;
-  sig.any_stop = sig.want_stop;
-  sig.main_progress = sig.progress;
+  sig.set_local(bad);
   if (bad && !distributed) return value;
   loss.backward();  // every rank takes part in the all-reduce, even with a bad loss
   if (distributed) {
