@@ -111,11 +111,11 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
 }
 
 void score_file(LoadedModel& m, const std::string& path, bool json) {
-  CorpusOptions co;
-  co.speakers = m.speakers;
-  auto corpus = load_corpus({path}, co);
+  CorpusOptions corpus_options;
+  corpus_options.speakers = m.speakers;
+  auto corpus = load_corpus({path}, corpus_options);
   std::vector<std::string> lines;
-  for (const auto& u : corpus.utterances) lines.push_back(u.line(co.speakers));
+  for (const auto& u : corpus.utterances) lines.push_back(u.line(corpus_options.speakers));
   auto stream = tokenize_lines(m.tokenizer, lines);
   const int64_t ctx = m.model->config().context;
   auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), ctx, 16);

@@ -61,25 +61,27 @@ std::string best_path(const std::string& out) {
   return (p.parent_path() / (p.stem().string() + ".best" + p.extension().string())).string();
 }
 
-struct Prepared {
+// The training data, ready for batching: the tokenizer, both token streams, and how long
+// each stage of getting there took.
+struct TrainingData {
   Tokenizer tokenizer;
   TokenStream train, validation;
   double read_s = 0, tokenizer_train_s = 0, tokenize_s = 0;
   size_t utterances = 0;
 };
 
-Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
+TrainingData prepare_data(const TrainOptions& o, const std::string* tokenizer_bytes) {
   auto t0 = Clock::now();
-  CorpusOptions co;
-  co.speakers = !o.no_speakers;
-  co.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
-  co.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
-  auto corpus = load_corpus(o.corpus, co);
+  CorpusOptions corpus_options;
+  corpus_options.speakers = !o.no_speakers;
+  corpus_options.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
+  corpus_options.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
+  auto corpus = load_corpus(o.corpus, corpus_options);
   spdlog::info("corpus: {}", corpus.stats.summary());
   auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
   std::vector<std::string> train_lines, val_lines;
-  for (auto& u : split.train) train_lines.push_back(u.line(co.speakers));
-  for (auto& u : split.validation) val_lines.push_back(u.line(co.speakers));
+  for (auto& u : split.train) train_lines.push_back(u.line(corpus_options.speakers));
+  for (auto& u : split.validation) val_lines.push_back(u.line(corpus_options.speakers));
   spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
                train_lines.size(), val_lines.size(), split.validation_episodes.size());
   auto t1 = Clock::now();
@@ -96,7 +98,7 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
                  std::chrono::duration<double>(Clock::now() - t1).count());
   }
   auto t2 = Clock::now();
-  Prepared p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
+  TrainingData p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
   const double secs = std::chrono::duration<double>(Clock::now() - t2).count();
   p.read_s = std::chrono::duration<double>(t1 - t0).count();
   p.tokenizer_train_s = tokenizer_bytes ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
@@ -109,7 +111,7 @@ Prepared prepare(const TrainOptions& o, const std::string* tokenizer_bytes) {
   return p;
 }
 
-std::string sample(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
+std::string sample_completion(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
   GenerateOptions g;
   g.max_new_tokens = kSampleTokens;
   g.stop_token = tok.eos_id();
@@ -238,7 +240,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
   std::optional<std::string> shared_tokenizer;
   if (resumed) shared_tokenizer = resumed->tokenizer;
   else if (dist.enabled() && !dist.is_main()) shared_tokenizer = dist.share_from_main("tokenizer", "");
-  auto data = prepare(o, shared_tokenizer ? &*shared_tokenizer : nullptr);
+  auto data = prepare_data(o, shared_tokenizer ? &*shared_tokenizer : nullptr);
   if (dist.enabled() && dist.is_main() && !resumed) dist.share_from_main("tokenizer", data.tokenizer.bytes());
   if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
     const double chars = data.train.chars + data.validation.chars;
@@ -317,7 +319,6 @@ int run_training(TrainOptions o, const torch::Device& device) {
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   double tokens_per_s = 0;
-  int exit_code = 0;
 
   auto finish_eval = [&](double train_loss) {
     if (!dist.is_main()) return;  // rank 0 evaluates, samples and writes; the others wait at the next all-reduce
@@ -338,7 +339,7 @@ int run_training(TrainOptions o, const torch::Device& device) {
     }
     if (tty) fmt::print(stderr, "\r\033[K");
     spdlog::info("{}", line);
-    spdlog::info("sample: {}", escape_control(o.prompt + sample(model, data.tokenizer, o.prompt, o.seed + step)));
+    spdlog::info("sample: {}", escape_control(o.prompt + sample_completion(model, data.tokenizer, o.prompt, o.seed + step)));
     metrics << m.dump() << "\n" << std::flush;
     save(o.out);
   };
@@ -409,12 +410,11 @@ int run_training(TrainOptions o, const torch::Device& device) {
   if (g_stop_signal) {
     spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
                  static_cast<int>(g_stop_signal), step, o.out, o.out);
-    exit_code = 0;
   } else {
     spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step, elapsed(), o.out,
                  val.empty() ? "" : ", best " + best_path(o.out));
   }
-  return exit_code;
+  return 0;  // a stop by signal saved its checkpoint: that is a success too
 }
 
 }  // namespace dracarys
