@@ -14,6 +14,7 @@ PACKAGES=(
   gnuplot-nox               # scripts/plot-metrics.sh
   python3                   # scripts/bench.sh tables, scripts/quality-split.py
   clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer with ASan and UBSan
+  clang-format              # scripts/lint.sh
 )
 
 missing=()

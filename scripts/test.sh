@@ -9,7 +9,8 @@ for a in "$@"; do
   if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
 done
 scripts/setup.sh
-scripts/build.sh
+scripts/lint.sh                 # a formatting difference fails CI
+WERROR=ON scripts/build.sh      # and so does a compiler warning in the project's code
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j 2 "${args[@]}")
 [ "$quick" = 1 ] && exit 0
 scripts/sanitize.sh
