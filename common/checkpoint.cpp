@@ -65,7 +65,8 @@ void load_checked(torch::nn::Module& module, torch::serialize::InputArchive& ar,
     target.copy_(read);
   };
   std::set<std::string> expected;
-  for (auto& p : module.named_parameters(/*recurse=*/false)) load_one(p.key(), p.value(), false), expected.insert(p.key());
+  for (auto& p : module.named_parameters(/*recurse=*/false))
+    load_one(p.key(), p.value(), false), expected.insert(p.key());
   for (auto& b : module.named_buffers(/*recurse=*/false)) load_one(b.key(), b.value(), true), expected.insert(b.key());
   for (auto& child : module.named_children()) expected.insert(child.key());
   for (const auto& key : ar.keys())
@@ -85,7 +86,8 @@ void load_module_bytes(torch::nn::Module& module, const std::string& bytes) {
     ar.load_from(bytes.data(), bytes.size());
     load_checked(module, ar, "");
   } catch (const c10::Error&) {
-    throw CheckpointError("checkpoint weights cannot be read: the model section is not a LibTorch archive of this model");
+    throw CheckpointError(
+        "checkpoint weights cannot be read: the model section is not a LibTorch archive of this model");
   }
 }
 std::string optimizer_bytes(const torch::optim::Optimizer& opt) { return archive_bytes(opt); }

@@ -54,7 +54,8 @@ struct Reader {
     return s;
   }
   void need(uint64_t n) {
-    if (n > end - pos) throw CheckpointError(path + ": checkpoint is truncated or corrupted (a section runs past the end)");
+    if (n > end - pos)
+      throw CheckpointError(path + ": checkpoint is truncated or corrupted (a section runs past the end)");
   }
 };
 
@@ -97,10 +98,14 @@ Checkpoint decode_checkpoint(const std::string& buf, const std::string& path, bo
   for (uint32_t i = 0; i < sections; ++i) {
     const std::string name = r.bytes(r.get<uint32_t>());
     std::string bytes = r.bytes(r.get<uint64_t>());
-    if (name == "meta") meta = std::move(bytes);
-    else if (name == "tokenizer") c.tokenizer = std::move(bytes);
-    else if (name == "model") c.model = std::move(bytes);
-    else if (name == "optimizer") c.optimizer = std::move(bytes);
+    if (name == "meta")
+      meta = std::move(bytes);
+    else if (name == "tokenizer")
+      c.tokenizer = std::move(bytes);
+    else if (name == "model")
+      c.model = std::move(bytes);
+    else if (name == "optimizer")
+      c.optimizer = std::move(bytes);
   }
   if (meta.empty() || c.model.empty() || c.tokenizer.empty())
     throw CheckpointError(path + ": checkpoint lacks its meta, tokenizer or model section");

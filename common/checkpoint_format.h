@@ -30,10 +30,10 @@ struct CheckpointError : std::runtime_error {
 struct Checkpoint {
   uint32_t version = kCheckpointVersion;
   ModelConfig config;
-  std::string meta_json;       // training settings and state; "{}" when none
-  std::string tokenizer;       // serialized tokenizer model
-  std::string model;           // LibTorch archive of the model's parameters and buffers
-  std::string optimizer;       // LibTorch archive of the optimizer state; may be empty
+  std::string meta_json;  // training settings and state; "{}" when none
+  std::string tokenizer;  // serialized tokenizer model
+  std::string model;      // LibTorch archive of the model's parameters and buffers
+  std::string optimizer;  // LibTorch archive of the optimizer state; may be empty
 };
 
 // The file's bytes, hash included.

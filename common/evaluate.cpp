@@ -12,9 +12,9 @@ EvalResult evaluate(Transformer& model, const std::vector<Batch>& batches, const
   EvalResult r;
   for (const auto& b : batches) {
     auto logits = model->forward(b.inputs.to(device));
-    auto loss = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), b.targets.to(device).reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    auto loss =
+        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), b.targets.to(device).reshape({-1}),
+                                             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     nats += loss.item<double>();
     r.tokens += b.targets.numel();
     r.chars += b.target_chars;

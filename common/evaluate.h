@@ -10,9 +10,9 @@
 namespace dracarys {
 
 struct EvalResult {
-  double loss = 0;          // mean cross-entropy per token, in nats
-  double perplexity = 0;    // exp(loss)
-  double bits_per_char = 0; // total bits / characters: comparable across tokenizers
+  double loss = 0;           // mean cross-entropy per token, in nats
+  double perplexity = 0;     // exp(loss)
+  double bits_per_char = 0;  // total bits / characters: comparable across tokenizers
   int64_t tokens = 0;
   double chars = 0;
 };

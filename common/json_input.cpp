@@ -13,8 +13,10 @@ int nesting_depth(const std::string& text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -31,8 +33,8 @@ int nesting_depth(const std::string& text) {
 
 nlohmann::json parse_untrusted_json(const std::string& text, const std::string& what) {
   if (text.size() > kMaxJsonBytes)
-    throw std::invalid_argument(what + " is " + std::to_string(text.size()) + " bytes of JSON, more than the limit of " +
-                                std::to_string(kMaxJsonBytes) + " bytes");
+    throw std::invalid_argument(what + " is " + std::to_string(text.size()) +
+                                " bytes of JSON, more than the limit of " + std::to_string(kMaxJsonBytes) + " bytes");
   if (nesting_depth(text) > kMaxJsonDepth)
     throw std::invalid_argument(what + " nests JSON deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   try {

@@ -30,7 +30,8 @@ std::string user_text(const std::exception& e) {
   if (dynamic_cast<const std::bad_alloc*>(&e)) return kOutOfMemory;
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
     const std::string what = c10->what_without_backtrace();
-    if (what.find("allocate") != std::string::npos || what.find("out of memory") != std::string::npos) return kOutOfMemory;
+    if (what.find("allocate") != std::string::npos || what.find("out of memory") != std::string::npos)
+      return kOutOfMemory;
     return "internal error in a tensor operation (please report it with the command that caused it): " +
            what.substr(0, what.find('\n')).substr(0, 200);
   }

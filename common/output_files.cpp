@@ -51,7 +51,8 @@ bool is_metrics_file(const std::string& path) {
 
 bool is_attention_map_file(const std::string& path) {
   const std::string h = head_of(path);
-  return (starts_with(h, "<svg xmlns=\"http://www.w3.org/2000/svg\"") && h.find("id=\"masked\"") != std::string::npos) ||
+  return (starts_with(h, "<svg xmlns=\"http://www.w3.org/2000/svg\"") &&
+          h.find("id=\"masked\"") != std::string::npos) ||
          (starts_with(h, "<!DOCTYPE html>") && h.find("<title>dracarys attention") != std::string::npos);
 }
 
@@ -133,8 +134,8 @@ OutputLock::OutputLock(const std::string& path) : lock_path_(path + ".lock") {
   for (int attempt = 0; attempt < 100; ++attempt) {
     fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0)
-      throw std::invalid_argument(lock_path_ + ": cannot create the lock file of the output (" +
-                                  std::strerror(errno) + ")");
+      throw std::invalid_argument(lock_path_ + ": cannot create the lock file of the output (" + std::strerror(errno) +
+                                  ")");
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       const std::string holder = head_of(lock_path_, 32);
       ::close(fd_);
@@ -143,7 +144,8 @@ OutputLock::OutputLock(const std::string& path) : lock_path_(path + ".lock") {
                                   (holder.empty() ? std::string("unknown") : holder.substr(0, holder.find('\n'))) +
                                   "); wait for it to finish or choose another --out");
     }
-    struct stat held {}, now {};
+    struct stat held {
+    }, now{};
     if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
         held.st_dev == now.st_dev) {
       const std::string pid = std::to_string(::getpid()) + "\n";

@@ -64,7 +64,8 @@ torch::Device apply_runtime(const RuntimeOptions& opts) {
   }
   std::ostringstream s;
   s << "device " << device.str() << ", LibTorch intra-op threads " << opts.intra_op_threads << ", BLAS threads "
-    << (blas_set < 0 ? std::string("(not OpenBLAS, unchanged)") : std::to_string(blas_set)) << " of " << cores << " cores";
+    << (blas_set < 0 ? std::string("(not OpenBLAS, unchanged)") : std::to_string(blas_set)) << " of " << cores
+    << " cores";
   g_summary = s.str();
   return device;
 }
@@ -80,8 +81,10 @@ double peak_rss_mb() {
 void add_runtime_options(CLI::App& app, RuntimeOptions& opts) {
   const char* group = "Runtime";
   app.add_option("--threads", opts.threads, "BLAS threads (0 = every core)")->capture_default_str()->group(group);
-  app.add_option("--intra-op-threads", opts.intra_op_threads, "LibTorch intra-op threads (1 measured fastest on 2 cores)")
-      ->capture_default_str()->group(group);
+  app.add_option("--intra-op-threads", opts.intra_op_threads,
+                 "LibTorch intra-op threads (1 measured fastest on 2 cores)")
+      ->capture_default_str()
+      ->group(group);
   app.add_option("--device", opts.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(group);
 }
 

@@ -5,8 +5,8 @@
 // pools otherwise fight over the same cores (2 + 2 threads on 2 cores ran 1.5-1.9x slower).
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <string>
 

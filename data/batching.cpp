@@ -23,8 +23,9 @@ TokenStream tokenize_lines(const Tokenizer& tok, const std::vector<std::string>&
 TrainBatcher::TrainBatcher(std::vector<int32_t> stream, int64_t context, int64_t batch_size, uint64_t seed)
     : stream_(std::move(stream)), context_(context), batch_size_(batch_size), seed_(seed) {
   if (static_cast<int64_t>(stream_.size()) < context_ + 1)
-    throw DataError("training text is too small: " + std::to_string(stream_.size()) + " tokens, but one context window needs " +
-                    std::to_string(context_ + 1) + "; add text or lower --context");
+    throw DataError("training text is too small: " + std::to_string(stream_.size()) +
+                    " tokens, but one context window needs " + std::to_string(context_ + 1) +
+                    "; add text or lower --context");
 }
 
 Batch TrainBatcher::batch(int64_t step, int64_t rank) const {
@@ -45,12 +46,13 @@ Batch TrainBatcher::batch(int64_t step, int64_t rank) const {
   return {windows.narrow(1, 0, context_), windows.narrow(1, 1, context_), 0.0};
 }
 
-std::vector<Batch> eval_batches(const TokenStream& stream, const std::vector<float>& chars_per_token,
-                                int64_t context, int64_t batch_size, int64_t max_windows) {
+std::vector<Batch> eval_batches(const TokenStream& stream, const std::vector<float>& chars_per_token, int64_t context,
+                                int64_t batch_size, int64_t max_windows) {
   const int64_t n = static_cast<int64_t>(stream.ids.size());
   // Window w predicts targets w*context+1 .. w*context+len from the tokens just before them.
   std::vector<int64_t> starts;
-  for (int64_t s = 0; s + 1 < n && (max_windows <= 0 || static_cast<int64_t>(starts.size()) < max_windows); s += context)
+  for (int64_t s = 0; s + 1 < n && (max_windows <= 0 || static_cast<int64_t>(starts.size()) < max_windows);
+       s += context)
     starts.push_back(s);
   auto length = [&](int64_t s) { return std::min(context, n - 1 - s); };
   auto make = [&](size_t first, size_t count) {

@@ -42,7 +42,7 @@ class TrainBatcher {
 
 // Fixed evaluation batches: consecutive non-overlapping windows from the start of the stream,
 // every target token predicted once; at most max_windows windows (0 = all).
-std::vector<Batch> eval_batches(const TokenStream& stream, const std::vector<float>& chars_per_token,
-                                int64_t context, int64_t batch_size, int64_t max_windows = 0);
+std::vector<Batch> eval_batches(const TokenStream& stream, const std::vector<float>& chars_per_token, int64_t context,
+                                int64_t batch_size, int64_t max_windows = 0);
 
 }  // namespace dracarys

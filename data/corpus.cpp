@@ -5,10 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <cstdlib>
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -48,9 +48,12 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
   struct stat st {};
   std::string text;
   std::string problem;
-  if (::fstat(fd, &st) != 0) problem = std::string("cannot be read (") + std::strerror(errno) + ")";
-  else if (S_ISDIR(st.st_mode)) problem = "is a folder, expected a file";
-  else if (!S_ISREG(st.st_mode)) problem = "is not a regular file (a device, FIFO or socket)";
+  if (::fstat(fd, &st) != 0)
+    problem = std::string("cannot be read (") + std::strerror(errno) + ")";
+  else if (S_ISDIR(st.st_mode))
+    problem = "is a folder, expected a file";
+  else if (!S_ISREG(st.st_mode))
+    problem = "is not a regular file (a device, FIFO or socket)";
   else if (static_cast<uint64_t>(st.st_size) > max_bytes)
     problem = "is " + std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes) +
               " bytes (--max-file-mb raises it)";
@@ -147,7 +150,8 @@ void read_csv(const std::string& path, std::string_view text, Collector& out) {
   int cap = column(header, "cap"), music = column(header, "music");
   if (sentence >= 0 && name >= 0 && season >= 0 && episode >= 0) {  // the script, with speakers
     for (size_t i = 1; i < rows.size(); ++i)
-      out.add(field(rows[i], name), field(rows[i], sentence), episode_id(field(rows[i], season), field(rows[i], episode)));
+      out.add(field(rows[i], name), field(rows[i], sentence),
+              episode_id(field(rows[i], season), field(rows[i], episode)));
     return;
   }
   if (cap >= 0 && season >= 0 && episode >= 0) {  // subtitles: captions, no speakers
@@ -167,9 +171,11 @@ void read_csv(const std::string& path, std::string_view text, Collector& out) {
       }
       std::string ep = episode_id(field(r, season), field(r, episode));
       std::string c = collapse_whitespace(field(r, cap));
-      bool continues = !pending.empty() && ep == pending_ep && !c.empty() && std::islower(static_cast<unsigned char>(c[0]));
+      bool continues =
+          !pending.empty() && ep == pending_ep && !c.empty() && std::islower(static_cast<unsigned char>(c[0]));
       if (continues) {
-        if (pending.size() >= 3 && pending.compare(pending.size() - 3, 3, "...") == 0) pending.resize(pending.size() - 3);
+        if (pending.size() >= 3 && pending.compare(pending.size() - 3, 3, "...") == 0)
+          pending.resize(pending.size() - 3);
         pending += " " + c;
       } else {
         flush();
@@ -182,8 +188,10 @@ void read_csv(const std::string& path, std::string_view text, Collector& out) {
   }
   std::string found;
   for (const auto& h : header) found += (found.empty() ? "" : ", ") + h;
-  throw DataError(path + ": CSV columns not recognised; expected Name, Sentence, Season, Episode (script) or cap, "
-                  "season, episode (subtitles); found: " + found);
+  throw DataError(path +
+                  ": CSV columns not recognised; expected Name, Sentence, Season, Episode (script) or cap, "
+                  "season, episode (subtitles); found: " +
+                  found);
 }
 
 void read_srt(const std::string& path, std::string_view text, Collector& out) {
@@ -244,11 +252,13 @@ void read_text_of(const std::string& name, std::string_view bytes, Collector& ou
   require_utf8(view, name);
   const std::string ext = extension(name);
   const std::string first_line(view.substr(0, view.find('\n')));
-  if (ext == ".csv") read_csv(name, view, out);
+  if (ext == ".csv")
+    read_csv(name, view, out);
   else if (ext == ".srt" || (first_line.find_first_not_of("0123456789\r ") == std::string::npos &&
                              view.find("-->") != std::string::npos && !first_line.empty()))
     read_srt(name, view, out);
-  else read_text(name, view, out);
+  else
+    read_text(name, view, out);
 }
 
 }  // namespace
@@ -259,7 +269,7 @@ std::string default_corpus_path() {
   std::error_code ec;
   const auto exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
   if (!ec) candidates.push_back(exe_dir / ".." / "share" / "dracarys" / "sample");  // install tree
-  candidates.emplace_back(DRACARYS_SAMPLE_DIR);                                      // source tree
+  candidates.emplace_back(DRACARYS_SAMPLE_DIR);                                     // source tree
   for (const auto& c : candidates)
     if (fs::exists(c, ec)) return fs::weakly_canonical(c, ec).string();
   throw DataError("no --corpus given and the embedded sample corpus was not found (looked in " +
@@ -282,7 +292,8 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
     if (!fs::exists(path, ec)) throw DataError(path + ": no such file or folder");
     std::vector<fs::path> files;
     if (fs::is_directory(path, ec)) {
-      for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec)) {
         const auto ext = extension(it->path());
         if (it->is_regular_file(ec) && (ext == ".csv" || ext == ".srt" || ext == ".txt")) files.push_back(it->path());
       }
@@ -297,7 +308,9 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
       ++corpus.stats.files;
     }
   }
-  if (corpus.utterances.empty()) throw DataError("corpus is empty: no utterances in " + paths.front() + (paths.size() > 1 ? " and the other paths" : ""));
+  if (corpus.utterances.empty())
+    throw DataError("corpus is empty: no utterances in " + paths.front() +
+                    (paths.size() > 1 ? " and the other paths" : ""));
   std::set<std::string> episodes;
   for (auto& u : corpus.utterances) {
     if (!opts.speakers) u.speaker.clear();

@@ -32,11 +32,11 @@ struct Utterance {
 constexpr uint64_t kDefaultMaxFileBytes = uint64_t{1} << 30;
 
 struct CorpusOptions {
-  bool speakers = true;   // keep "speaker: " prefixes
-  bool keep_cues = false; // keep "( grunts )" and "[ ... ]" sound cues
+  bool speakers = true;    // keep "speaker: " prefixes
+  bool keep_cues = false;  // keep "( grunts )" and "[ ... ]" sound cues
   bool keep_lyrics = false;
   uint64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files are refused
-  uint64_t max_utterance_bytes = 65536;           // a longer utterance is an error naming its file
+  uint64_t max_utterance_bytes = 65536;            // a longer utterance is an error naming its file
 };
 
 struct CorpusStats {
@@ -59,7 +59,8 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
 
 // The utterances in one file's bytes, read as the file `name` would be (its extension picks the
 // format). Throws DataError as load_corpus does. The fuzz targets call this.
-std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_view bytes, const CorpusOptions& opts = {});
+std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_view bytes,
+                                         const CorpusOptions& opts = {});
 
 // The embedded stand-in corpus (data/sample/), used when no --corpus is given.
 std::string default_corpus_path();

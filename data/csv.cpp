@@ -23,8 +23,11 @@ std::vector<CsvRow> parse_csv(std::string_view text, const std::string& source) 
         if (i >= n) throw DataError(source + ":" + std::to_string(start_line) + ": CSV quoted field is never closed");
         char q = text[i++];
         if (q == '"') {
-          if (i < n && text[i] == '"') { field.push_back('"'); ++i; }
-          else break;
+          if (i < n && text[i] == '"') {
+            field.push_back('"');
+            ++i;
+          } else
+            break;
         } else {
           if (q == '\n') ++line;
           field.push_back(q);

@@ -110,8 +110,8 @@ int is_byte(void* h, int id) { return sp(h)->IsByte(id) ? 1 : 0; }
 int is_control(void* h, int id) { return sp(h)->IsControl(id) ? 1 : 0; }
 void free_buffer(void* p) { std::free(p); }
 
-const dracarys_spm_api kApi = {DRACARYS_SPM_ABI, train, load, release, encode, decode, vocab_size,
-                               eos_id, id_to_piece, is_byte, is_control, free_buffer};
+const dracarys_spm_api kApi = {DRACARYS_SPM_ABI, train,  load,        release, encode,     decode,
+                               vocab_size,       eos_id, id_to_piece, is_byte, is_control, free_buffer};
 
 }  // namespace
 

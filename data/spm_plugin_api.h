@@ -18,8 +18,8 @@ typedef struct dracarys_spm_api {
   int abi_version;
   // Trains a model on `n` sentences with a sentencepiece trainer argument string
   // ("--vocab_size=... --model_type=..."). On success returns 0 and the serialized model.
-  int (*train)(const char* const* sentences, const size_t* lengths, size_t n, const char* args,
-               char** model_out, size_t* model_len, char** error_out);
+  int (*train)(const char* const* sentences, const size_t* lengths, size_t n, const char* args, char** model_out,
+               size_t* model_len, char** error_out);
   // Loads a serialized model; returns a handle or null with *error_out set.
   void* (*load)(const char* model, size_t model_len, char** error_out);
   void (*release)(void* handle);

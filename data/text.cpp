@@ -11,14 +11,31 @@ bool valid_utf8(std::string_view s, size_t* bad_offset) {
     unsigned char c = p[i];
     size_t len;
     uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    else if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else { if (bad_offset) *bad_offset = i; return false; }
-    if (i + len > n) { if (bad_offset) *bad_offset = i; return false; }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      if (bad_offset) *bad_offset = i;
+      return false;
+    }
+    if (i + len > n) {
+      if (bad_offset) *bad_offset = i;
+      return false;
+    }
     for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) { if (bad_offset) *bad_offset = i; return false; }
+      if ((p[i + k] & 0xC0) != 0x80) {
+        if (bad_offset) *bad_offset = i;
+        return false;
+      }
       cp = (cp << 6) | (p[i + k] & 0x3F);
     }
     // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
@@ -59,9 +76,12 @@ static std::string strip_between(std::string_view s, char open, char close) {
   out.reserve(s.size());
   int depth = 0;
   for (char c : s) {
-    if (c == open) ++depth;
-    else if (c == close && depth > 0) --depth;
-    else if (depth == 0) out.push_back(c);
+    if (c == open)
+      ++depth;
+    else if (c == close && depth > 0)
+      --depth;
+    else if (depth == 0)
+      out.push_back(c);
   }
   return out;
 }
@@ -100,8 +120,10 @@ std::string escape_control(std::string_view s, bool keep_newlines) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       const bool control = (c < 0x20 && c != '\t' && !(keep_newlines && c == '\n')) || c == 0x7f;
-      if (control) out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
-      else out.push_back(static_cast<char>(c));
+      if (control)
+        out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+      else
+        out.push_back(static_cast<char>(c));
       ++i;
       continue;
     }

@@ -128,8 +128,8 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
                      " --byte_fallback=true --character_coverage=0.9995 --normalization_rule_name=identity"
                      " --remove_extra_whitespaces=false --add_dummy_prefix=false --split_digits=true"
                      " --unk_id=0 --eos_id=1 --bos_id=-1 --pad_id=-1 --max_sentence_length=65536"
-                     " --num_threads=" + std::to_string(opts.threads) +
-                     (opts.exact_vocab_size ? "" : " --hard_vocab_limit=false");
+                     " --num_threads=" +
+                     std::to_string(opts.threads) + (opts.exact_vocab_size ? "" : " --hard_vocab_limit=false");
   char* model = nullptr;
   size_t len = 0;
   char* err = nullptr;
@@ -153,8 +153,14 @@ Tokenizer Tokenizer::from_bytes(std::string bytes) {
   if (t.eos_id_ < 0) throw DataError("tokenizer model has no end-of-utterance token");
   t.chars_.resize(t.vocab_size_);
   for (int id = 0; id < t.vocab_size_; ++id) {
-    if (id == t.eos_id_) { t.chars_[id] = 1.0f; continue; }  // stands for the line end
-    if (api->is_control(h, id)) { t.chars_[id] = 0.0f; continue; }
+    if (id == t.eos_id_) {
+      t.chars_[id] = 1.0f;
+      continue;
+    }  // stands for the line end
+    if (api->is_control(h, id)) {
+      t.chars_[id] = 0.0f;
+      continue;
+    }
     std::string p = t.piece(id);
     if (api->is_byte(h, id)) {  // "<0xE2>": a lead byte starts a character, continuation bytes don't
       unsigned v = static_cast<unsigned>(std::strtoul(p.c_str() + 3, nullptr, 16));

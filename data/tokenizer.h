@@ -30,7 +30,7 @@ class Tokenizer {
   static Tokenizer from_bytes(std::string bytes);
 
   const std::string& bytes() const { return bytes_; }  // serialized model: a valid .model file
-  void save(const std::string& path) const;              // for sentencepiece's own tools
+  void save(const std::string& path) const;            // for sentencepiece's own tools
 
   // One utterance without its end marker. Text must be valid UTF-8.
   std::vector<int32_t> encode(std::string_view text) const;

@@ -58,14 +58,26 @@ std::string xml_escape(const std::string& s) {
   out.reserve(s.size());
   for (unsigned char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
       default:
-        if (c < 0x20 && c != '\t') out += "\xEF\xBF\xBD";  // XML 1.0 forbids most control characters
-        else out.push_back(static_cast<char>(c));
+        if (c < 0x20 && c != '\t')
+          out += "\xEF\xBF\xBD";  // XML 1.0 forbids most control characters
+        else
+          out.push_back(static_cast<char>(c));
     }
   }
   return valid_utf8(out) ? out : "\xEF\xBF\xBD";
@@ -106,10 +118,11 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
   std::ostringstream s;
   s.setf(std::ios::fixed);
   s.precision(2);
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-    << "\" viewBox=\"0 0 " << width << " " << height << "\" font-family=\"sans-serif\">\n"
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 "
+    << width << " " << height << "\" font-family=\"sans-serif\">\n"
     << "<defs><pattern id=\"masked\" width=\"4\" height=\"4\" patternUnits=\"userSpaceOnUse\">"
-       "<rect width=\"4\" height=\"4\" fill=\"#e4e4e4\"/><path d=\"M0,4 L4,0\" stroke=\"#b0b0b0\" stroke-width=\"0.8\"/>"
+       "<rect width=\"4\" height=\"4\" fill=\"#e4e4e4\"/><path d=\"M0,4 L4,0\" stroke=\"#b0b0b0\" "
+       "stroke-width=\"0.8\"/>"
        "</pattern>\n<linearGradient id=\"scale\">";
   for (int i = 0; i <= 10; ++i) s << "<stop offset=\"" << i * 10 << "%\" stop-color=\"" << colour(i / 10.0f) << "\"/>";
   s << "</linearGradient></defs>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
@@ -147,9 +160,9 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
             s << " class=\"masked\"/>";
           } else {
             s.precision(6);
-            s << " data-q=\"" << q << "\" data-k=\"" << k << "\" data-w=\"" << p[q * T + k] << "\"><title>query "
-              << q << " " << xml_escape(m.tokens[q]) << " → key " << k << " " << xml_escape(m.tokens[k])
-              << ": " << p[q * T + k] << "</title></rect>";
+            s << " data-q=\"" << q << "\" data-k=\"" << k << "\" data-w=\"" << p[q * T + k] << "\"><title>query " << q
+              << " " << xml_escape(m.tokens[q]) << " → key " << k << " " << xml_escape(m.tokens[k]) << ": "
+              << p[q * T + k] << "</title></rect>";
             s.precision(2);
           }
         }
@@ -201,7 +214,8 @@ std::string render_text(const AttentionMaps& m, int layer, int head, int width) 
     if (c0 > 0) s << "\n(keys " << c0 << "-" << c1 - 1 << ")\n";
     for (int digit : {10, 1}) {  // column indices, written vertically: tens then units
       s << std::string(index_w + label_w + 2, ' ') << "|";
-      for (int k = c0; k < c1; ++k) s << (digit == 10 ? (k >= 10 ? std::to_string(k / 10 % 10) : " ") : std::to_string(k % 10));
+      for (int k = c0; k < c1; ++k)
+        s << (digit == 10 ? (k >= 10 ? std::to_string(k / 10 % 10) : " ") : std::to_string(k % 10));
       s << "\n";
     }
     for (int q = 0; q < T; ++q) {
@@ -210,7 +224,10 @@ std::string render_text(const AttentionMaps& m, int layer, int head, int width) 
       std::string lab = elide(m.tokens[q], label_w);
       s << idx << lab << std::string(label_w + 1 - std::min<size_t>(label_w, count_chars(lab)), ' ') << " |";
       for (int k = c0; k < c1; ++k) {
-        if (k > q) { s << "\xC2\xB7"; continue; }
+        if (k > q) {
+          s << "\xC2\xB7";
+          continue;
+        }
         const float v = p[q * T + k];
         s << shades[v < 0.1f ? 0 : v < 0.3f ? 1 : v < 0.5f ? 2 : v < 0.75f ? 3 : 4];
       }

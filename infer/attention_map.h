@@ -13,8 +13,8 @@
 namespace dracarys {
 
 struct AttentionMaps {
-  std::vector<std::string> tokens;   // display text of each prompt token
-  std::vector<torch::Tensor> layers; // per layer: [heads, T, T] float on the CPU
+  std::vector<std::string> tokens;    // display text of each prompt token
+  std::vector<torch::Tensor> layers;  // per layer: [heads, T, T] float on the CPU
 };
 
 // Runs the prompt through the model once and keeps every layer's attention weights.

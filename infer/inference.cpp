@@ -18,7 +18,6 @@ namespace dracarys {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-
 // Length of the prefix of `s` that holds only complete UTF-8 characters: a byte-fallback
 // token may end mid-character.
 size_t printable_prefix(const std::string& s) {
@@ -121,12 +120,13 @@ void score_file(LoadedModel& m, const std::string& path, bool json) {
   auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), ctx, 16);
   auto r = evaluate(m.model, batches, m.device);
   if (json) {
-    nlohmann::json j = {{"file", path}, {"loss", r.loss}, {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
-                        {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", lines.size()}};
+    nlohmann::json j = {
+        {"file", path},       {"loss", r.loss},   {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
+        {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", lines.size()}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n", path.c_str(),
-                r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens), r.chars);
+    std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n",
+                path.c_str(), r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens), r.chars);
   }
 }
 
@@ -135,7 +135,8 @@ void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
   // A prompt of half the context, from real text, repeated as needed.
   auto base = m.tokenizer.encode("cersei lannister: When you play the game of thrones, you win or you die. ");
   std::vector<int64_t> prompt;
-  while (static_cast<int64_t>(prompt.size()) < std::max<int64_t>(1, ctx / 2)) prompt.push_back(base[prompt.size() % base.size()]);
+  while (static_cast<int64_t>(prompt.size()) < std::max<int64_t>(1, ctx / 2))
+    prompt.push_back(base[prompt.size() % base.size()]);
   GenerateOptions g;
   g.max_new_tokens = new_tokens;
   g.sampling.greedy = true;
@@ -168,8 +169,10 @@ void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
                       {"gen_tokens_per_s_nocache", uncached},
                       {"cache_speedup", cached / uncached},
                       {"peak_rss_mb", peak_rss_mb()}};
-  spdlog::info("infer benchmark: load {:.0f} ms, prompt {:.0f} tokens/s, generation {:.0f} tokens/s cached vs {:.0f} uncached ({:.1f}x)",
-               m.load_seconds * 1e3, prompt_tps, cached, uncached, cached / uncached);
+  spdlog::info(
+      "infer benchmark: load {:.0f} ms, prompt {:.0f} tokens/s, generation {:.0f} tokens/s cached vs {:.0f} uncached "
+      "({:.1f}x)",
+      m.load_seconds * 1e3, prompt_tps, cached, uncached, cached / uncached);
   std::printf("%s\n", j.dump().c_str());
 }
 

@@ -24,9 +24,9 @@ LoadedModel load_for_inference(const std::string& checkpoint, const torch::Devic
 
 struct CompleteOptions {
   GenerateOptions generate;
-  bool stream = true;  // print text on stdout as it is generated
-  bool json = false;   // one JSON object per completion on stdout instead
-  bool escape = false; // show control characters as escapes (stdout is a terminal); never with json
+  bool stream = true;   // print text on stdout as it is generated
+  bool json = false;    // one JSON object per completion on stdout instead
+  bool escape = false;  // show control characters as escapes (stdout is a terminal); never with json
 };
 
 // Completes one prompt; returns the completion text. Timings go to stderr (llama.cpp style).

@@ -1,9 +1,9 @@
 // dracarys-infer: completes lines with a trained checkpoint, scores text, draws attention,
 // benchmarks. main() parses and checks the options, checks the outputs, loads the checkpoint
 // once, then hands over to one of the jobs below.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <iostream>
 
@@ -34,10 +34,10 @@ struct InferOptions {
   int64_t num_samples = 1;
   bool no_stop = false, no_cache = false, json = false;
   SamplingOptions sampling;
-  std::string score;              // --score FILE
-  std::string attention_map;      // --attention-map FILE.svg | FILE.html | -
-  int layer = -1, head = -1;      // -1: every layer / head
-  std::string export_tokenizer;   // --export-tokenizer FILE
+  std::string score;             // --score FILE
+  std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
+  int layer = -1, head = -1;     // -1: every layer / head
+  std::string export_tokenizer;  // --export-tokenizer FILE
   bool benchmark = false;
   int64_t benchmark_tokens = 256;
   RuntimeOptions runtime;
@@ -45,10 +45,12 @@ struct InferOptions {
 
 void add_infer_options(CLI::App& app, InferOptions& o) {
   app.add_option("-c,--checkpoint", o.checkpoint, "Checkpoint written by dracarys-train")->required();
-  app.add_option("-p,--prompt", o.prompts, "Text to complete (repeatable). Without it: lines from piped standard input, "
-                                           "or an interactive session on a terminal");
+  app.add_option("-p,--prompt", o.prompts,
+                 "Text to complete (repeatable). Without it: lines from piped standard input, "
+                 "or an interactive session on a terminal");
   app.add_option("--speaker", o.speaker, "Start the line as this character: prepends 'NAME: ' to each prompt");
-  app.add_option("-n,--max-new-tokens", o.max_new_tokens, "Most tokens to generate per completion")->capture_default_str();
+  app.add_option("-n,--max-new-tokens", o.max_new_tokens, "Most tokens to generate per completion")
+      ->capture_default_str();
   app.add_option("--temperature", o.sampling.temperature, "Sampling temperature (> 0; lower is more conservative)")
       ->capture_default_str();
   app.add_option("--top-k", o.sampling.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
@@ -57,7 +59,8 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
       ->capture_default_str();
   app.add_option("--seed", o.sampling.seed, "Sampling seed: same seed, same text")->capture_default_str();
   app.add_flag("--greedy", o.sampling.greedy, "Always take the most likely token");
-  app.add_option("--num-samples", o.num_samples, "Completions per prompt (seeds seed, seed+1, ...)")->capture_default_str();
+  app.add_option("--num-samples", o.num_samples, "Completions per prompt (seeds seed, seed+1, ...)")
+      ->capture_default_str();
   app.add_flag("--no-stop", o.no_stop, "Do not stop at the end of the utterance");
   app.add_flag("--no-cache", o.no_cache, "Recompute the whole context for every token (slow; for comparison)");
   app.add_flag("--json", o.json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
@@ -67,9 +70,12 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
                  "--layer/--head on the terminal");
   app.add_option("--layer", o.layer, "Only this layer in --attention-map (0-based; text map default 0)");
   app.add_option("--head", o.head, "Only this head in --attention-map (0-based; text map default 0)");
-  app.add_option("--export-tokenizer", o.export_tokenizer, "Write the checkpoint's tokenizer as a sentencepiece .model file");
-  app.add_flag("--benchmark", o.benchmark, "Measure load time, prompt and generation speed (with and without the cache)");
-  app.add_option("--benchmark-tokens", o.benchmark_tokens, "Tokens generated per --benchmark run")->capture_default_str();
+  app.add_option("--export-tokenizer", o.export_tokenizer,
+                 "Write the checkpoint's tokenizer as a sentencepiece .model file");
+  app.add_flag("--benchmark", o.benchmark,
+               "Measure load time, prompt and generation speed (with and without the cache)");
+  app.add_option("--benchmark-tokens", o.benchmark_tokens, "Tokens generated per --benchmark run")
+      ->capture_default_str();
   add_runtime_options(app, o.runtime);
 }
 
@@ -103,7 +109,8 @@ void check_outputs(const InferOptions& o) {
 
 // The text the model sees for one prompt: checked, with the speaker's name in front.
 std::string prompt_text(const InferOptions& o, const std::string& typed) {
-  if (typed.size() > kMaxPromptBytes) throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
+  if (typed.size() > kMaxPromptBytes)
+    throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
   if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");
   return o.speaker.empty() ? typed : speaker_line(o.speaker, typed);
 }

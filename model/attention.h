@@ -28,8 +28,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // cache: when given, x holds positions [cache->length, cache->length + T); their keys and
   //        values are appended and attention spans the cached positions too.
   // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
-  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
-                        torch::Tensor* weights_out = nullptr);
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
 
@@ -38,7 +37,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
   torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
   torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};
-  torch::Tensor causal_mask_;        // [context, context]: 0 on and below the diagonal, -inf above
+  torch::Tensor causal_mask_;  // [context, context]: 0 on and below the diagonal, -inf above
 };
 TORCH_MODULE(CausalSelfAttention);
 

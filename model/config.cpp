@@ -5,9 +5,7 @@
 
 namespace dracarys {
 
-std::string to_string(PositionalKind kind) {
-  return kind == PositionalKind::Sinusoidal ? "sinusoidal" : "learned";
-}
+std::string to_string(PositionalKind kind) { return kind == PositionalKind::Sinusoidal ? "sinusoidal" : "learned"; }
 
 PositionalKind positional_kind_from_string(const std::string& name) {
   if (name == "sinusoidal") return PositionalKind::Sinusoidal;
@@ -52,12 +50,12 @@ double ModelConfig::model_bytes() const {
 
 int64_t ModelConfig::parameter_count() const {
   const int64_t d = d_model;
-  const int64_t per_block = 2 * d                 // layer norm before attention
-                            + d * 3 * d + 3 * d   // Q, K, V projections
-                            + d * d + d           // output projection
-                            + 2 * d               // layer norm before feed-forward
-                            + d * d_ff + d_ff     // feed-forward in
-                            + d_ff * d + d;       // feed-forward out
+  const int64_t per_block = 2 * d                           // layer norm before attention
+                            + d * 3 * d + 3 * d             // Q, K, V projections
+                            + d * d + d                     // output projection
+                            + 2 * d                         // layer norm before feed-forward
+                            + d * d_ff + d_ff               // feed-forward in
+                            + d_ff * d + d;                 // feed-forward out
   int64_t n = vocab_size * d + layers * per_block + 2 * d;  // embedding, blocks, final norm
   if (positional == PositionalKind::Learned) n += context * d;
   if (!tied_head) n += vocab_size * d;
@@ -65,10 +63,10 @@ int64_t ModelConfig::parameter_count() const {
 }
 
 std::string ModelConfig::to_json() const {
-  nlohmann::json j = {{"layers", layers},         {"heads", heads},         {"d_model", d_model},
-                      {"d_ff", d_ff},             {"context", context},     {"vocab_size", vocab_size},
-                      {"dropout", dropout},       {"positional", to_string(positional)},
-                      {"tied_head", tied_head}};
+  nlohmann::json j = {
+      {"layers", layers},      {"heads", heads},           {"d_model", d_model}, {"d_ff", d_ff},
+      {"context", context},    {"vocab_size", vocab_size}, {"dropout", dropout}, {"positional", to_string(positional)},
+      {"tied_head", tied_head}};
   return j.dump();
 }
 
@@ -90,12 +88,18 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       if (!it->is_number_integer()) throw wrong_type("a whole number");
       return it->get<int64_t>();
     };
-    if (k == "layers") c.layers = whole();
-    else if (k == "heads") c.heads = whole();
-    else if (k == "d_model") c.d_model = whole();
-    else if (k == "d_ff") c.d_ff = whole();
-    else if (k == "context") c.context = whole();
-    else if (k == "vocab_size") c.vocab_size = whole();
+    if (k == "layers")
+      c.layers = whole();
+    else if (k == "heads")
+      c.heads = whole();
+    else if (k == "d_model")
+      c.d_model = whole();
+    else if (k == "d_ff")
+      c.d_ff = whole();
+    else if (k == "context")
+      c.context = whole();
+    else if (k == "vocab_size")
+      c.vocab_size = whole();
     else if (k == "dropout") {
       if (!it->is_number()) throw wrong_type("a number");
       c.dropout = it->get<double>();
@@ -114,9 +118,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
 }
 
 bool ModelConfig::operator==(const ModelConfig& o) const {
-  return layers == o.layers && heads == o.heads && d_model == o.d_model && d_ff == o.d_ff &&
-         context == o.context && vocab_size == o.vocab_size && dropout == o.dropout &&
-         positional == o.positional && tied_head == o.tied_head;
+  return layers == o.layers && heads == o.heads && d_model == o.d_model && d_ff == o.d_ff && context == o.context &&
+         vocab_size == o.vocab_size && dropout == o.dropout && positional == o.positional && tied_head == o.tied_head;
 }
 
 }  // namespace dracarys

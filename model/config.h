@@ -9,15 +9,15 @@ namespace dracarys {
 enum class PositionalKind { Sinusoidal, Learned };
 
 struct ModelConfig {
-  int64_t layers = 4;        // N decoder blocks
-  int64_t heads = 4;         // attention heads per block
-  int64_t d_model = 256;     // width of the residual stream
-  int64_t d_ff = 1024;       // hidden width of the feed-forward block
-  int64_t context = 128;     // longest sequence the model sees at once
-  int64_t vocab_size = 2048; // tokens the embedding and the decoder head know
-  double dropout = 0.0;      // on attention weights, residual branches and embeddings
+  int64_t layers = 4;         // N decoder blocks
+  int64_t heads = 4;          // attention heads per block
+  int64_t d_model = 256;      // width of the residual stream
+  int64_t d_ff = 1024;        // hidden width of the feed-forward block
+  int64_t context = 128;      // longest sequence the model sees at once
+  int64_t vocab_size = 2048;  // tokens the embedding and the decoder head know
+  double dropout = 0.0;       // on attention weights, residual branches and embeddings
   PositionalKind positional = PositionalKind::Sinusoidal;
-  bool tied_head = true;     // decoder head reuses the token embedding's weight
+  bool tied_head = true;  // decoder head reuses the token embedding's weight
 
   // Upper bounds. A config may come from an untrusted file: these, and the byte limit on what
   // the config implies, are checked before anything is allocated.

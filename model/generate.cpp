@@ -47,7 +47,8 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
 
   auto t0 = Clock::now();
   // Prefill: the whole prompt in one forward pass (it fills the cache when caching).
-  auto logits = opts.use_cache ? model->forward(as_batch(prompt, device), &cache) : model->forward(as_batch(prompt, device));
+  auto logits =
+      opts.use_cache ? model->forward(as_batch(prompt, device), &cache) : model->forward(as_batch(prompt, device));
   auto t1 = Clock::now();
   st.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
 

@@ -16,7 +16,7 @@ struct GenerateOptions {
   SamplingOptions sampling;
   int64_t max_new_tokens = 100;
   std::optional<int64_t> stop_token;  // generation ends after emitting this id (end of utterance)
-  bool use_cache = true;               // false recomputes the whole window per token (for comparison)
+  bool use_cache = true;              // false recomputes the whole window per token (for comparison)
 };
 
 struct GenerateStats {
@@ -35,7 +35,6 @@ struct GenerateStats {
 std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context);
 
 std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, const GenerateOptions& opts,
-                              const std::function<bool(int64_t)>& on_token = nullptr,
-                              GenerateStats* stats = nullptr);
+                              const std::function<bool(int64_t)>& on_token = nullptr, GenerateStats* stats = nullptr);
 
 }  // namespace dracarys

@@ -29,8 +29,6 @@ void PositionalEncodingImpl::init_weights() {
   table_.normal_(0.0, init::kStd);
 }
 
-torch::Tensor PositionalEncodingImpl::forward(int64_t start, int64_t length) {
-  return table_.narrow(0, start, length);
-}
+torch::Tensor PositionalEncodingImpl::forward(int64_t start, int64_t length) { return table_.narrow(0, start, length); }
 
 }  // namespace dracarys

@@ -12,7 +12,8 @@ void SamplingOptions::validate() const {
   if (!(temperature > 0.0) || !std::isfinite(temperature))
     throw std::invalid_argument("temperature must be > 0, got " + std::to_string(temperature));
   if (top_k < 0) throw std::invalid_argument("top-k must be >= 0, got " + std::to_string(top_k));
-  if (!(top_p > 0.0 && top_p <= 1.0)) throw std::invalid_argument("top-p must be in (0, 1], got " + std::to_string(top_p));
+  if (!(top_p > 0.0 && top_p <= 1.0))
+    throw std::invalid_argument("top-p must be in (0, 1], got " + std::to_string(top_p));
 }
 
 Sampler::Sampler(const SamplingOptions& opts) : opts_(opts), rng_(opts.seed) { opts_.validate(); }

@@ -17,7 +17,8 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
   // A tied head is computed from embed_->weight in forward(): assigning the tensor to a
   // Linear would not register it, and a state-dict round trip would untie them.
   if (!cfg.tied_head)
-    head_ = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
+    head_ =
+        register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
 
   init_weights();
 }
@@ -47,7 +48,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   for (size_t i = 0; i < blocks_->size(); ++i) {
     torch::Tensor weights;
     x = blocks_->ptr<DecoderBlockImpl>(i)->forward(x, cache ? &cache->layers[i] : nullptr,
-                                                attention ? &weights : nullptr);
+                                                   attention ? &weights : nullptr);
     if (attention) attention->push_back(weights);
   }
   x = ln_final_(x);

@@ -77,8 +77,8 @@ inline void expect_one_line_error(const Result& r, const std::string& needle) {
   EXPECT_NE(r.code, 0) << r.err;
   EXPECT_LT(r.code, 128) << "crashed: " << r.err;
   EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
-  for (const char* raw : {"frame #", "[json.exception", "filesystem error", "DefaultCPUAllocator", ".cc(",
-                          "Exception raised from"})
+  for (const char* raw :
+       {"frame #", "[json.exception", "filesystem error", "DefaultCPUAllocator", ".cc(", "Exception raised from"})
     EXPECT_EQ(r.err.find(raw), std::string::npos) << "library text leaked: " << r.err;
   int error_lines = 0;
   std::istringstream s(r.err);

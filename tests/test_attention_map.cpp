@@ -4,8 +4,8 @@
 #include <sys/wait.h>
 #include <torch/torch.h>
 
-#include <fstream>
 #include <codecvt>
+#include <fstream>
 #include <locale>
 #include <regex>
 #include <sstream>
@@ -15,14 +15,12 @@
 #include "test_util.h"
 
 using namespace dracarys;
-using dracarys::testing::slurp;
-using dracarys::testing::kTrain;
-using dracarys::testing::TempDir;
 using dracarys::testing::kInfer;
+using dracarys::testing::kTrain;
+using dracarys::testing::slurp;
+using dracarys::testing::TempDir;
 
 namespace {
-
-
 
 int sh(const std::string& cmd) {
   int status = std::system(cmd.c_str());
@@ -35,8 +33,10 @@ class AttentionMap : public ::testing::Test {
     dir_ = new TempDir();
     std::string text;
     for (int i = 0; i < 30; ++i)
-      text += "cersei lannister: When you play the game of thrones, you win or you die.\n"
-              "jon snow: The snows are coming " + std::to_string(i) + " times.\n";
+      text +=
+          "cersei lannister: When you play the game of thrones, you win or you die.\n"
+          "jon snow: The snows are coming " +
+          std::to_string(i) + " times.\n";
     dir_->write("c.txt", text);
     ckpt_ = dir_->file("m.pt");
     ASSERT_EQ(sh(kTrain + " --corpus " + dir_->file("c.txt") + " --out " + ckpt_ +

@@ -27,11 +27,15 @@ class BadInput : public ::testing::Test {
     dir_ = new TempDir;
     corpus_ = tiny_corpus(*dir_);
     ckpt_ = dir_->file("m.pt");
-    auto r = run(*dir_, kTrain + " --corpus " + corpus_ + kTiny + kVocab + " --val-share 0 --max-steps 60 --out " + ckpt_);
+    auto r =
+        run(*dir_, kTrain + " --corpus " + corpus_ + kTiny + kVocab + " --val-share 0 --max-steps 60 --out " + ckpt_);
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }
-  static std::string train() { return kTrain + " --corpus " + corpus_ + kTiny + kVocab + " --val-share 0 --max-steps 1 --out " + dir_->file("o.pt"); }
+  static std::string train() {
+    return kTrain + " --corpus " + corpus_ + kTiny + kVocab + " --val-share 0 --max-steps 1 --out " +
+           dir_->file("o.pt");
+  }
   static std::string infer() { return kInfer + " -c " + ckpt_ + " --threads 1"; }
 
   static TempDir* dir_;
@@ -104,7 +108,8 @@ TEST_F(BadInput, InferenceOptionsOutOfRangeAreRefusedReadably) {
       {" --num-samples 0", "--num-samples must be a whole number from 1 to 1000, got 0"},
       {" --intra-op-threads 100000", "--intra-op-threads must be a whole number from 1 to 256"},
   };
-  for (const auto& [flags, needle] : cases) expect_one_line_error(run(*dir_, infer() + " -p 'jon snow:'" + flags), needle);
+  for (const auto& [flags, needle] : cases)
+    expect_one_line_error(run(*dir_, infer() + " -p 'jon snow:'" + flags), needle);
 }
 
 TEST_F(BadInput, CorpusFilesMustBeRegularAndBounded) {
@@ -114,7 +119,8 @@ TEST_F(BadInput, CorpusFilesMustBeRegularAndBounded) {
   const std::string rest = kTiny + kVocab + " --val-share 0 --max-steps 1 --out " + dir_->file("o.pt");
   expect_one_line_error(run(*dir_, "timeout 60 " + kTrain + " --corpus " + fifo + rest), "is not a regular file");
   expect_one_line_error(run(*dir_, "timeout 60 " + kTrain + " --corpus /dev/zero" + rest), "is not a regular file");
-  expect_one_line_error(run(*dir_, "timeout 60 " + kInfer + " -c " + ckpt_ + " --score /dev/zero"), "is not a regular file");
+  expect_one_line_error(run(*dir_, "timeout 60 " + kInfer + " -c " + ckpt_ + " --score /dev/zero"),
+                        "is not a regular file");
   expect_one_line_error(run(*dir_, "timeout 60 " + kInfer + " -c " + fifo), "is not a regular file");
   // Over the size limit.
   const auto big = dir_->write("big.txt", std::string(2u << 20, 'a') + "\n");
@@ -130,7 +136,8 @@ TEST_F(BadInput, CorpusFilesMustBeRegularAndBounded) {
 
 TEST_F(BadInput, UnknownConfigKeysSuggestTheNearestOption) {
   const auto typo = dir_->write("typo.toml", "lr = 0.001\nbatchsize = 4\n");
-  expect_one_line_error(run(*dir_, train() + " --config " + typo), "unknown key 'batchsize'; did you mean 'batch-size'?");
+  expect_one_line_error(run(*dir_, train() + " --config " + typo),
+                        "unknown key 'batchsize'; did you mean 'batch-size'?");
   const auto underscore = dir_->write("underscore.toml", "max_steps = 4\n");
   expect_one_line_error(run(*dir_, train() + " --config " + underscore), "did you mean 'max-steps'?");
   const auto section = dir_->write("section.toml", "[data]\nval-share = 0.2\n");

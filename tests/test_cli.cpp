@@ -15,9 +15,9 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_util.h"
 #include "common/checkpoint.h"
 #include "data/corpus.h"
-#include "cli_util.h"
 
 using namespace dracarys;
 using namespace dracarys::testing;
@@ -112,7 +112,10 @@ TEST(Train, BadInputIsOneLineError) {
   expect_one_line_error(run(d, base + " --lr -1"), "--lr must be a number in (0, 10], got -1");
   expect_one_line_error(run(d, kTrain + " --corpus " + corpus + " --time-budget 10parsecs"), "bad duration");
   // A weight that is NaN makes the loss NaN: stop, keep the last good checkpoint.
-  ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 10 --val-share 0 --out " + d.file("nan.pt")).code, 0);
+  ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 10 --val-share 0 --out " +
+                       d.file("nan.pt"))
+                .code,
+            0);
   {
     auto ckpt = load_checkpoint(d.file("nan.pt"));
     auto model = load_model(ckpt, torch::kCPU);
@@ -166,7 +169,8 @@ TEST_F(Infer, CachedEqualsUncachedSeedsRepeatTopK1IsGreedy) {
   auto s1 = infer("-p \"arya stark:\" --seed 5 --temperature 1.5 -n 40 --no-stop");
   auto s2 = infer("-p \"arya stark:\" --seed 5 --temperature 1.5 -n 40 --no-stop");
   EXPECT_EQ(s1.out, s2.out);
-  EXPECT_EQ(infer("-p \"jon snow:\" --top-k 1 --temperature 3 -n 30").out, infer("-p \"jon snow:\" --greedy -n 30").out);
+  EXPECT_EQ(infer("-p \"jon snow:\" --top-k 1 --temperature 3 -n 30").out,
+            infer("-p \"jon snow:\" --greedy -n 30").out);
 }
 
 TEST_F(Infer, SpeakerPipedInputAndPseudoTerminal) {
@@ -210,7 +214,8 @@ TEST_F(Infer, ScoreAgreesWithTrainingEvaluation) {
   TempDir d;
   auto a = d.write("a.txt", slurp(tiny_corpus(d)).substr(0, 900));
   std::string more;
-  for (int i = 0; i < 20; ++i) more += "bran stark: The three-eyed raven sees " + std::to_string(i * 37) + " ravens!?\n";
+  for (int i = 0; i < 20; ++i)
+    more += "bran stark: The three-eyed raven sees " + std::to_string(i * 37) + " ravens!?\n";
   auto b = d.write("b.txt", more);
   auto r = run(d, kTrain + " --corpus " + a + " " + b + " --out " + d.file("v.pt") + kTiny +
                       " --max-steps 20 --eval-every 20 --val-share 0.3 --eval-windows 0 --dropout 0");

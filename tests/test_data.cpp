@@ -44,8 +44,10 @@ std::vector<std::string> sample_lines() {
   const char* who[] = {"cersei lannister", "jon snow", "arya stark", "tyrion lannister"};
   const char* what[] = {"When you play the game of thrones, you win or you die.",
                         "Winter is coming, and the night is dark and full of terrors.",
-                        "A Lannister always pays his debts.", "I drink and I know things.",
-                        "The north remembers; not today.", "Valar morghulis, all men must die."};
+                        "A Lannister always pays his debts.",
+                        "I drink and I know things.",
+                        "The north remembers; not today.",
+                        "Valar morghulis, all men must die."};
   for (int i = 0; i < 400; ++i) lines.push_back(std::string(who[i % 4]) + ": " + what[(i * 7 + i / 3) % 6]);
   return lines;
 }
@@ -53,7 +55,10 @@ std::vector<std::string> sample_lines() {
 }  // namespace
 
 TEST(Csv, QuotingDoubledQuotesNewlinesCrlfBom) {
-  auto rows = parse_csv("\xEF\xBB\xBF" "a,b,c\r\n1,\"x, y\",\"he said \"\"hi\"\"\"\r\n2,\"two\nlines\",\r\n", "t.csv");
+  auto rows = parse_csv(
+      "\xEF\xBB\xBF"
+      "a,b,c\r\n1,\"x, y\",\"he said \"\"hi\"\"\"\r\n2,\"two\nlines\",\r\n",
+      "t.csv");
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0].fields, (std::vector<std::string>{"a", "b", "c"}));
   EXPECT_EQ(rows[1].fields, (std::vector<std::string>{"1", "x, y", "he said \"hi\""}));
@@ -105,9 +110,11 @@ TEST(Corpus, SubtitleCsvDropsCuesAndLyricsAndJoinsCaptions) {
 
 TEST(Corpus, SrtMultilineTagsBomCrlf) {
   TempDir d;
-  auto p = d.write("ep.srt",
-                   "\xEF\xBB\xBF" "1\r\n00:00:01,000 --> 00:00:02,500\r\n<i>The night is dark</i>\r\nand full of terrors.\r\n\r\n"
-                   "2\r\n00:00:03,000 --> 00:00:04,000\r\n( thunder )\r\n\r\n3\r\n00:00:05,000 --> 00:00:06,000\r\nHodor.\r\n");
+  auto p = d.write(
+      "ep.srt",
+      "\xEF\xBB\xBF"
+      "1\r\n00:00:01,000 --> 00:00:02,500\r\n<i>The night is dark</i>\r\nand full of terrors.\r\n\r\n"
+      "2\r\n00:00:03,000 --> 00:00:04,000\r\n( thunder )\r\n\r\n3\r\n00:00:05,000 --> 00:00:06,000\r\nHodor.\r\n");
   auto l = lines_of(load_corpus({p}));
   EXPECT_EQ(l, (std::vector<std::string>{"The night is dark and full of terrors.", "Hodor."}));
 }
@@ -115,7 +122,8 @@ TEST(Corpus, SrtMultilineTagsBomCrlf) {
 TEST(Corpus, PlainTextSpeakersFoldersAndSeveralPaths) {
   TempDir d;
   std::filesystem::create_directories(d.path() / "more");
-  auto a = d.write("a.txt", "arya stark: Not today.\r\nJust a line without a speaker\n\n  tyrion: I drink: and I know things.\n");
+  auto a = d.write(
+      "a.txt", "arya stark: Not today.\r\nJust a line without a speaker\n\n  tyrion: I drink: and I know things.\n");
   d.write("more/b.txt", "hodor: Hodor.\n");
   d.write("more/ignored.bin", "xx");
   auto c = load_corpus({a, (d.path() / "more").string()});
@@ -212,7 +220,12 @@ TEST(Tokenizer, RoundTripUnseenCharactersAndLibTorchInOneProcess) {
   auto ids = tok.encode(s);
   auto t = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()));
   ModelConfig mc;
-  mc.layers = 1; mc.heads = 1; mc.d_model = 8; mc.d_ff = 8; mc.context = 64; mc.vocab_size = tok.vocab_size();
+  mc.layers = 1;
+  mc.heads = 1;
+  mc.d_model = 8;
+  mc.d_ff = 8;
+  mc.context = 64;
+  mc.vocab_size = tok.vocab_size();
   Transformer m(mc);
   EXPECT_EQ(m->forward(t.unsqueeze(0)).size(2), 400);
   EXPECT_EQ(tok.decode({tok.eos_id()}), "\n");

@@ -3,8 +3,8 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -19,14 +19,13 @@
 #include "test_util.h"
 
 using namespace dracarys;
-using dracarys::testing::slurp;
 using dracarys::testing::kTrain;
+using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
 
 // A port per test process, away from the usual 29500, so parallel tests do not collide.
 int port(int offset) { return 20000 + static_cast<int>(getpid() % 20000) + offset; }
@@ -76,7 +75,8 @@ TEST(Distributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   TempDir d;
   auto c = corpus(d);
   const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3";
-  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
+            0);
   const int p = port(0);
   auto r0 = start_rank(d, 0, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
   auto r1 = start_rank(d, 1, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
@@ -88,7 +88,8 @@ TEST(Distributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   EXPECT_EQ(slurp(d.file("rank1.err")).find("info"), std::string::npos);  // only rank 0 reports
 
   // The 2-rank checkpoint resumes in one process.
-  const std::string resume = kTrain + " --resume " + d.file("two.pt") + " --max-steps 12 --threads 1 > /dev/null 2> " + d.file("resume.err");
+  const std::string resume =
+      kTrain + " --resume " + d.file("two.pt") + " --max-steps 12 --threads 1 > /dev/null 2> " + d.file("resume.err");
   ASSERT_EQ(std::system(resume.c_str()), 0) << slurp(d.file("resume.err"));
   EXPECT_EQ(nlohmann::json::parse(load_checkpoint(d.file("two.pt")).meta_json)["state"]["step"], 12);
 }
@@ -97,7 +98,8 @@ TEST(Distributed, KilledRankStopsTheOtherWithinTheTimeout) {
   TempDir d;
   auto c = corpus(d);
   const int p = port(1);
-  const std::string args = " --corpus " + c + kModel + " --max-steps 100000000 --eval-every 1000000 --dist-timeout 10 --out " + d.file("k.pt");
+  const std::string args = " --corpus " + c + kModel +
+                           " --max-steps 100000000 --eval-every 1000000 --dist-timeout 10 --out " + d.file("k.pt");
   auto r0 = start_rank(d, 0, 2, p, args);
   auto r1 = start_rank(d, 1, 2, p, args);
   std::this_thread::sleep_for(std::chrono::seconds(3));

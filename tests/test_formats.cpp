@@ -59,18 +59,21 @@ TEST(CheckpointFormat, MetadataMustDescribeTheWeightsItCarries) {
   auto small = tiny();
   small.config = c.config;
   small.model = tiny().model;
-  EXPECT_NE(error_of([&] { decode_checkpoint(encode_checkpoint(small), "t.pt"); }).find("holds only"), std::string::npos);
+  EXPECT_NE(error_of([&] { decode_checkpoint(encode_checkpoint(small), "t.pt"); }).find("holds only"),
+            std::string::npos);
 }
 
 TEST(JsonInput, DepthAndSizeAreBounded) {
   EXPECT_EQ(parse_untrusted_json(R"({"a":[1,{"b":"[[[["}]})", "x")["a"][1]["b"], "[[[[");
-  EXPECT_NE(error_of([] { parse_untrusted_json(std::string(100000, '[') + std::string(100000, ']'), "meta"); })
-                .find("meta nests JSON deeper than 32 levels"),
+  EXPECT_NE(error_of([] {
+              parse_untrusted_json(std::string(100000, '[') + std::string(100000, ']'), "meta");
+            }).find("meta nests JSON deeper than 32 levels"),
             std::string::npos);
   EXPECT_NE(error_of([] { parse_untrusted_json("{\"a\": tru", "meta"); }).find("meta is not valid JSON (at byte"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_untrusted_json(std::string(kMaxJsonBytes + 1, ' '), "meta"); }).find("more than the limit"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { parse_untrusted_json(std::string(kMaxJsonBytes + 1, ' '), "meta"); }).find("more than the limit"),
+      std::string::npos);
 }
 
 TEST(OptionChecks, RefuseNanInfinityAndOutOfRange) {

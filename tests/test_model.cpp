@@ -96,7 +96,8 @@ TEST(Model, AttentionMatchesPerHeadReference) {
       for (int64_t t = 0; t < T; ++t) {
         auto q = Q[t].narrow(0, h * dk, dk);
         std::vector<double> s;
-        for (int64_t j = 0; j <= t; ++j) s.push_back((q * K[j].narrow(0, h * dk, dk)).sum().item<double>() / std::sqrt(double(dk)));
+        for (int64_t j = 0; j <= t; ++j)
+          s.push_back((q * K[j].narrow(0, h * dk, dk)).sum().item<double>() / std::sqrt(double(dk)));
         double mx = *std::max_element(s.begin(), s.end()), z = 0;
         for (auto& v : s) z += (v = std::exp(v - mx));
         for (int64_t j = 0; j <= t; ++j) {

@@ -32,7 +32,8 @@ TEST(Outputs, TrainingNeverReplacesAFileThatIsNotACheckpoint) {
   const auto corpus = tiny_corpus(d);
   const std::string before = slurp(corpus);
   // --out naming the corpus itself: refused before training, the corpus untouched.
-  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + corpus), "not written by dracarys");
+  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + corpus),
+                        "not written by dracarys");
   EXPECT_EQ(slurp(corpus), before);
   // A FIFO (as a device node would be) is not replaced.
   ASSERT_EQ(mkfifo(d.file("fifo").c_str(), 0644), 0);
@@ -98,7 +99,8 @@ TEST(Outputs, OneTrainingRunPerOutputAndStaleTemporariesRemoved) {
     _exit(127);
   }
   // Wait until the first run holds its lock, then start a second on the same output.
-  for (int i = 0; i < 100 && slurp(out + ".lock").empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 100 && slurp(out + ".lock").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ASSERT_FALSE(slurp(out + ".lock").empty());
   auto second = run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + out);
   expect_one_line_error(second, "being written by another training run (PID " + std::to_string(pid) + ")");

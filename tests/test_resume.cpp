@@ -18,8 +18,8 @@ namespace {
 // the training loss logged at each evaluation.
 struct RunState {
   std::map<std::string, torch::Tensor> weights;
-  std::vector<torch::Tensor> optimizer;  // per parameter: exp_avg, exp_avg_sq, and the step as a tensor
-  std::map<int64_t, double> logged_loss; // step -> train_loss in the metrics file
+  std::vector<torch::Tensor> optimizer;   // per parameter: exp_avg, exp_avg_sq, and the step as a tensor
+  std::map<int64_t, double> logged_loss;  // step -> train_loss in the metrics file
 };
 
 RunState read_state(const std::string& path) {
@@ -38,7 +38,8 @@ RunState read_state(const std::string& path) {
   load_optimizer_bytes(opt, ckpt.optimizer);
   for (auto& group : opt.param_groups())
     for (auto& p : group.params()) {
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      auto& st =
+          static_cast<torch::optim::AdamWParamState&>(*opt.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
       s.optimizer.push_back(st.exp_avg().clone());
       s.optimizer.push_back(st.exp_avg_sq().clone());
       s.optimizer.push_back(torch::tensor(st.step(), torch::kLong));
@@ -78,8 +79,8 @@ TEST(Resume, SplitRunsEqualTheUninterruptedRunBitForBit) {
   auto corpus = tiny_corpus(d);
   // Dropout on, so the masks must be reproduced too; no validation text, so evaluation only
   // logs the loss and samples; one BLAS thread, which the resumed run must keep on its own.
-  const std::string common = " --corpus " + corpus + kTiny + kVocab +
-                             " --schedule-steps 30 --eval-every 10 --val-share 0 --dropout 0.1";
+  const std::string common =
+      " --corpus " + corpus + kTiny + kVocab + " --schedule-steps 30 --eval-every 10 --val-share 0 --dropout 0.1";
   ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("full.pt")).code, 0);
   ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("again.pt")).code, 0);
   const auto full = read_state(d.file("full.pt"));

@@ -71,7 +71,8 @@ std::string crafted(const TempDir& d, const std::string& base, const std::string
   return write_with_valid_hash(d, name, sections);
 }
 
-std::string with_meta_text(const TempDir& d, const std::string& base, const std::string& name, const std::string& meta) {
+std::string with_meta_text(const TempDir& d, const std::string& base, const std::string& name,
+                           const std::string& meta) {
   auto sections = read_sections(slurp(base));
   for (auto& [section, bytes] : sections)
     if (section == "meta") bytes = meta;
@@ -84,7 +85,8 @@ class UntrustedCheckpoint : public ::testing::Test {
     dir_ = new TempDir;
     const auto corpus = tiny_corpus(*dir_);
     base_ = dir_->file("base.pt");
-    auto r = run(*dir_, kTrain + " --corpus " + corpus + kTiny + kVocab + " --val-share 0 --max-steps 2 --out " + base_);
+    auto r =
+        run(*dir_, kTrain + " --corpus " + corpus + kTiny + kVocab + " --val-share 0 --max-steps 2 --out " + base_);
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }
@@ -92,9 +94,9 @@ class UntrustedCheckpoint : public ::testing::Test {
   // Both programs refuse `path` with one line holding `needle`.
   void expect_refused(const std::string& path, const std::string& needle, bool train_too = true) {
     expect_one_line_error(run(*dir_, kInfer + " -c " + path + " -p 'jon snow:' --threads 1"), needle);
-    if (train_too) expect_one_line_error(run(*dir_, kTrain + " --resume " + path + " --max-steps 4 --out " +
-                                                     dir_->file("resumed.pt")),
-                                         needle);
+    if (train_too)
+      expect_one_line_error(
+          run(*dir_, kTrain + " --resume " + path + " --max-steps 4 --out " + dir_->file("resumed.pt")), needle);
   }
 
   static TempDir* dir_;
@@ -146,13 +148,20 @@ TEST_F(UntrustedCheckpoint, MetadataJsonIsBounded) {
 
 TEST_F(UntrustedCheckpoint, TrainingStateAndSettingsAreChecked) {
   const std::string resume = " --max-steps 4 --out " + dir_->file("resumed.pt");
-  auto refused = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit, const std::string& needle) {
+  auto refused = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit,
+                     const std::string& needle) {
     expect_one_line_error(run(*dir_, kTrain + " --resume " + crafted(*dir_, base_, name, edit) + resume), needle);
   };
-  refused("step.pt", [](auto& m) { m["state"]["step"] = -100; }, "'step' that is not a whole number");
-  refused("elapsed.pt", [](auto& m) { m["state"]["elapsed_s"] = "soon"; }, "'elapsed_s' that is not a finite");
-  refused("state.pt", [](auto& m) { m["state"] = 7; }, "training state is not a JSON object");
-  refused("lrtype.pt", [](auto& m) { m["train_options"]["lr"] = "fast"; }, "training setting 'lr' has the wrong type");
-  refused("lr.pt", [](auto& m) { m["train_options"]["lr"] = -1.0; }, "--lr must be");
-  refused("threads.pt", [](auto& m) { m["train_options"]["threads"] = 100000; }, "--threads must be");
+  refused(
+      "step.pt", [](auto& m) { m["state"]["step"] = -100; }, "'step' that is not a whole number");
+  refused(
+      "elapsed.pt", [](auto& m) { m["state"]["elapsed_s"] = "soon"; }, "'elapsed_s' that is not a finite");
+  refused(
+      "state.pt", [](auto& m) { m["state"] = 7; }, "training state is not a JSON object");
+  refused(
+      "lrtype.pt", [](auto& m) { m["train_options"]["lr"] = "fast"; }, "training setting 'lr' has the wrong type");
+  refused(
+      "lr.pt", [](auto& m) { m["train_options"]["lr"] = -1.0; }, "--lr must be");
+  refused(
+      "threads.pt", [](auto& m) { m["train_options"]["threads"] = 100000; }, "--threads must be");
 }

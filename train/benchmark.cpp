@@ -98,8 +98,8 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
                       {"allreduce_ms_per_step", allreduce_ms},
                       {"allreduce_bytes_per_step", dist.bytes_per_step()}};
 
-  spdlog::info("train benchmark: {:.0f} tokens/s, {:.1f} GFLOP/s model, peak {:.1f} GFLOP/s, MFU {:.1f}%",
-               tokens_per_s, model_flops / 1e9, peak / 1e9, 100.0 * model_flops / peak);
+  spdlog::info("train benchmark: {:.0f} tokens/s, {:.1f} GFLOP/s model, peak {:.1f} GFLOP/s, MFU {:.1f}%", tokens_per_s,
+               model_flops / 1e9, peak / 1e9, 100.0 * model_flops / peak);
   fmt::print("{}\n", j.dump());
   return 0;
 }

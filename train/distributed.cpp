@@ -11,8 +11,8 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
-#include <thread>
 #include <stdexcept>
+#include <thread>
 
 namespace dracarys {
 
@@ -85,12 +85,12 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
   const std::string cannot_join = "rank " + std::to_string(opts.rank) + " could not join the process group at " +
                                   opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
                                   std::to_string(static_cast<int>(opts.timeout_s)) + "s";
-  StartupWatchdog watchdog(opts.timeout_s, cannot_join + (opts.rank == 0
-                                                              ? ": not every one of the " + std::to_string(opts.world_size) +
-                                                                    " ranks arrived (start them all with the same "
-                                                                    "--world-size and --master-port)"
-                                                              : ": no answer from rank 0's rendezvous store (is rank 0 "
-                                                                "running, or another program listening on that port?)"));
+  StartupWatchdog watchdog(opts.timeout_s,
+                           cannot_join + (opts.rank == 0 ? ": not every one of the " + std::to_string(opts.world_size) +
+                                                               " ranks arrived (start them all with the same "
+                                                               "--world-size and --master-port)"
+                                                         : ": no answer from rank 0's rendezvous store (is rank 0 "
+                                                           "running, or another program listening on that port?)"));
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(opts.master_port);
@@ -115,12 +115,14 @@ Distributed::~Distributed() = default;
 void Distributed::require_same(const std::string& key, const std::string& value) {
   if (!enabled()) return;
   try {
-    impl_->store->set("dracarys/" + key + "/" + std::to_string(opts_.rank), std::vector<uint8_t>(value.begin(), value.end()));
+    impl_->store->set("dracarys/" + key + "/" + std::to_string(opts_.rank),
+                      std::vector<uint8_t>(value.begin(), value.end()));
     for (int r = 0; r < opts_.world_size; ++r) {
       auto got = impl_->store->get("dracarys/" + key + "/" + std::to_string(r));
       if (std::string(got.begin(), got.end()) != value)
-        throw std::invalid_argument("rank " + std::to_string(r) + " was started with a different " + key + " than rank " +
-                                    std::to_string(opts_.rank) + "; start every rank with the same options");
+        throw std::invalid_argument("rank " + std::to_string(r) + " was started with a different " + key +
+                                    " than rank " + std::to_string(opts_.rank) +
+                                    "; start every rank with the same options");
     }
   } catch (const std::invalid_argument&) {
     throw;
@@ -202,8 +204,10 @@ void Distributed::sync_gradients(Transformer& model, bool bad_loss, StepSignals&
     for (size_t i = buckets[b].first; i < buckets[b].second; ++i) {
       auto& p = params[i];
       auto avg = sum.narrow(0, off, p.numel()).view_as(p) / static_cast<double>(opts_.world_size);
-      if (p.grad().defined()) p.mutable_grad().copy_(avg);
-      else p.mutable_grad() = avg.clone();
+      if (p.grad().defined())
+        p.mutable_grad().copy_(avg);
+      else
+        p.mutable_grad() = avg.clone();
       off += p.numel();
     }
     if (last) {

@@ -1,6 +1,6 @@
 // dracarys-train: trains the transformer on the show's dialogue.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdlib>
 
@@ -74,8 +74,10 @@ int main(int argc, char** argv) {
       keep("--eval-windows", from_ckpt.eval_windows, o.eval_windows);
       keep("--prompt", from_ckpt.prompt, o.prompt);
       keep("--seed", from_ckpt.seed, o.seed);
-      if (app.count("--out") == 0) from_ckpt.out = o.resume;
-      else from_ckpt.out = o.out;
+      if (app.count("--out") == 0)
+        from_ckpt.out = o.resume;
+      else
+        from_ckpt.out = o.out;
       from_ckpt.resume = o.resume;
       // The checkpoint's thread counts, unless given now: BLAS results depend on them, and
       // only the same counts continue the run bit for bit.

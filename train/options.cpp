@@ -27,10 +27,17 @@ double parse_duration(const std::string& text) {
     double unit = 1;
     if (i < text.size()) {
       switch (std::tolower(static_cast<unsigned char>(text[i]))) {
-        case 's': unit = 1; break;
-        case 'm': unit = 60; break;
-        case 'h': unit = 3600; break;
-        default: throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
+        case 's':
+          unit = 1;
+          break;
+        case 'm':
+          unit = 60;
+          break;
+        case 'h':
+          unit = 3600;
+          break;
+        default:
+          throw std::invalid_argument("bad duration '" + text + "' (use e.g. 90s, 10m, 1h30m)");
       }
       ++i;
     }
@@ -134,56 +141,84 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
                  "'speaker: line' per line. Several allowed.")
       ->group(data);
   app.add_option("--val-share", o.validation_share, "Share of utterances held out for validation, split by episode")
-      ->capture_default_str()->group(data);
+      ->capture_default_str()
+      ->group(data);
   app.add_flag("--no-speakers", o.no_speakers, "Drop the 'speaker: ' prefix from every line")->group(data);
   app.add_option("--max-file-mb", o.max_file_mb, "Refuse corpus files larger than this many MiB")
-      ->capture_default_str()->group(data);
+      ->capture_default_str()
+      ->group(data);
   app.add_option("--max-utterance-bytes", o.max_utterance_bytes,
                  "Refuse a corpus whose utterance is longer than this (a CSV quote left open makes one huge field)")
-      ->capture_default_str()->group(data);
+      ->capture_default_str()
+      ->group(data);
   app.add_option("--tokenizer", o.tokenizer_type, "Tokenizer model: bpe or unigram")
-      ->check(CLI::IsMember({"bpe", "unigram"}))->capture_default_str()->group(data);
+      ->check(CLI::IsMember({"bpe", "unigram"}))
+      ->capture_default_str()
+      ->group(data);
 
   auto* model = "Model (fixed once training starts)";
   app.add_option("--layers", o.model.layers, "Decoder blocks")->capture_default_str()->group(model);
-  app.add_option("--heads", o.model.heads, "Attention heads per block (must divide --d-model)")->capture_default_str()->group(model);
+  app.add_option("--heads", o.model.heads, "Attention heads per block (must divide --d-model)")
+      ->capture_default_str()
+      ->group(model);
   app.add_option("--d-model", o.model.d_model, "Width of the residual stream")->capture_default_str()->group(model);
   app.add_option("--d-ff", o.model.d_ff, "Hidden width of the feed-forward block")->capture_default_str()->group(model);
   app.add_option("--context", o.model.context, "Tokens the model sees at once")->capture_default_str()->group(model);
   app.add_option("--vocab-size", o.model.vocab_size, "Tokenizer vocabulary (sentencepiece, with byte fallback)")
-      ->capture_default_str()->group(model);
+      ->capture_default_str()
+      ->group(model);
   app.add_option("--dropout", o.model.dropout, "Dropout on attention weights, residual branches and embeddings")
-      ->capture_default_str()->group(model);
+      ->capture_default_str()
+      ->group(model);
   app.add_option_function<std::string>(
          "--positional", [&o](const std::string& s) { o.model.positional = positional_kind_from_string(s); },
          "Positional encoding: sinusoidal (default) or learned")
-      ->check(CLI::IsMember({"sinusoidal", "learned"}))->group(model);
-  app.add_flag_function("--untied-head", [&o](int64_t) { o.model.tied_head = false; },
-                        "Give the decoder head its own weights instead of reusing the embedding")
+      ->check(CLI::IsMember({"sinusoidal", "learned"}))
+      ->group(model);
+  app.add_flag_function(
+         "--untied-head", [&o](int64_t) { o.model.tied_head = false; },
+         "Give the decoder head its own weights instead of reusing the embedding")
       ->group(model);
 
   auto* opt = "Optimisation";
   app.add_option("--batch-size", o.batch_size, "Sequences per step")->capture_default_str()->group(opt);
   app.add_option("--lr", o.lr, "Peak learning rate (AdamW)")->capture_default_str()->group(opt);
-  app.add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str()->group(opt);
+  app.add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")
+      ->capture_default_str()
+      ->group(opt);
   app.add_option("--warmup-steps", o.warmup_steps, "Steps of linear warm-up")->capture_default_str()->group(opt);
-  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay, on weight matrices only")->capture_default_str()->group(opt);
-  app.add_option("--grad-clip", o.grad_clip, "Clip the gradient norm to this (0 = off)")->capture_default_str()->group(opt);
-  app.add_option("--max-steps", o.max_steps, "Stop after this many steps (0 = no limit)")->capture_default_str()->group(opt);
+  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay, on weight matrices only")
+      ->capture_default_str()
+      ->group(opt);
+  app.add_option("--grad-clip", o.grad_clip, "Clip the gradient norm to this (0 = off)")
+      ->capture_default_str()
+      ->group(opt);
+  app.add_option("--max-steps", o.max_steps, "Stop after this many steps (0 = no limit)")
+      ->capture_default_str()
+      ->group(opt);
   app.add_option("--schedule-steps", o.schedule_steps,
-                 "Steps the learning-rate schedule spans (default: --max-steps; with only a time budget, the schedule follows the clock)")
+                 "Steps the learning-rate schedule spans (default: --max-steps; with only a time budget, the schedule "
+                 "follows the clock)")
       ->group(opt);
-  app.add_option("--time-budget", time_budget, "Stop after this long, e.g. 90s, 10m, 1h (default 10m without --max-steps)")
+  app.add_option("--time-budget", time_budget,
+                 "Stop after this long, e.g. 90s, 10m, 1h (default 10m without --max-steps)")
       ->group(opt);
-  app.add_option("--seed", o.seed, "Seed for initial weights, split, batches and dropout")->capture_default_str()->group(opt);
+  app.add_option("--seed", o.seed, "Seed for initial weights, split, batches and dropout")
+      ->capture_default_str()
+      ->group(opt);
 
   auto* io = "Evaluation and output";
   app.add_option("--out", o.out, "Checkpoint to write (the best by validation loss goes to NAME.best.pt)")
-      ->capture_default_str()->group(io);
-  app.add_option("--resume", o.resume, "Continue training from this checkpoint, with its model and settings")->group(io);
-  app.add_option("--eval-every", o.eval_every, "Evaluate, print a sample and save every N steps")->capture_default_str()->group(io);
+      ->capture_default_str()
+      ->group(io);
+  app.add_option("--resume", o.resume, "Continue training from this checkpoint, with its model and settings")
+      ->group(io);
+  app.add_option("--eval-every", o.eval_every, "Evaluate, print a sample and save every N steps")
+      ->capture_default_str()
+      ->group(io);
   app.add_option("--eval-windows", o.eval_windows, "Validation windows per evaluation (fixed; 0 = all)")
-      ->capture_default_str()->group(io);
+      ->capture_default_str()
+      ->group(io);
   app.add_option("--prompt", o.prompt, "Prompt of the sample completion shown at each evaluation")->group(io);
 
   auto* rt = "Runtime";
@@ -195,19 +230,25 @@ void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget)
                "Only prepare the data (read, split, train the tokenizer, tokenise); print the timings as JSON")
       ->group(rt);
   app.add_option("--benchmark-windows", o.benchmark_windows, "Timed windows in --benchmark (the median is reported)")
-      ->capture_default_str()->group(rt);
+      ->capture_default_str()
+      ->group(rt);
   auto* dist = "Distributed (c10d: TCPStore rendezvous, Gloo all-reduce)";
   app.add_option("--world-size", o.dist.world_size, "Processes training together (env WORLD_SIZE); 1 = no distribution")
-      ->capture_default_str()->group(dist);
+      ->capture_default_str()
+      ->group(dist);
   app.add_option("--rank", o.dist.rank, "This process's rank, 0..world-size-1 (env RANK); rank 0 writes checkpoints")
-      ->capture_default_str()->group(dist);
+      ->capture_default_str()
+      ->group(dist);
   app.add_option("--master-addr", o.dist.master_addr, "Address of rank 0's rendezvous store (env MASTER_ADDR)")
-      ->capture_default_str()->group(dist);
+      ->capture_default_str()
+      ->group(dist);
   app.add_option("--master-port", o.dist.master_port, "Port of rank 0's rendezvous store (env MASTER_PORT)")
-      ->capture_default_str()->group(dist);
+      ->capture_default_str()
+      ->group(dist);
   app.add_option("--dist-timeout", o.dist.timeout_s,
                  "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing")
-      ->capture_default_str()->group(dist);
+      ->capture_default_str()
+      ->group(dist);
   app.set_config("--config", "", "Read options from a TOML/INI file whose keys are the long option names");
 }
 

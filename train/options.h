@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "common/runtime.h"
-#include "train/distributed.h"
 #include "model/config.h"
+#include "train/distributed.h"
 
 namespace dracarys {
 
@@ -20,9 +20,9 @@ struct TrainOptions {
   double validation_share = 0.1;
   bool no_speakers = false;
   std::string tokenizer_type = "bpe";
-  int64_t max_file_mb = 1024;            // corpus files larger than this are refused
-  int64_t max_utterance_bytes = 65536;   // so is an utterance longer than this
-  bool exact_vocab_size = false;  // set when --vocab-size is given: then a too-small corpus is an error
+  int64_t max_file_mb = 1024;           // corpus files larger than this are refused
+  int64_t max_utterance_bytes = 65536;  // so is an utterance longer than this
+  bool exact_vocab_size = false;        // set when --vocab-size is given: then a too-small corpus is an error
   // model (vocab_size is the tokenizer's size too)
   ModelConfig model;
   // optimisation
@@ -32,9 +32,9 @@ struct TrainOptions {
   int64_t warmup_steps = 100;
   double weight_decay = 0.1;
   double grad_clip = 1.0;
-  int64_t max_steps = 0;        // 0 = until the time budget ends
-  int64_t schedule_steps = 0;   // 0 = max_steps, or follow the time budget
-  double time_budget_s = 0;     // 0 = until max_steps
+  int64_t max_steps = 0;       // 0 = until the time budget ends
+  int64_t schedule_steps = 0;  // 0 = max_steps, or follow the time budget
+  double time_budget_s = 0;    // 0 = until max_steps
   // evaluation and output
   int64_t eval_every = 250;
   int64_t eval_windows = 256;
@@ -48,9 +48,9 @@ struct TrainOptions {
   bool data_only = false;
   int64_t benchmark_windows = 5;
 
-  nlohmann::json to_json() const;             // the training settings a resumed run reuses
+  nlohmann::json to_json() const;  // the training settings a resumed run reuses
   void update_from_json(const nlohmann::json& j);
-  void validate() const;                      // throws std::invalid_argument
+  void validate() const;  // throws std::invalid_argument
 };
 
 constexpr double kMaxDurationSeconds = 366.0 * 24 * 3600;  // a year: the longest time budget

@@ -29,16 +29,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 std::atomic<int> g_stop_signal{0};
 constexpr int64_t kMaxStoredSteps = int64_t{1} << 40;  // far beyond any run; refuses nonsense
-constexpr int kExitLossNotFinite = 3;        // the loss became NaN or infinite: a distinct code for scripts
+constexpr int kExitLossNotFinite = 3;                  // the loss became NaN or infinite: a distinct code for scripts
 // Dropout's seed for a step is seed·kSeedStride + step + kRankStride·rank: distinct for every
 // (step, rank) pair of any realistic run, and a function of them alone, so a resumed run
 // draws the same masks. Both are primes, far apart.
 constexpr uint64_t kSeedStride = 1000003ULL;
 constexpr uint64_t kRankStride = 7919ULL;
-constexpr int64_t kSampleTokens = 48;        // length of the sample completion at each evaluation
+constexpr int64_t kSampleTokens = 48;  // length of the sample completion at each evaluation
 constexpr double kSampleTemperature = 0.8;
-constexpr double kProgressEveryTty = 0.25;   // seconds between progress lines on a terminal
-constexpr double kProgressEveryLog = 10.0;   // and in a log file
+constexpr double kProgressEveryTty = 0.25;  // seconds between progress lines on a terminal
+constexpr double kProgressEveryLog = 10.0;  // and in a log file
 
 void on_signal(int sig) { g_stop_signal = sig; }
 
@@ -104,10 +104,11 @@ TrainingData prepare_data(const TrainOptions& o, const std::string* tokenizer_by
   p.tokenizer_train_s = tokenizer_bytes ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
   p.tokenize_s = secs;
   p.utterances = corpus.utterances.size();
-  spdlog::info("tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
-               p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()), secs,
-               (p.train.chars + p.validation.chars) / std::max(secs, 1e-9),
-               std::chrono::duration<double>(Clock::now() - t0).count());
+  spdlog::info(
+      "tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
+      p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()), secs,
+      (p.train.chars + p.validation.chars) / std::max(secs, 1e-9),
+      std::chrono::duration<double>(Clock::now() - t0).count());
   return p;
 }
 
@@ -143,7 +144,8 @@ nlohmann::json checked_state(const Checkpoint& ckpt, const std::string& path) {
     if (!state.contains(key)) return;
     const auto& v = state[key];
     if (!v.is_number() || !std::isfinite(v.get<double>()) || (non_negative && v.get<double>() < 0))
-      throw bad(std::string("has '") + key + "' that is not a finite" + (non_negative ? " non-negative" : "") + " number");
+      throw bad(std::string("has '") + key + "' that is not a finite" + (non_negative ? " non-negative" : "") +
+                " number");
   };
   count("step");
   count("loss_count");
@@ -208,8 +210,9 @@ int run_training(TrainOptions o, const torch::Device& device) {
   std::error_code ignored;
   Distributed dist(o.dist);
   if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
-  if (dist.enabled()) spdlog::info("distributed: rank {} of {}, store {}:{}", dist.rank(), dist.world_size(),
-                                   o.dist.master_addr, o.dist.master_port);
+  if (dist.enabled())
+    spdlog::info("distributed: rank {} of {}, store {}:{}", dist.rank(), dist.world_size(), o.dist.master_addr,
+                 o.dist.master_port);
   {
     // Every rank must train the same model the same way (output path and rank may differ).
     auto same = o.to_json();
@@ -238,25 +241,32 @@ int run_training(TrainOptions o, const torch::Device& device) {
 
   // Rank 0 trains the tokenizer; the other ranks use exactly its bytes.
   std::optional<std::string> shared_tokenizer;
-  if (resumed) shared_tokenizer = resumed->tokenizer;
-  else if (dist.enabled() && !dist.is_main()) shared_tokenizer = dist.share_from_main("tokenizer", "");
+  if (resumed)
+    shared_tokenizer = resumed->tokenizer;
+  else if (dist.enabled() && !dist.is_main())
+    shared_tokenizer = dist.share_from_main("tokenizer", "");
   auto data = prepare_data(o, shared_tokenizer ? &*shared_tokenizer : nullptr);
   if (dist.enabled() && dist.is_main() && !resumed) dist.share_from_main("tokenizer", data.tokenizer.bytes());
   if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
     const double chars = data.train.chars + data.validation.chars;
     const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
-    nlohmann::json j = {{"benchmark", "data"},          {"corpus", o.corpus},
-                        {"utterances", data.utterances}, {"characters", chars},
-                        {"tokens", tokens},              {"read_s", data.read_s},
+    nlohmann::json j = {{"benchmark", "data"},
+                        {"corpus", o.corpus},
+                        {"utterances", data.utterances},
+                        {"characters", chars},
+                        {"tokens", tokens},
+                        {"read_s", data.read_s},
                         {"tokenizer_train_s", data.tokenizer_train_s},
-                        {"tokenize_s", data.tokenize_s}, {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
+                        {"tokenize_s", data.tokenize_s},
+                        {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
                         {"tokenize_tokens_per_s", tokens / std::max(data.tokenize_s, 1e-9)}};
     fmt::print("{}\n", j.dump());
     return 0;
   }
   o.model.vocab_size = data.tokenizer.vocab_size();
   TrainBatcher batcher(data.train.ids, o.model.context, o.batch_size, o.seed);
-  auto val = eval_batches(data.validation, data.tokenizer.chars_per_token(), o.model.context, o.batch_size, o.eval_windows);
+  auto val =
+      eval_batches(data.validation, data.tokenizer.chars_per_token(), o.model.context, o.batch_size, o.eval_windows);
 
   torch::manual_seed(o.seed);
   Transformer model(o.model);
@@ -305,9 +315,11 @@ int run_training(TrainOptions o, const torch::Device& device) {
     c.optimizer = optimizer_bytes(optimizer);
     nlohmann::json meta;
     meta["train_options"] = o.to_json();
-    meta["state"] = {{"step", step}, {"elapsed_s", elapsed()},
+    meta["state"] = {{"step", step},
+                     {"elapsed_s", elapsed()},
                      {"best_val_loss", std::isfinite(best_val) ? best_val : 1e30},
-                     {"loss_sum", loss_sum}, {"loss_count", loss_n}};
+                     {"loss_sum", loss_sum},
+                     {"loss_count", loss_n}};
     c.meta_json = meta.dump();
     save_checkpoint(path, c);
   };
@@ -323,8 +335,11 @@ int run_training(TrainOptions o, const torch::Device& device) {
   auto finish_eval = [&](double train_loss) {
     if (!dist.is_main()) return;  // rank 0 evaluates, samples and writes; the others wait at the next all-reduce
     std::string line = fmt::format("step {} | train loss {:.4f}", step, train_loss);
-    nlohmann::json m = {{"step", step}, {"time_s", elapsed()}, {"train_loss", train_loss},
-                        {"lr", learning_rate(o, step, progress_of(step, elapsed()))}, {"tokens_per_s", tokens_per_s}};
+    nlohmann::json m = {{"step", step},
+                        {"time_s", elapsed()},
+                        {"train_loss", train_loss},
+                        {"lr", learning_rate(o, step, progress_of(step, elapsed()))},
+                        {"tokens_per_s", tokens_per_s}};
     if (!val.empty()) {
       auto r = evaluate(model, val, device);
       line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
@@ -339,7 +354,8 @@ int run_training(TrainOptions o, const torch::Device& device) {
     }
     if (tty) fmt::print(stderr, "\r\033[K");
     spdlog::info("{}", line);
-    spdlog::info("sample: {}", escape_control(o.prompt + sample_completion(model, data.tokenizer, o.prompt, o.seed + step)));
+    spdlog::info("sample: {}",
+                 escape_control(o.prompt + sample_completion(model, data.tokenizer, o.prompt, o.seed + step)));
     metrics << m.dump() << "\n" << std::flush;
     save(o.out);
   };
@@ -359,12 +375,13 @@ int run_training(TrainOptions o, const torch::Device& device) {
     set_learning_rate(optimizer, lr);
     auto batch = batcher.batch(step, dist.rank());
     // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
-    torch::manual_seed(o.seed * kSeedStride + static_cast<uint64_t>(step) + kRankStride * static_cast<uint64_t>(dist.rank()));
+    torch::manual_seed(o.seed * kSeedStride + static_cast<uint64_t>(step) +
+                       kRankStride * static_cast<uint64_t>(dist.rank()));
     StepSignals signals;
     signals.want_stop = want_stop;
     signals.progress = progress;
-    const double loss_v = train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip,
-                                     &dist, &signals);
+    const double loss_v =
+        train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip, &dist, &signals);
     stop = signals.any_stop;
     synced_progress = signals.main_progress;
     if (!std::isfinite(loss_v)) {
@@ -385,15 +402,19 @@ int run_training(TrainOptions o, const torch::Device& device) {
     const double since_log = std::chrono::duration<double>(Clock::now() - last_log).count();
     if ((tty && since_log >= kProgressEveryTty) || (!tty && since_log >= kProgressEveryLog)) {
       std::string left;
-      if (o.max_steps > 0) left = fmt::format("step {}/{}", step, o.max_steps);
-      else left = fmt::format("step {}", step);
+      if (o.max_steps > 0)
+        left = fmt::format("step {}/{}", step, o.max_steps);
+      else
+        left = fmt::format("step {}", step);
       double remaining = o.time_budget_s > 0 ? o.time_budget_s - elapsed() : INFINITY;
       if (o.max_steps > 0 && tokens_per_s > 0)
         remaining = std::min(remaining, static_cast<double>((o.max_steps - step) * tokens_per_step) / tokens_per_s);
       std::string line = fmt::format("{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", left, loss_v, lr,
                                      tokens_per_s, std::isfinite(remaining) ? fmt::format("{:.0f}s", remaining) : "?");
-      if (tty) fmt::print(stderr, "\r\033[K{}", line);
-      else spdlog::info("{}", line);
+      if (tty)
+        fmt::print(stderr, "\r\033[K{}", line);
+      else
+        spdlog::info("{}", line);
       last_log = Clock::now();
     }
     if (step % o.eval_every == 0) {
@@ -405,7 +426,8 @@ int run_training(TrainOptions o, const torch::Device& device) {
   }
   if (loss_n > 0 || step == 0) finish_eval(loss_n > 0 ? loss_sum / static_cast<double>(loss_n) : NAN);
   if (dist.enabled())
-    spdlog::info("all-reduce: {:.1f} ms per step ({:.1f} MB per step)", 1e3 * dist.allreduce_seconds() / std::max<int64_t>(1, dist.allreduce_calls()),
+    spdlog::info("all-reduce: {:.1f} ms per step ({:.1f} MB per step)",
+                 1e3 * dist.allreduce_seconds() / std::max<int64_t>(1, dist.allreduce_calls()),
                  dist.bytes_per_step() / 1e6);
   if (g_stop_signal) {
     spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",

@@ -9,7 +9,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    dracarys::decode_checkpoint(std::string(reinterpret_cast<const char*>(data), size), "fuzz.pt", /*check_hash=*/false);
+    dracarys::decode_checkpoint(std::string(reinterpret_cast<const char*>(data), size), "fuzz.pt",
+                                /*check_hash=*/false);
   } catch (const dracarys::CheckpointError&) {
   }
   return 0;
