@@ -70,7 +70,8 @@ struct TrainingData {
   size_t utterances = 0;
 };
 
-TrainingData prepare_data(const TrainOptions& o, const std::string* tokenizer_bytes) {
+// `given`: the tokenizer to use (a resumed run's, or rank 0's); without it one is trained.
+TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given) {
   auto t0 = Clock::now();
   CorpusOptions corpus_options;
   corpus_options.speakers = !o.no_speakers;
@@ -85,10 +86,9 @@ TrainingData prepare_data(const TrainOptions& o, const std::string* tokenizer_by
   spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
                train_lines.size(), val_lines.size(), split.validation_episodes.size());
   auto t1 = Clock::now();
-  std::optional<Tokenizer> tok;
-  if (tokenizer_bytes) {
-    tok = Tokenizer::from_bytes(*tokenizer_bytes);
-  } else {
+  const bool trained = !given;
+  std::optional<Tokenizer> tok = std::move(given);
+  if (trained) {
     TokenizerOptions to;
     to.model_type = o.tokenizer_type;
     to.vocab_size = static_cast<int>(o.model.vocab_size);
@@ -101,7 +101,7 @@ TrainingData prepare_data(const TrainOptions& o, const std::string* tokenizer_by
   TrainingData p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
   const double secs = std::chrono::duration<double>(Clock::now() - t2).count();
   p.read_s = std::chrono::duration<double>(t1 - t0).count();
-  p.tokenizer_train_s = tokenizer_bytes ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
+  p.tokenizer_train_s = !trained ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
   p.tokenize_s = secs;
   p.utterances = corpus.utterances.size();
   spdlog::info(
@@ -191,10 +191,11 @@ int run_training(TrainOptions o, const torch::Device& device) {
   StopSignalGuard signals_stop_training;
   // Resume: model, tokenizer, settings and state come from the checkpoint.
   std::optional<Checkpoint> resumed;
+  std::optional<Tokenizer> resumed_tokenizer;
   nlohmann::json state = nlohmann::json::object();
   if (!o.resume.empty()) {
     resumed = load_checkpoint(o.resume);
-    load_tokenizer(*resumed);  // refuses a tokenizer whose vocabulary is not the model's
+    resumed_tokenizer = load_tokenizer(*resumed);  // refuses a vocabulary that is not the model's
     o.model = resumed->config;
     state = checked_state(*resumed, o.resume);
     spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
@@ -240,12 +241,10 @@ int run_training(TrainOptions o, const torch::Device& device) {
   }
 
   // Rank 0 trains the tokenizer; the other ranks use exactly its bytes.
-  std::optional<std::string> shared_tokenizer;
-  if (resumed)
-    shared_tokenizer = resumed->tokenizer;
-  else if (dist.enabled() && !dist.is_main())
-    shared_tokenizer = dist.share_from_main("tokenizer", "");
-  auto data = prepare_data(o, shared_tokenizer ? &*shared_tokenizer : nullptr);
+  std::optional<Tokenizer> tokenizer = std::move(resumed_tokenizer);
+  if (!tokenizer && dist.enabled() && !dist.is_main())
+    tokenizer = Tokenizer::from_bytes(dist.share_from_main("tokenizer", ""));
+  auto data = prepare_data(o, std::move(tokenizer));
   if (dist.enabled() && dist.is_main() && !resumed) dist.share_from_main("tokenizer", data.tokenizer.bytes());
   if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
     const double chars = data.train.chars + data.validation.chars;
