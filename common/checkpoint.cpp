@@ -1,5 +1,7 @@
 #include "common/checkpoint.h"
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -113,6 +115,21 @@ Tokenizer load_tokenizer(const Checkpoint& ckpt) {
     throw CheckpointError("checkpoint's tokenizer has " + std::to_string(tokenizer.vocab_size()) +
                           " tokens but its model has " + std::to_string(ckpt.config.vocab_size));
   return tokenizer;
+}
+
+std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt) {
+  const auto bad = [] { return CheckpointError("checkpoint's speaker list is malformed"); };
+  const auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object()) throw bad();
+  std::map<std::string, int64_t> speakers;
+  if (!meta.contains("speakers")) return speakers;
+  const auto& list = meta["speakers"];
+  if (!list.is_object()) throw bad();
+  for (const auto& [name, count] : list.items()) {
+    if (!count.is_number_integer() || count.get<int64_t>() < 0) throw bad();
+    speakers[name] = count.get<int64_t>();
+  }
+  return speakers;
 }
 
 }  // namespace dracarys

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
 
 #include "common/checkpoint_format.h"
@@ -30,5 +32,9 @@ void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes
 Transformer load_model(const Checkpoint& ckpt, const torch::Device& device);
 // The checkpoint's tokenizer; its vocabulary must be the model's.
 Tokenizer load_tokenizer(const Checkpoint& ckpt);
+
+// The speakers of the corpus the checkpoint was trained on, with their utterance counts (empty
+// for a checkpoint written before they were stored). Throws CheckpointError when malformed.
+std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt);
 
 }  // namespace dracarys

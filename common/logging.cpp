@@ -50,4 +50,10 @@ int report_error(const std::exception& e) {
   return 1;
 }
 
+int report_parse_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+  spdlog::error("{} (see --help)", escape_control(e.what()));
+  return e.get_exit_code();
+}
+
 }  // namespace dracarys

@@ -13,7 +13,6 @@ namespace dracarys {
 
 namespace {
 std::string g_summary;
-constexpr int kMaxThreads = 256;
 
 // OpenBLAS is reached through LibTorch's BLAS; set its pool size if it is the one loaded.
 int set_blas_threads(int n) {
@@ -28,8 +27,8 @@ int set_blas_threads(int n) {
 }  // namespace
 
 void check_runtime_options(const RuntimeOptions& opts) {
-  require_count("--threads", opts.threads, 0, kMaxThreads);
-  require_count("--intra-op-threads", opts.intra_op_threads, 1, kMaxThreads);
+  RuntimeOptions copy = opts;
+  for_each_runtime_option(copy, [](const OptionSpec& spec, const auto& member) { check_range(spec, member); });
 }
 
 int resolved_blas_threads(const RuntimeOptions& opts) {
@@ -79,13 +78,7 @@ double peak_rss_mb() {
 }
 
 void add_runtime_options(CLI::App& app, RuntimeOptions& opts) {
-  const char* group = "Runtime";
-  app.add_option("--threads", opts.threads, "BLAS threads (0 = every core)")->capture_default_str()->group(group);
-  app.add_option("--intra-op-threads", opts.intra_op_threads,
-                 "LibTorch intra-op threads (1 measured fastest on 2 cores)")
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--device", opts.device, "auto, cpu or cuda[:N]")->capture_default_str()->group(group);
+  for_each_runtime_option(opts, [&app](const OptionSpec& spec, auto& member) { add_to_app(app, spec, member); });
 }
 
 }  // namespace dracarys

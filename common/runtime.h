@@ -8,9 +8,13 @@
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
 
+#include "common/option_table.h"
+
 #include <string>
 
 namespace dracarys {
+
+constexpr int kMaxThreads = 256;
 
 struct RuntimeOptions {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
@@ -31,6 +35,21 @@ torch::Device apply_runtime(const RuntimeOptions& opts);
 
 // The process's peak resident memory so far, in MB (LibTorch's own ~250 MB included).
 double peak_rss_mb();
+
+// The runtime options, described once (see common/option_table.h). The thread counts are stored
+// in a training checkpoint: BLAS results depend on them, so only the same counts continue a run
+// bit for bit.
+template <class Visit>
+void for_each_runtime_option(RuntimeOptions& o, Visit&& visit) {
+  const char* group = "Runtime";
+  visit(OptionSpec("--threads", group, "BLAS threads (0 = every core)").stored("threads").range(0, kMaxThreads),
+        o.threads);
+  visit(OptionSpec("--intra-op-threads", group, "LibTorch intra-op threads (1 measured fastest on 2 cores)")
+            .stored("intra_op_threads")
+            .range(1, kMaxThreads),
+        o.intra_op_threads);
+  visit(OptionSpec("--device", group, "auto, cpu or cuda[:N]"), o.device);
+}
 
 // Registers --threads, --intra-op-threads and --device on `app` (both executables).
 void add_runtime_options(CLI::App& app, RuntimeOptions& opts);

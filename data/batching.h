@@ -11,7 +11,8 @@
 
 namespace dracarys {
 
-// Utterances encoded back to back, each followed by the end-of-utterance token.
+// Utterances encoded back to back, each followed by the end-of-utterance token. An empty line
+// (a scene break, see training_lines) is a lone end-of-utterance token.
 struct TokenStream {
   std::vector<int32_t> ids;
   double chars = 0;  // characters the ids stand for (line ends included)

@@ -26,6 +26,13 @@ std::string speaker_line(const std::string& speaker, const std::string& text) {
   return text.empty() ? speaker + ":" : speaker + ": " + text;
 }
 
+std::pair<std::string, std::string> split_speaker_line(const std::string& line) {
+  const auto colon = line.find(':');
+  if (colon == std::string::npos) return {"", line};
+  const size_t text = colon + 1 < line.size() && line[colon + 1] == ' ' ? colon + 2 : colon + 1;
+  return {line.substr(0, colon), line.substr(text)};
+}
+
 std::string Utterance::line(bool with_speaker) const {
   return with_speaker && !speaker.empty() ? speaker_line(speaker, text) : text;
 }
@@ -96,7 +103,8 @@ void require_utf8(std::string_view text, const std::string& path) {
 class Collector {
  public:
   Collector(Corpus& c, const CorpusOptions& o) : corpus_(c), opts_(o) {}
-  void add(std::string speaker, std::string_view raw, const std::string& episode) {
+  // `story`: when empty, the episode.
+  void add(std::string speaker, std::string_view raw, const std::string& episode, const std::string& story = "") {
     if (raw.size() > opts_.max_utterance_bytes)
       throw DataError(path_ + ": an utterance of " + std::to_string(raw.size()) + " bytes (in " + episode +
                       ") is longer than the limit of " + std::to_string(opts_.max_utterance_bytes) +
@@ -109,7 +117,7 @@ class Collector {
       return;
     }
     speaker = collapse_whitespace(speaker);
-    corpus_.utterances.push_back({speaker, std::move(text), episode});
+    corpus_.utterances.push_back({speaker, std::move(text), episode, story.empty() ? episode : story});
   }
   void lyric() { ++corpus_.stats.dropped_lyrics; }
   void set_file(const std::string& path) { path_ = path; }
@@ -239,7 +247,7 @@ void read_text(const std::string& path, std::string_view text, Collector& out) {
         body = std::string_view(line).substr(colon + 2);
       }
     }
-    out.add(speaker, body, episode);
+    out.add(speaker, body, episode, path);
   }
 }
 
@@ -283,6 +291,53 @@ std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_vi
   return corpus.utterances;
 }
 
+namespace {
+
+// The speaker filter (--speakers): keeps the named speakers' utterances, in order.
+void keep_only_speakers(std::vector<Utterance>& utterances, const std::vector<std::string>& names) {
+  const std::set<std::string> wanted(names.begin(), names.end());
+  std::set<std::string> found;
+  std::vector<Utterance> kept;
+  for (auto& u : utterances)
+    if (wanted.count(u.speaker)) found.insert(u.speaker), kept.push_back(std::move(u));
+  if (kept.empty())
+    throw DataError("none of the speakers asked for (" + names.front() + (names.size() > 1 ? ", ..." : "") +
+                    ") has a line in the corpus; names must be written as the corpus writes them");
+  for (const auto& name : names)
+    if (!found.count(name)) throw DataError("speaker '" + name + "' has no line in the corpus");
+  utterances = std::move(kept);
+}
+
+}  // namespace
+
+std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker) {
+  std::vector<std::string> lines;
+  lines.reserve(utterances.size() + utterances.size() / 64);
+  for (size_t i = 0; i < utterances.size(); ++i) {
+    if (i > 0 && utterances[i].story != utterances[i - 1].story) lines.emplace_back();  // scene break
+    lines.push_back(utterances[i].line(with_speaker));
+  }
+  return lines;
+}
+
+std::map<std::string, int64_t> count_speakers(const std::vector<Utterance>& utterances) {
+  std::map<std::string, int64_t> counts;
+  for (const auto& u : utterances)
+    if (!u.speaker.empty()) ++counts[u.speaker];
+  return counts;
+}
+
+std::vector<std::string> split_speaker_list(const std::string& text) {
+  std::vector<std::string> names;
+  std::istringstream in(text);
+  for (std::string name; std::getline(in, name, ',');) {
+    const auto first = name.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    names.push_back(name.substr(first, name.find_last_not_of(" \t") - first + 1));
+  }
+  return names;
+}
+
 Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& opts) {
   if (paths.empty()) throw DataError("no corpus given");
   Corpus corpus;
@@ -311,6 +366,7 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
   if (corpus.utterances.empty())
     throw DataError("corpus is empty: no utterances in " + paths.front() +
                     (paths.size() > 1 ? " and the other paths" : ""));
+  if (!opts.only_speakers.empty()) keep_only_speakers(corpus.utterances, opts.only_speakers);
   std::set<std::string> episodes;
   for (auto& u : corpus.utterances) {
     if (!opts.speakers) u.speaker.clear();

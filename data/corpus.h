@@ -9,8 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace dracarys {
@@ -19,10 +21,16 @@ namespace dracarys {
 // prompt that leaves the words to the model). The one place the speaker prefix is written.
 std::string speaker_line(const std::string& speaker, const std::string& text);
 
+// The speaker and the text of such a line ("jon snow: Winter is coming." -> {"jon snow",
+// "Winter is coming."}); a line without ':' has no speaker.
+std::pair<std::string, std::string> split_speaker_line(const std::string& line);
+
 struct Utterance {
   std::string speaker;  // lower case as in the source; empty when unknown
   std::string text;     // whitespace collapsed, cues removed
   std::string episode;  // identity for the train/validation split, e.g. "S01E07" or a file name
+  std::string story;    // lines with the same story follow one another: the episode, or a text file's path
+                        // (its 25-line blocks are episodes for the split only)
 
   // The normalised line the model trains on.
   std::string line(bool with_speaker = true) const;
@@ -37,6 +45,7 @@ struct CorpusOptions {
   bool keep_lyrics = false;
   uint64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files are refused
   uint64_t max_utterance_bytes = 65536;            // a longer utterance is an error naming its file
+  std::vector<std::string> only_speakers;          // keep only these speakers' lines (empty: everyone)
 };
 
 struct CorpusStats {
@@ -61,6 +70,18 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
 // format). Throws DataError as load_corpus does. The fuzz targets call this.
 std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_view bytes,
                                          const CorpusOptions& opts = {});
+
+// Lines as training reads them, in corpus order: each utterance's line, and an empty line where
+// one story (an episode of the show, a text file) ends and the next begins. The empty line becomes a lone
+// end-of-utterance token (see tokenize_lines), so a window that spans two episodes shows the model the scene break.
+std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker);
+
+// How many utterances each named speaker has.
+std::map<std::string, int64_t> count_speakers(const std::vector<Utterance>& utterances);
+
+// "tyrion lannister, cersei lannister" -> {"tyrion lannister", "cersei lannister"}: split at
+// commas, trimmed, empty entries dropped. Names are otherwise kept as written.
+std::vector<std::string> split_speaker_list(const std::string& text);
 
 // The embedded stand-in corpus (data/sample/), used when no --corpus is given.
 std::string default_corpus_path();

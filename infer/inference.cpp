@@ -11,6 +11,7 @@
 #include "common/runtime.h"
 #include "data/batching.h"
 #include "data/corpus.h"
+#include "data/errors.h"
 #include "data/text.h"
 
 namespace dracarys {
@@ -35,15 +36,54 @@ size_t printable_prefix(const std::string& s) {
 }
 }  // namespace
 
+void check_typed_text(const std::string& typed) {
+  if (typed.size() > kMaxPromptBytes)
+    throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
+  if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");
+}
+
+bool read_line(std::istream& in, std::string& line) {
+  line.clear();
+  bool any = false;
+  for (int c; (c = in.get()) != EOF;) {
+    any = true;
+    if (c == '\n') break;
+    if (line.size() <= kMaxPromptBytes) line.push_back(static_cast<char>(c));
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return any;
+}
+
 LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device) {
   auto t0 = Clock::now();
   auto ckpt = load_checkpoint(checkpoint);
   auto tokenizer = load_tokenizer(ckpt);
-  LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0};
+  LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0, {}};
   auto meta = nlohmann::json::parse(ckpt.meta_json);
   m.speakers = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
+  m.speaker_counts = checkpoint_speakers(ckpt);
   m.load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return m;
+}
+
+void TokenPrinter::text(const std::string& text) {
+  const std::string shown = escape_ ? escape_control(text) : text;
+  std::fwrite(shown.data(), 1, shown.size(), stdout);
+  std::fflush(stdout);
+}
+
+void TokenPrinter::token(int32_t id) {
+  // Decoding is a concatenation of pieces, so only the tokens not yet printed need decoding.
+  pending_.push_back(id);
+  const std::string decoded = tokenizer_.decode(pending_);
+  if (printable_prefix(decoded) < decoded.size()) return;  // wait for the character's other bytes
+  text(decoded);
+  pending_.clear();
+}
+
+void TokenPrinter::finish() {
+  text(tokenizer_.decode(pending_) + "\n");
+  pending_.clear();
 }
 
 std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts) {
@@ -54,28 +94,13 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
     spdlog::warn("prompt has {} tokens, more than the context of {}: keeping the last {}", ids.size(),
                  m.model->config().context, m.model->config().context);
   std::vector<int32_t> out;
-  // Tokens generated but not yet printed. Decoding is a concatenation of pieces, so only these
-  // need decoding per token; they wait while a byte-fallback token leaves a character unfinished.
-  std::vector<int32_t> pending;
   const bool stream = opts.stream && !opts.json;
-  // Generated text may hold any character; on a terminal, escapes must not reach it raw.
-  auto print = [&](const std::string& text) {
-    const std::string shown = opts.escape ? escape_control(text) : text;
-    std::fwrite(shown.data(), 1, shown.size(), stdout);
-    std::fflush(stdout);
-  };
-  if (stream) print(prompt);
+  TokenPrinter printer(m.tokenizer, opts.escape);
+  if (stream) printer.text(prompt);
   auto on_token = [&](int64_t id) {
     if (id == m.tokenizer.eos_id()) return true;
     out.push_back(static_cast<int32_t>(id));
-    if (stream) {
-      pending.push_back(static_cast<int32_t>(id));
-      const std::string text = m.tokenizer.decode(pending);
-      if (printable_prefix(text) == text.size()) {
-        print(text);
-        pending.clear();
-      }
-    }
+    if (stream) printer.token(static_cast<int32_t>(id));
     return true;
   };
   GenerateStats st;
@@ -100,8 +125,7 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
                         {"gen_tokens_per_s", gen_tps}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (stream) {
-    print(m.tokenizer.decode(pending));  // an unfinished character, if any
-    std::printf("\n");
+    printer.finish();
   }
   std::fflush(stdout);
   spdlog::info("load {:.0f} ms | prompt {} tokens, {:.1f} tokens/s | generated {} tokens, {:.1f} tokens/s",
@@ -113,16 +137,19 @@ void score_file(LoadedModel& m, const std::string& path, bool json) {
   CorpusOptions corpus_options;
   corpus_options.speakers = m.speakers;
   auto corpus = load_corpus({path}, corpus_options);
-  std::vector<std::string> lines;
-  for (const auto& u : corpus.utterances) lines.push_back(u.line(corpus_options.speakers));
+  const auto lines = training_lines(corpus.utterances, corpus_options.speakers);
   auto stream = tokenize_lines(m.tokenizer, lines);
   const int64_t ctx = m.model->config().context;
   auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), ctx, 16);
   auto r = evaluate(m.model, batches, m.device);
   if (json) {
-    nlohmann::json j = {
-        {"file", path},       {"loss", r.loss},   {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
-        {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", lines.size()}};
+    nlohmann::json j = {{"file", path},
+                        {"loss", r.loss},
+                        {"perplexity", r.perplexity},
+                        {"bits_per_char", r.bits_per_char},
+                        {"tokens", r.tokens},
+                        {"chars", r.chars},
+                        {"utterances", corpus.utterances.size()}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n",

@@ -4,7 +4,11 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <istream>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "data/tokenizer.h"
 #include "model/generate.h"
@@ -18,9 +22,36 @@ struct LoadedModel {
   bool speakers = true;  // whether the model was trained with "speaker: " prefixes
   torch::Device device{torch::kCPU};
   double load_seconds = 0;
+  std::map<std::string, int64_t> speaker_counts;  // the training corpus's speakers (may be unknown: empty)
 };
 
 LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device);
+
+constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
+
+// Throws DataError when typed text is longer than kMaxPromptBytes or not valid UTF-8.
+void check_typed_text(const std::string& typed);
+
+// std::getline with a bound: a line longer than kMaxPromptBytes is returned cut just past the
+// limit (so check_typed_text refuses it) and its rest is read and dropped; endless input
+// without newlines cannot fill memory. A trailing '\r' is removed.
+bool read_line(std::istream& in, std::string& line);
+
+// Prints generated tokens on stdout as they come, never splitting a UTF-8 character (a
+// byte-fallback token may end inside one); with `escape`, control characters are shown as
+// escapes (stdout is a terminal).
+class TokenPrinter {
+ public:
+  TokenPrinter(const Tokenizer& tokenizer, bool escape) : tokenizer_(tokenizer), escape_(escape) {}
+  void text(const std::string& text);  // plain text, e.g. the prompt
+  void token(int32_t id);
+  void finish();  // an unfinished character, if any, then a line end
+
+ private:
+  const Tokenizer& tokenizer_;
+  bool escape_;
+  std::vector<int32_t> pending_;  // tokens not yet printed
+};
 
 struct CompleteOptions {
   GenerateOptions generate;

@@ -10,20 +10,22 @@
 #include "common/checkpoint.h"
 #include "common/logging.h"
 #include "common/option_checks.h"
+#include "common/option_table.h"
 #include "common/output_files.h"
 #include "common/runtime.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
 #include "infer/attention_map.h"
+#include "infer/dialogue.h"
 #include "infer/inference.h"
 
 using namespace dracarys;
 
 namespace {
 
-constexpr int64_t kMaxNewTokens = 1 << 20;   // per completion
-constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
+constexpr int64_t kMaxNewTokens = 1 << 20;  // per completion
+constexpr int64_t kMaxTurns = 10000;        // utterances of one --turns scene
 
 // Every option of dracarys-infer.
 struct InferOptions {
@@ -38,6 +40,10 @@ struct InferOptions {
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
   int layer = -1, head = -1;     // -1: every layer / head
   std::string export_tokenizer;  // --export-tokenizer FILE
+  int64_t turns = 0;             // --turns: utterances after the prompt's line
+  bool chat = false;             // --chat: you type lines as --as, the model answers
+  std::string as, reply_as;
+  bool list_speakers = false;
   bool benchmark = false;
   int64_t benchmark_tokens = 256;
   RuntimeOptions runtime;
@@ -64,6 +70,19 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
   app.add_flag("--no-stop", o.no_stop, "Do not stop at the end of the utterance");
   app.add_flag("--no-cache", o.no_cache, "Recompute the whole context for every token (slow; for comparison)");
   app.add_flag("--json", o.json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
+  app.add_option("--turns", o.turns,
+                 "Carry the scene on: after the prompt's line, generate this many more utterances, the model "
+                 "choosing who speaks, each printed as 'speaker: text' (with --json, one object each). When the "
+                 "scene outgrows the context, the oldest lines are dropped whole and the cache is rebuilt from the "
+                 "rest")
+      ->capture_default_str();
+  app.add_flag("--chat", o.chat,
+               "Talk to the model: type lines as the character --as; it answers as whoever it predicts speaks "
+               "next, or as --reply-as. The whole conversation stays in the context and its cache. Ctrl-D ends");
+  app.add_option("--as", o.as, "--chat: the character you speak as, written as the corpus writes it");
+  app.add_option("--reply-as", o.reply_as, "--chat: the character who always answers (default: the model picks)");
+  app.add_flag("--list-speakers", o.list_speakers,
+               "Print the speakers of the checkpoint's training corpus with their line counts, most lines first");
   app.add_option("--score", o.score, "Report loss, perplexity and bits per character on this text file");
   app.add_option("--attention-map", o.attention_map,
                  "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
@@ -87,6 +106,16 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
   require_number("--top-p", o.sampling.top_p, 0.0, 1.0, /*above_lo=*/true);
   require_count("--num-samples", o.num_samples, 1, 1000);
   require_count("--benchmark-tokens", o.benchmark_tokens, 1, kMaxNewTokens);
+  require_count("--turns", o.turns, 0, kMaxTurns);
+  if (o.chat && o.as.empty()) throw std::invalid_argument("--chat needs --as NAME: the character you speak as");
+  if (!o.chat && (!o.as.empty() || !o.reply_as.empty()))
+    throw std::invalid_argument(std::string(o.as.empty() ? "--reply-as" : "--as") + " is for --chat");
+  if (o.chat && (o.turns > 0 || !o.prompts.empty()))
+    throw std::invalid_argument("--chat reads your lines from standard input; leave out -p and --turns");
+  if ((o.chat || o.turns > 0) && (o.no_cache || o.no_stop || o.num_samples > 1))
+    throw std::invalid_argument(
+        "--no-cache, --no-stop and --num-samples apply to single completions, not to "
+        "--turns or --chat");
   if (app.count("--layer")) require_count("--layer", o.layer, 0, ModelConfig::kMaxLayers - 1);
   if (app.count("--head")) require_count("--head", o.head, 0, ModelConfig::kMaxHeads - 1);
   check_runtime_options(o.runtime);
@@ -109,23 +138,8 @@ void check_outputs(const InferOptions& o) {
 
 // The text the model sees for one prompt: checked, with the speaker's name in front.
 std::string prompt_text(const InferOptions& o, const std::string& typed) {
-  if (typed.size() > kMaxPromptBytes)
-    throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
-  if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");
+  check_typed_text(typed);
   return o.speaker.empty() ? typed : speaker_line(o.speaker, typed);
-}
-
-// std::getline with a bound: a line longer than kMaxPromptBytes becomes a DataError for that
-// line (its rest is read and dropped), so endless input without newlines cannot fill memory.
-bool read_line(std::istream& in, std::string& line) {
-  line.clear();
-  bool any = false;
-  for (int c; (c = in.get()) != EOF;) {
-    any = true;
-    if (c == '\n') return true;
-    if (line.size() <= kMaxPromptBytes) line.push_back(static_cast<char>(c));
-  }
-  return any;
 }
 
 // --attention-map: one prompt's attention, drawn as SVG, HTML or text.
@@ -145,6 +159,29 @@ int draw_attention_map(LoadedModel& m, const InferOptions& o) {
   return 0;
 }
 
+DialogueOptions dialogue_options(const InferOptions& o) {
+  DialogueOptions d;
+  d.sampling = o.sampling;
+  d.max_new_tokens = o.max_new_tokens;
+  d.json = o.json;
+  d.escape = !o.json && ::isatty(STDOUT_FILENO);
+  return d;
+}
+
+// --chat: lines typed on a terminal or piped in, spoken as --as.
+int chat_with(LoadedModel& m, const InferOptions& o) {
+  if (!m.speakers) throw std::invalid_argument("--chat needs a model trained with speaker names (not --no-speakers)");
+  require_known_speaker(m, "--as", o.as);
+  if (!o.reply_as.empty()) require_known_speaker(m, "--reply-as", o.reply_as);
+  ChatOptions c;
+  c.as = o.as;
+  c.reply_as = o.reply_as;
+  c.prompt_on_terminal = ::isatty(STDIN_FILENO);
+  if (c.prompt_on_terminal)
+    std::fprintf(stderr, "You are %s. Type a line and press Enter; Ctrl-D ends.\n", o.as.c_str());
+  return chat(m, std::cin, c, dialogue_options(o));
+}
+
 // Completions: of every -p, else of each line typed on a terminal or piped in.
 int complete_prompts(LoadedModel& m, const InferOptions& o) {
   CompleteOptions options;
@@ -156,6 +193,10 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   if (!o.no_stop) options.generate.stop_token = m.tokenizer.eos_id();
   auto complete_one = [&](const std::string& typed) {
     const std::string prompt = prompt_text(o, typed);
+    if (o.turns > 0) {
+      play_scene(m, prompt, o.turns, dialogue_options(o));
+      return;
+    }
     for (int64_t i = 0; i < o.num_samples; ++i) {
       options.generate.sampling.seed = o.sampling.seed + static_cast<uint64_t>(i);
       complete(m, prompt, options);
@@ -183,7 +224,6 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   int line_number = 0, bad_lines = 0;
   while (read_line(std::cin, line)) {
     ++line_number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
     try {
       complete_one(line);
     } catch (const DataError& e) {
@@ -205,14 +245,16 @@ int main(int argc, char** argv) {
       "  dracarys-infer -c got.pt --speaker \"tyrion lannister\" -p \"I drink and\" --num-samples 3\n"
       "  echo \"arya stark: Not\" | dracarys-infer -c got.pt --json\n"
       "  dracarys-infer -c got.pt                  (interactive: type a line, Ctrl-D ends)\n"
-      "  dracarys-infer -c got.pt --score held_out.txt"};
+      "  dracarys-infer -c got.pt --score held_out.txt\n"
+      "  dracarys-infer -c got.pt -p \"jon snow: Winter is\" --turns 3     (a scene, four lines)\n"
+      "  dracarys-infer -c got.pt --chat --as \"jon snow\" --reply-as \"arya stark\""};
   app.get_formatter()->column_width(34);
   InferOptions o;
   add_infer_options(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return report_parse_error(app, e);
   }
   try {
     check_infer_options(app, o);
@@ -224,13 +266,20 @@ int main(int argc, char** argv) {
     if (!o.export_tokenizer.empty()) {
       write_file_atomic(o.export_tokenizer, m.tokenizer.bytes());
       spdlog::info("tokenizer written to {}", o.export_tokenizer);
-      if (o.prompts.empty() && o.score.empty() && o.attention_map.empty() && !o.benchmark) return 0;
+      if (o.prompts.empty() && o.score.empty() && o.attention_map.empty() && !o.benchmark && !o.chat &&
+          !o.list_speakers)
+        return 0;
     }
     if (o.benchmark) {
       benchmark_inference(m, o.benchmark_tokens);
       return 0;
     }
+    if (o.list_speakers) {
+      list_speakers(m, o.json);
+      return 0;
+    }
     if (!o.attention_map.empty()) return draw_attention_map(m, o);
+    if (o.chat) return chat_with(m, o);
     if (!o.score.empty()) {
       score_file(m, o.score, o.json);
       return 0;

@@ -72,7 +72,10 @@ TEST_F(BadInput, TrainingOptionsOutOfRangeAreRefusedReadably) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {" --time-budget nan", "bad duration"},
       {" --time-budget 1e300h", "longer than a year"},
-      {" --min-lr nan", "--min-lr must be a number in [0, 0.002], got nan"},
+      {" --min-lr nan", "--min-lr must be a number in [0, 10], got nan"},
+      {" --min-lr 0.5", "--min-lr (0.5) must not be above --lr (0.002)"},
+      {" --patience -1", "--patience must be a whole number from 0"},
+      {" --batch-size many", "--batch-size"},
       {" --grad-clip nan", "--grad-clip must be a number in [0, 1e+06], got nan"},
       {" --weight-decay inf", "--weight-decay must be a number in [0, 100], got inf"},
       {" --lr 1e300", "--lr must be a number in (0, 10], got 1e+300"},

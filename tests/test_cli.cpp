@@ -59,7 +59,7 @@ TEST(Train, BadResumeInputIsOneLineError) {
   ASSERT_EQ(run(d, kTrain + common + " --max-steps 2 --out " + d.file("half.pt")).code, 0);
   // Shape flags are refused on resume; a missing or corrupt resume file is a clear error.
   expect_one_line_error(run(d, kTrain + " --resume " + d.file("half.pt") + " --d-model 32 --max-steps 40"),
-                        "--d-model cannot change when resuming");
+                        "--d-model 32 contradicts");
   expect_one_line_error(run(d, kTrain + " --resume " + d.file("nothing.pt")), "checkpoint not found");
   auto bytes = slurp(d.file("half.pt"));
   d.write("trunc.pt", bytes.substr(0, bytes.size() / 2));

@@ -181,7 +181,8 @@ TEST(Corpus, RealShowCorporaWhenPresent) {
 TEST(Split, DisjointByEpisodeAndDeterministic) {
   std::vector<Utterance> u;
   for (int e = 0; e < 20; ++e)
-    for (int i = 0; i < 10 + e; ++i) u.push_back({"s", "line " + std::to_string(i), "E" + std::to_string(e)});
+    for (int i = 0; i < 10 + e; ++i)
+      u.push_back({"s", "line " + std::to_string(i), "E" + std::to_string(e), "E" + std::to_string(e)});
   auto a = split_by_episode(u, 0.2, 42), b = split_by_episode(u, 0.2, 42), c = split_by_episode(u, 0.2, 43);
   std::set<std::string> tr, va;
   for (auto& x : a.train) tr.insert(x.episode);
@@ -192,7 +193,7 @@ TEST(Split, DisjointByEpisodeAndDeterministic) {
   EXPECT_EQ(a.validation_episodes, b.validation_episodes);
   EXPECT_NE(a.validation_episodes, c.validation_episodes);
   EXPECT_TRUE(split_by_episode(u, 0.0, 1).validation.empty());
-  std::vector<Utterance> one(5, Utterance{"", "x", "E"});
+  std::vector<Utterance> one(5, Utterance{"", "x", "E", "E"});
   EXPECT_THROW(split_by_episode(one, 0.1, 1), DataError);
 }
 

@@ -95,3 +95,24 @@ TEST(CorpusText, ReadersTakeBytesAndKeepTheirLimits) {
   EXPECT_THROW(parse_corpus_text("x.csv", "Name,Sentence,Season,Episode\nx,\"open", {}), DataError);
   EXPECT_THROW(parse_corpus_text("x.txt", "bad \xff byte\n", {}), DataError);
 }
+
+TEST(CorpusText, ScenesKeepTheirOrderAndEpisodesAreSeparated) {
+  const std::vector<Utterance> u = {{"ned stark", "Winter is coming.", "S01E01", "S01E01"},
+                                    {"robert baratheon", "Gloomy.", "S01E01", "S01E01"},
+                                    {"arya stark", "Not today.", "S08E03", "S08E03"},
+                                    {"jon snow", "A text file's block.", "a.txt#0", "a.txt"},
+                                    {"jon snow", "The next block.", "a.txt#1", "a.txt"}};
+  EXPECT_EQ(training_lines(u, true),
+            (std::vector<std::string>{"ned stark: Winter is coming.", "robert baratheon: Gloomy.", "",
+                                      "arya stark: Not today.", "", "jon snow: A text file's block.",
+                                      "jon snow: The next block."}));
+  EXPECT_EQ(training_lines(u, false), (std::vector<std::string>{"Winter is coming.", "Gloomy.", "", "Not today.", "",
+                                                                "A text file's block.", "The next block."}));
+  EXPECT_EQ(count_speakers(u).at("ned stark"), 1);
+  EXPECT_EQ(split_speaker_list(" tyrion lannister,cersei lannister ,, "),
+            (std::vector<std::string>{"tyrion lannister", "cersei lannister"}));
+  EXPECT_EQ(split_speaker_line("jon snow: I know nothing."),
+            (std::pair<std::string, std::string>{"jon snow", "I know nothing."}));
+  EXPECT_EQ(split_speaker_line("no speaker here"), (std::pair<std::string, std::string>{"", "no speaker here"}));
+  EXPECT_EQ(split_speaker_line(speaker_line("hodor", "")), (std::pair<std::string, std::string>{"hodor", ""}));
+}

@@ -2,15 +2,69 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
+#include <optional>
 
 #include "common/checkpoint.h"
+#include "common/checkpoint_format.h"
 #include "common/logging.h"
+#include "common/option_table.h"
 #include "common/runtime.h"
 #include "data/errors.h"
 #include "train/trainer.h"
 
 using namespace dracarys;
+
+namespace {
+
+using Given = std::function<bool(const std::string&)>;  // whether an option was given now
+
+// The stored training settings of `ckpt`, for update_from_json.
+nlohmann::json stored_settings(const Checkpoint& ckpt) {
+  auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object()) throw CheckpointError("checkpoint's metadata is not a JSON object");
+  return meta.value("train_options", nlohmann::json::object());
+}
+
+// Refuses a fixed option (the model's shape, the tokenizer, the speaker prefix) given now with
+// a value other than the checkpoint's. `except`: a fixed option that may change here.
+void refuse_contradictions(const TrainOptions& now, const TrainOptions& from_ckpt, const Given& given,
+                           const std::string& path, const std::string& except = "") {
+  const auto now_values = now.values_by_name(), ckpt_values = from_ckpt.values_by_name();
+  for (const auto& name : fixed_on_resume())
+    if (given(name) && name != except && now_values.at(name) != ckpt_values.at(name))
+      throw std::invalid_argument("--" + name + " " + now_values.at(name).dump() + " contradicts " + path +
+                                  ", whose model has " + ckpt_values.at(name).dump() + "; leave it out");
+}
+
+// --resume: the checkpoint's model and stored settings; options given now win where they may
+// change (OnResume::kContinues), and the output defaults to the checkpoint itself.
+TrainOptions settings_for_resume(const TrainOptions& now, const Checkpoint& ckpt, const Given& given) {
+  TrainOptions o = now;
+  o.model = ckpt.config;
+  o.update_from_json(stored_settings(ckpt), given);
+  refuse_contradictions(now, o, given, now.resume);
+  if (!given("out")) o.out = now.resume;
+  return o;
+}
+
+// --init-from: the checkpoint's model shape, tokenizer and speaker prefix; every training
+// option from the command line (a fresh run). --dropout may change: it is a training choice.
+TrainOptions settings_for_fine_tuning(const TrainOptions& now, const Checkpoint& ckpt, const Given& given) {
+  TrainOptions o = now;
+  o.model = ckpt.config;
+  if (given("dropout")) o.model.dropout = now.model.dropout;
+  const auto fixed = fixed_on_resume();
+  o.update_from_json(stored_settings(ckpt), [&fixed](const std::string& name) {
+    return std::find(fixed.begin(), fixed.end(), name) == fixed.end();  // read only the fixed ones
+  });
+  refuse_contradictions(now, o, given, now.init_from, "dropout");
+  return o;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   setup_logging();
@@ -33,62 +87,29 @@ int main(int argc, char** argv) {
   o.dist.rank = env_int("RANK", 0);
   o.dist.master_port = env_int("MASTER_PORT", 29500);
   if (const char* a = std::getenv("MASTER_ADDR")) o.dist.master_addr = a;
-  std::string time_budget;
-  add_train_options(app, o, time_budget);
+  add_train_options(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return report_parse_error(app, e);
   }
   if (o.dist.world_size > 1 && o.dist.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
   try {
     check_config_file_keys(app);
-    if (!time_budget.empty()) o.time_budget_s = parse_duration(time_budget);
     o.exact_vocab_size = app.count("--vocab-size") > 0;
+    auto given = [&app](const std::string& long_name) { return app.count("--" + long_name) > 0; };
+    std::optional<Checkpoint> start;  // loaded once, here: the trainer takes it from here
+    if (!o.resume.empty() && !o.init_from.empty())
+      throw std::invalid_argument("give --resume (continue a run) or --init-from (fine-tune from it), not both");
     if (!o.resume.empty()) {
-      // Settings come from the checkpoint; flags given now override training settings, and
-      // flags that would change the model's shape are refused.
-      auto ckpt = load_checkpoint(o.resume);
-      for (const auto& flag : model_shape_flags())
-        if (app.count(flag) > 0)
-          throw std::invalid_argument(flag + " cannot change when resuming: the model's shape is fixed by " + o.resume);
-      TrainOptions from_ckpt = o;
-      auto meta = nlohmann::json::parse(ckpt.meta_json);
-      from_ckpt.update_from_json(meta.value("train_options", nlohmann::json::object()));
-      from_ckpt.model = ckpt.config;
-      auto keep = [&](const char* flag, auto& dst, const auto& src) {
-        if (app.count(flag) > 0) dst = src;
-      };
-      keep("--corpus", from_ckpt.corpus, o.corpus);
-      keep("--val-share", from_ckpt.validation_share, o.validation_share);
-      keep("--batch-size", from_ckpt.batch_size, o.batch_size);
-      keep("--lr", from_ckpt.lr, o.lr);
-      keep("--min-lr", from_ckpt.min_lr, o.min_lr);
-      keep("--warmup-steps", from_ckpt.warmup_steps, o.warmup_steps);
-      keep("--weight-decay", from_ckpt.weight_decay, o.weight_decay);
-      keep("--grad-clip", from_ckpt.grad_clip, o.grad_clip);
-      keep("--max-steps", from_ckpt.max_steps, o.max_steps);
-      keep("--schedule-steps", from_ckpt.schedule_steps, o.schedule_steps);
-      keep("--time-budget", from_ckpt.time_budget_s, o.time_budget_s);
-      keep("--eval-every", from_ckpt.eval_every, o.eval_every);
-      keep("--eval-windows", from_ckpt.eval_windows, o.eval_windows);
-      keep("--prompt", from_ckpt.prompt, o.prompt);
-      keep("--seed", from_ckpt.seed, o.seed);
-      if (app.count("--out") == 0)
-        from_ckpt.out = o.resume;
-      else
-        from_ckpt.out = o.out;
-      from_ckpt.resume = o.resume;
-      // The checkpoint's thread counts, unless given now: BLAS results depend on them, and
-      // only the same counts continue the run bit for bit.
-      keep("--threads", from_ckpt.runtime.threads, o.runtime.threads);
-      keep("--intra-op-threads", from_ckpt.runtime.intra_op_threads, o.runtime.intra_op_threads);
-      from_ckpt.runtime.device = o.runtime.device;
-      from_ckpt.dist = o.dist;
-      o = from_ckpt;
-    } else if (o.max_steps == 0 && o.time_budget_s <= 0) {
-      o.time_budget_s = 600;  // the default: ten minutes
+      start = load_checkpoint(o.resume);
+      o = settings_for_resume(o, *start, given);
+    } else if (!o.init_from.empty()) {
+      start = load_checkpoint(o.init_from);
+      o = settings_for_fine_tuning(o, *start, given);
     }
+    if (!given("max-steps") && !given("time-budget") && o.max_steps == 0 && o.time_budget_s <= 0)
+      o.time_budget_s = 600;  // the default: ten minutes
     check_runtime_options(o.runtime);
     o.runtime.threads = resolved_blas_threads(o.runtime);  // "every core" as a number, for resume
     auto device = apply_runtime(o.runtime);
@@ -97,7 +118,7 @@ int main(int argc, char** argv) {
       o.validate();
       return run_train_benchmark(o, device);
     }
-    return run_training(o, device);
+    return run_training(o, std::move(start), device);
   } catch (const std::exception& e) {
     return report_error(e);
   }

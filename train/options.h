@@ -1,10 +1,12 @@
-// Every setting of dracarys-train, in one struct, with its command line (CLI11) and its JSON
-// form (stored in checkpoints so `--resume CKPT` alone continues a run).
+// Every setting of dracarys-train, in one struct, and the one list that describes each of them
+// (for_each_option): the command line (CLI11), the JSON form stored in checkpoints so that
+// `--resume CKPT` alone continues a run, what a resume may change, and the ranges all come from it.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@ namespace dracarys {
 struct TrainOptions {
   // data
   std::vector<std::string> corpus;
+  std::string speakers;  // comma-separated: train only on these speakers' lines (empty = everyone)
   double validation_share = 0.1;
   bool no_speakers = false;
   std::string tokenizer_type = "bpe";
@@ -38,9 +41,11 @@ struct TrainOptions {
   // evaluation and output
   int64_t eval_every = 250;
   int64_t eval_windows = 256;
+  int64_t patience = 0;  // stop after this many evaluations without a better validation loss (0 = never)
   std::string prompt = "cersei lannister: When you play the game of thrones, you";
   std::string out = "dracarys.pt";
-  std::string resume;
+  std::string resume;     // continue this checkpoint's run: model, optimizer, settings, step
+  std::string init_from;  // fine-tune: this checkpoint's weights, tokenizer and shape; a fresh run
   uint64_t seed = 1337;
   RuntimeOptions runtime;
   DistOptions dist;
@@ -48,24 +53,23 @@ struct TrainOptions {
   bool data_only = false;
   int64_t benchmark_windows = 5;
 
-  nlohmann::json to_json() const;  // the training settings a resumed run reuses
-  void update_from_json(const nlohmann::json& j);
+  nlohmann::json to_json() const;  // the stored settings (OnResume::kContinues and kFixed)
+  // Reads the stored settings in `j`, except those `keep_current(long_name)` says to keep.
+  // Throws std::invalid_argument for a value of the wrong type.
+  void update_from_json(const nlohmann::json& j, const std::function<bool(const std::string&)>& keep_current = nullptr);
   void validate() const;  // throws std::invalid_argument
+  // Every option's value by long name ({"layers": 4, "lr": 0.002, ...}), to compare two sets.
+  nlohmann::json values_by_name() const;
 };
 
-constexpr double kMaxDurationSeconds = 366.0 * 24 * 3600;  // a year: the longest time budget
-
-// "90s", "10m", "1h30m", "45" (seconds) -> seconds. Throws std::invalid_argument.
-double parse_duration(const std::string& text);
-
 // Registers every option on `app`. Options a user set explicitly are found with app.count().
-void add_train_options(CLI::App& app, TrainOptions& o, std::string& time_budget);
+void add_train_options(CLI::App& app, TrainOptions& o);
+
+// Long names ("layers", "tokenizer", ...) of the options a resumed run may not change.
+std::vector<std::string> fixed_on_resume();
 
 // A --config file's keys must be option names: an unknown key (a typo would silently be
 // ignored) throws std::invalid_argument naming it and the nearest known key.
 void check_config_file_keys(const CLI::App& app);
-
-// Names of flags that change the model's shape (refused with --resume when they differ).
-const std::vector<std::string>& model_shape_flags();
 
 }  // namespace dracarys

@@ -9,6 +9,8 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 
 #include "common/checkpoint.h"
 #include "common/evaluate.h"
@@ -61,30 +63,33 @@ std::string best_path(const std::string& out) {
   return (p.parent_path() / (p.stem().string() + ".best" + p.extension().string())).string();
 }
 
-// The training data, ready for batching: the tokenizer, both token streams, and how long
-// each stage of getting there took.
+// The training data, ready for batching: the tokenizer, both token streams, the speakers, and
+// how long each stage of getting there took.
 struct TrainingData {
   Tokenizer tokenizer;
   TokenStream train, validation;
+  std::map<std::string, int64_t> speakers;  // utterances per speaker in the corpus read
   double read_s = 0, tokenizer_train_s = 0, tokenize_s = 0;
   size_t utterances = 0;
 };
 
-// `given`: the tokenizer to use (a resumed run's, or rank 0's); without it one is trained.
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// `given`: the tokenizer to use (a checkpoint's, or rank 0's); without it one is trained.
 TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given) {
   auto t0 = Clock::now();
   CorpusOptions corpus_options;
   corpus_options.speakers = !o.no_speakers;
   corpus_options.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
   corpus_options.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
+  corpus_options.only_speakers = split_speaker_list(o.speakers);
   auto corpus = load_corpus(o.corpus, corpus_options);
   spdlog::info("corpus: {}", corpus.stats.summary());
   auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
-  std::vector<std::string> train_lines, val_lines;
-  for (auto& u : split.train) train_lines.push_back(u.line(corpus_options.speakers));
-  for (auto& u : split.validation) val_lines.push_back(u.line(corpus_options.speakers));
+  const auto train_lines = training_lines(split.train, corpus_options.speakers);
+  const auto val_lines = training_lines(split.validation, corpus_options.speakers);
   spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
-               train_lines.size(), val_lines.size(), split.validation_episodes.size());
+               split.train.size(), split.validation.size(), split.validation_episodes.size());
   auto t1 = Clock::now();
   const bool trained = !given;
   std::optional<Tokenizer> tok = std::move(given);
@@ -93,23 +98,42 @@ TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given)
     to.model_type = o.tokenizer_type;
     to.vocab_size = static_cast<int>(o.model.vocab_size);
     to.exact_vocab_size = o.exact_vocab_size;
-    tok = Tokenizer::train(train_lines, to);
+    std::vector<std::string> sentences;  // the scene breaks are not text
+    std::copy_if(train_lines.begin(), train_lines.end(), std::back_inserter(sentences),
+                 [](const std::string& l) { return !l.empty(); });
+    tok = Tokenizer::train(sentences, to);
     spdlog::info("tokenizer: {} with {} tokens trained in {:.2f}s", o.tokenizer_type, tok->vocab_size(),
-                 std::chrono::duration<double>(Clock::now() - t1).count());
+                 seconds_since(t1));
   }
   auto t2 = Clock::now();
-  TrainingData p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines)};
-  const double secs = std::chrono::duration<double>(Clock::now() - t2).count();
+  TrainingData p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines),
+                 count_speakers(corpus.utterances)};
   p.read_s = std::chrono::duration<double>(t1 - t0).count();
   p.tokenizer_train_s = !trained ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
-  p.tokenize_s = secs;
+  p.tokenize_s = seconds_since(t2);
   p.utterances = corpus.utterances.size();
   spdlog::info(
       "tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
-      p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()), secs,
-      (p.train.chars + p.validation.chars) / std::max(secs, 1e-9),
-      std::chrono::duration<double>(Clock::now() - t0).count());
+      p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()),
+      p.tokenize_s, (p.train.chars + p.validation.chars) / std::max(p.tokenize_s, 1e-9), seconds_since(t0));
   return p;
+}
+
+// --data-only: how long data preparation took, as one JSON line.
+void print_data_timings(const TrainOptions& o, const TrainingData& data) {
+  const double chars = data.train.chars + data.validation.chars;
+  const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
+  nlohmann::json j = {{"benchmark", "data"},
+                      {"corpus", o.corpus},
+                      {"utterances", data.utterances},
+                      {"characters", chars},
+                      {"tokens", tokens},
+                      {"read_s", data.read_s},
+                      {"tokenizer_train_s", data.tokenizer_train_s},
+                      {"tokenize_s", data.tokenize_s},
+                      {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
+                      {"tokenize_tokens_per_s", tokens / std::max(data.tokenize_s, 1e-9)}};
+  fmt::print("{}\n", j.dump());
 }
 
 std::string sample_completion(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
@@ -149,6 +173,8 @@ nlohmann::json checked_state(const Checkpoint& ckpt, const std::string& path) {
   };
   count("step");
   count("loss_count");
+  count("best_step");
+  count("evals_since_best");
   finite("elapsed_s", true);
   finite("best_val_loss", false);
   finite("loss_sum", false);
@@ -179,6 +205,336 @@ void require_memory_for(const TrainOptions& o) {
         needed / 1e9, physical / 1e9));
 }
 
+// One training run, as named steps: prepare (checkpoint, outputs, data, model), then a loop of
+// train_one_step / show_progress / evaluate_and_save, then a closing report.
+class Trainer {
+ public:
+  Trainer(TrainOptions o, std::optional<Checkpoint> start, const torch::Device& device)
+      : o_(std::move(o)), device_(device), start_(std::move(start)) {}
+  int run();
+
+ private:
+  void read_starting_checkpoint();
+  void check_and_lock_outputs();
+  void build_model();
+  double train_one_step();
+  void show_progress(double loss);
+  void evaluate_and_save(double train_loss);
+  void save(const std::string& path);
+  void report_end();
+
+  double elapsed() const { return elapsed_before_ + seconds_since(start_time_); }
+  // Position in the learning-rate schedule, 0..1: by steps, or by the clock with only a time budget.
+  double schedule_progress() const {
+    const int64_t span = o_.schedule_steps > 0 ? o_.schedule_steps : o_.max_steps;
+    if (span > 0) return static_cast<double>(step_) / static_cast<double>(span);
+    return elapsed() / o_.time_budget_s;
+  }
+  bool resuming() const { return !o_.resume.empty(); }
+  // The time budget is spent, Ctrl-C or SIGTERM came, or --patience ran out. A single process
+  // stops at once; ranks share the wish through the all-reduce and stop after the same step.
+  bool wants_stop() const {
+    return (o_.time_budget_s > 0 && elapsed() >= o_.time_budget_s) || g_stop_signal != 0 || patience_ran_out_;
+  }
+
+  StopSignalGuard stop_signals_;  // first member: handlers are restored on every way out
+  TrainOptions o_;
+  torch::Device device_;
+  std::optional<Checkpoint> start_;  // --resume or --init-from, loaded once by main
+  std::optional<Tokenizer> start_tokenizer_;
+  nlohmann::json state_ = nlohmann::json::object();  // a resumed run's saved counters
+  std::unique_ptr<Distributed> dist_;
+  std::optional<OutputLock> lock_;
+  std::optional<TrainingData> data_;
+  std::optional<TrainBatcher> batcher_;
+  std::vector<Batch> validation_;
+  std::map<std::string, int64_t> speakers_;  // stored in every checkpoint (dracarys-infer --list-speakers)
+  Transformer model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::ofstream metrics_;
+
+  // The counters a checkpoint saves, so that a resumed run continues exactly.
+  int64_t step_ = 0;
+  double elapsed_before_ = 0;   // seconds trained before this process started
+  double best_val_ = INFINITY;  // best validation loss so far, at best_step_
+  int64_t best_step_ = 0;
+  int64_t evals_since_best_ = 0;  // for --patience
+  double loss_sum_ = 0;           // training loss summed since the last evaluation
+  int64_t loss_count_ = 0;
+
+  // This process's own bookkeeping.
+  Clock::time_point start_time_ = Clock::now();
+  bool tty_ = false;
+  bool patience_ran_out_ = false, stop_after_this_step_ = false;
+  double lr_ = 0, synced_progress_ = 0, tokens_per_s_ = 0;
+  Clock::time_point last_log_ = Clock::now(), window_start_ = Clock::now();
+  int64_t window_steps_ = 0;
+};
+
+// --resume: the saved counters; both --resume and --init-from: the tokenizer and speakers.
+void Trainer::read_starting_checkpoint() {
+  if (!start_) return;
+  const std::string& path = resuming() ? o_.resume : o_.init_from;
+  start_tokenizer_ = load_tokenizer(*start_);  // refuses a vocabulary that is not the model's
+  speakers_ = checkpoint_speakers(*start_);
+  if (resuming()) {
+    state_ = checked_state(*start_, path);
+    spdlog::info("resuming {} at step {}", path, state_.value("step", 0));
+  } else {
+    spdlog::info("fine-tuning from {}: its weights, tokenizer and shape; a fresh optimizer and schedule", path);
+  }
+}
+
+// The outputs are checked, locked and writable before any time is spent training: only files
+// this program wrote are replaced, and one run at a time writes them.
+void Trainer::check_and_lock_outputs() {
+  if (!dist_->is_main() || o_.data_only) return;
+  std::error_code ignored;
+  if (!o_.init_from.empty() && std::filesystem::equivalent(o_.init_from, o_.out, ignored))
+    throw std::invalid_argument("--out " + o_.out + " is the checkpoint --init-from starts from; choose another --out");
+  check_output_path(o_.out, "--out", is_checkpoint_file);
+  check_output_path(best_path(o_.out), "--out's best checkpoint", is_checkpoint_file);
+  check_output_path(o_.out + ".metrics.jsonl", "--out's metrics log", is_metrics_file);
+  lock_.emplace(o_.out);
+  const int stale = remove_stale_temporaries(o_.out) + remove_stale_temporaries(best_path(o_.out));
+  if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
+  const auto probe = o_.out + ".probe." + std::to_string(::getpid());
+  std::ofstream f(probe);
+  if (!f) throw std::invalid_argument("cannot write to --out " + o_.out + " (is its folder writable?)");
+  f.close();
+  std::filesystem::remove(probe, ignored);
+}
+
+// A fresh model from the seed, or the starting checkpoint's weights (and, resuming, its
+// optimizer state and counters).
+void Trainer::build_model() {
+  torch::manual_seed(o_.seed);
+  model_ = Transformer(o_.model);
+  model_->to(device_);
+  optimizer_ = std::make_unique<torch::optim::AdamW>(make_optimizer(model_, o_));
+  if (start_) {
+    load_module_bytes(*model_, start_->model);
+    model_->to(device_);
+  }
+  if (resuming()) {
+    if (!start_->optimizer.empty()) {
+      load_optimizer_bytes(*optimizer_, start_->optimizer);
+      check_optimizer_state(*optimizer_);
+    }
+    step_ = state_.value("step", int64_t{0});
+    elapsed_before_ = state_.value("elapsed_s", 0.0);
+    best_val_ = state_.value("best_val_loss", INFINITY);
+    best_step_ = state_.value("best_step", int64_t{0});
+    evals_since_best_ = state_.value("evals_since_best", int64_t{0});
+    loss_sum_ = state_.value("loss_sum", 0.0);
+    loss_count_ = state_.value("loss_count", int64_t{0});
+  }
+  dist_->broadcast_parameters(model_);  // every rank starts from rank 0's weights
+  model_->train();
+  spdlog::info("model: {} parameters, {}", o_.model.parameter_count(), o_.model.to_json());
+}
+
+// One optimisation step on this step's batch. Returns the loss before the update.
+double Trainer::train_one_step() {
+  // With only a time budget the schedule follows the clock: rank 0's, in a distributed run,
+  // so every rank uses the same learning rate.
+  const double progress = schedule_progress();
+  lr_ = learning_rate(o_, step_, dist_->enabled() ? synced_progress_ : progress);
+  set_learning_rate(*optimizer_, lr_);
+  auto batch = batcher_->batch(step_, dist_->rank());
+  // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
+  torch::manual_seed(o_.seed * kSeedStride + static_cast<uint64_t>(step_) +
+                     kRankStride * static_cast<uint64_t>(dist_->rank()));
+  StepSignals signals;  // what rides along with the gradients between ranks
+  signals.want_stop = wants_stop();
+  signals.progress = progress;
+  const double loss = train_step(model_, *optimizer_, batch.inputs.to(device_), batch.targets.to(device_), o_.grad_clip,
+                                 dist_.get(), &signals);
+  synced_progress_ = signals.main_progress;
+  if (signals.any_stop) stop_after_this_step_ = true;
+  return loss;
+}
+
+// The progress line: on a terminal, rewritten in place a few times a second; in a log, every
+// ten seconds.
+void Trainer::show_progress(double loss) {
+  ++window_steps_;
+  const int64_t tokens_per_step = o_.batch_size * o_.model.context * dist_->world_size();
+  const double window_s = seconds_since(window_start_);
+  if (window_s >= 2.0) {
+    tokens_per_s_ = static_cast<double>(window_steps_ * tokens_per_step) / window_s;
+    window_start_ = Clock::now();
+    window_steps_ = 0;
+  }
+  const double since_log = seconds_since(last_log_);
+  if (since_log < (tty_ ? kProgressEveryTty : kProgressEveryLog)) return;
+  const std::string left =
+      o_.max_steps > 0 ? fmt::format("step {}/{}", step_, o_.max_steps) : fmt::format("step {}", step_);
+  double remaining = o_.time_budget_s > 0 ? o_.time_budget_s - elapsed() : INFINITY;
+  if (o_.max_steps > 0 && tokens_per_s_ > 0)
+    remaining = std::min(remaining, static_cast<double>((o_.max_steps - step_) * tokens_per_step) / tokens_per_s_);
+  const std::string line =
+      fmt::format("{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", left, loss, lr_, tokens_per_s_,
+                  std::isfinite(remaining) ? fmt::format("{:.0f}s", remaining) : "?");
+  if (tty_)
+    fmt::print(stderr, "\r\033[K{}", line);
+  else
+    spdlog::info("{}", line);
+  last_log_ = Clock::now();
+}
+
+// Rank 0 evaluates on the validation windows, keeps the best checkpoint, counts evaluations
+// without improvement for --patience, prints a sample and saves; the other ranks wait at the
+// next all-reduce.
+void Trainer::evaluate_and_save(double train_loss) {
+  if (!dist_->is_main()) return;
+  std::string line = fmt::format("step {} | train loss {:.4f}", step_, train_loss);
+  nlohmann::json m = {{"step", step_},
+                      {"time_s", elapsed()},
+                      {"train_loss", train_loss},
+                      {"lr", learning_rate(o_, step_, schedule_progress())},
+                      {"tokens_per_s", tokens_per_s_}};
+  if (!validation_.empty()) {
+    auto r = evaluate(model_, validation_, device_);
+    line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
+    m["val_loss"] = r.loss;
+    m["val_ppl"] = r.perplexity;
+    m["val_bpc"] = r.bits_per_char;
+    if (r.loss < best_val_) {
+      best_val_ = r.loss;
+      best_step_ = step_;
+      evals_since_best_ = 0;
+      save(best_path(o_.out));
+      line += " | best so far";
+    } else {
+      ++evals_since_best_;
+      patience_ran_out_ = o_.patience > 0 && evals_since_best_ >= o_.patience;
+    }
+  }
+  if (tty_) fmt::print(stderr, "\r\033[K");
+  spdlog::info("{}", line);
+  spdlog::info("sample: {}", escape_control(o_.prompt + sample_completion(model_, data_->tokenizer, o_.prompt,
+                                                                          o_.seed + static_cast<uint64_t>(step_))));
+  metrics_ << m.dump() << "\n" << std::flush;
+  save(o_.out);
+}
+
+void Trainer::save(const std::string& path) {
+  Checkpoint c;
+  c.config = o_.model;
+  c.tokenizer = data_->tokenizer.bytes();
+  c.model = module_bytes(*model_);
+  c.optimizer = optimizer_bytes(*optimizer_);
+  nlohmann::json meta;
+  meta["train_options"] = o_.to_json();
+  meta["state"] = {{"step", step_},
+                   {"elapsed_s", elapsed()},
+                   {"best_val_loss", std::isfinite(best_val_) ? best_val_ : 1e30},
+                   {"best_step", best_step_},
+                   {"evals_since_best", evals_since_best_},
+                   {"loss_sum", loss_sum_},
+                   {"loss_count", loss_count_}};
+  meta["speakers"] = speakers_;
+  c.meta_json = meta.dump();
+  save_checkpoint(path, c);
+}
+
+void Trainer::report_end() {
+  if (dist_->enabled())
+    spdlog::info("all-reduce: {:.1f} ms per step ({:.1f} MB per step)",
+                 1e3 * dist_->allreduce_seconds() / std::max<int64_t>(1, dist_->allreduce_calls()),
+                 dist_->bytes_per_step() / 1e6);
+  const std::string best = validation_.empty() ? "" : ", best " + best_path(o_.out);
+  if (g_stop_signal) {
+    spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
+                 static_cast<int>(g_stop_signal), step_, o_.out, o_.out);
+  } else if (patience_ran_out_) {
+    spdlog::info(
+        "stopped early after step {}: validation loss did not improve for {} evaluations in a row (--patience); the "
+        "best, {:.4f} at step {}, is in {}",
+        step_, evals_since_best_, best_val_, best_step_, best_path(o_.out));
+  } else {
+    spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step_, elapsed(), o_.out, best);
+  }
+}
+
+int Trainer::run() {
+  // Prepare: the starting checkpoint, the options, the outputs, the data, the model.
+  read_starting_checkpoint();
+  o_.validate();
+  require_memory_for(o_);
+  if (o_.corpus.empty()) {
+    o_.corpus = {default_corpus_path()};
+    spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",
+                 o_.corpus.front());
+  }
+  dist_ = std::make_unique<Distributed>(o_.dist);
+  if (!dist_->is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
+  if (dist_->enabled()) {
+    spdlog::info("distributed: rank {} of {}, store {}:{}", dist_->rank(), dist_->world_size(), o_.dist.master_addr,
+                 o_.dist.master_port);
+    // Every rank must train the same model the same way (output path, rank and threads may differ).
+    auto same = o_.to_json();
+    same.erase("threads");
+    same.erase("intra_op_threads");
+    same["model"] = nlohmann::json::parse(o_.model.to_json());
+    dist_->require_same("config", same.dump());
+  }
+  check_and_lock_outputs();
+
+  // Rank 0 trains the tokenizer (unless the checkpoint brings one); the others use its bytes.
+  std::optional<Tokenizer> tokenizer = std::move(start_tokenizer_);
+  if (!tokenizer && dist_->enabled() && !dist_->is_main())
+    tokenizer = Tokenizer::from_bytes(dist_->share_from_main("tokenizer", ""));
+  data_ = prepare_data(o_, std::move(tokenizer));
+  if (dist_->enabled() && dist_->is_main() && !start_) dist_->share_from_main("tokenizer", data_->tokenizer.bytes());
+  if (o_.data_only) {
+    print_data_timings(o_, *data_);
+    return 0;
+  }
+  for (const auto& [name, count] : data_->speakers)
+    if (!resuming()) speakers_[name] += count;  // a fine-tune adds its corpus's speakers to the base model's
+  o_.model.vocab_size = data_->tokenizer.vocab_size();
+  batcher_.emplace(data_->train.ids, o_.model.context, o_.batch_size, o_.seed);
+  validation_ = eval_batches(data_->validation, data_->tokenizer.chars_per_token(), o_.model.context, o_.batch_size,
+                             o_.eval_windows);
+  build_model();
+  if (dist_->enabled())
+    spdlog::info("effective batch: {} sequences per rank x {} ranks = {}", o_.batch_size, dist_->world_size(),
+                 o_.batch_size * dist_->world_size());
+  if (dist_->is_main()) metrics_.open(o_.out + ".metrics.jsonl", resuming() ? std::ios::app : std::ios::trunc);
+  tty_ = ::isatty(STDERR_FILENO) && dist_->is_main();
+  start_time_ = last_log_ = window_start_ = Clock::now();
+  synced_progress_ = schedule_progress();
+
+  // Train: a step, the progress line, and every --eval-every steps an evaluation and a save.
+  while (!stop_after_this_step_) {
+    if (o_.max_steps > 0 && step_ >= o_.max_steps) break;
+    if (!dist_->enabled() && wants_stop()) break;
+    const double loss = train_one_step();
+    if (!std::isfinite(loss)) {
+      spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss, step_, o_.out);
+      return kExitLossNotFinite;
+    }
+    ++step_;
+    loss_sum_ += loss;
+    ++loss_count_;
+    show_progress(loss);
+    if (step_ % o_.eval_every == 0) {
+      const double average = loss_sum_ / static_cast<double>(loss_count_);
+      loss_sum_ = 0;  // a new window starts before the save, which records it
+      loss_count_ = 0;
+      evaluate_and_save(average);
+    }
+  }
+
+  // Finish: evaluate and save the last steps, then say why training stopped.
+  if (loss_count_ > 0 || step_ == 0)
+    evaluate_and_save(loss_count_ > 0 ? loss_sum_ / static_cast<double>(loss_count_) : NAN);
+  report_end();
+  return 0;  // a stop by signal or by --patience saved its checkpoint: that is a success too
+}
+
 }  // namespace
 
 double learning_rate(const TrainOptions& o, int64_t step, double progress) {
@@ -187,255 +543,8 @@ double learning_rate(const TrainOptions& o, int64_t step, double progress) {
   return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-int run_training(TrainOptions o, const torch::Device& device) {
-  StopSignalGuard signals_stop_training;
-  // Resume: model, tokenizer, settings and state come from the checkpoint.
-  std::optional<Checkpoint> resumed;
-  std::optional<Tokenizer> resumed_tokenizer;
-  nlohmann::json state = nlohmann::json::object();
-  if (!o.resume.empty()) {
-    resumed = load_checkpoint(o.resume);
-    resumed_tokenizer = load_tokenizer(*resumed);  // refuses a vocabulary that is not the model's
-    o.model = resumed->config;
-    state = checked_state(*resumed, o.resume);
-    spdlog::info("resuming {} at step {}", o.resume, state.value("step", 0));
-  }
-  o.validate();
-  require_memory_for(o);
-  if (o.corpus.empty()) {
-    o.corpus = {default_corpus_path()};
-    spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",
-                 o.corpus.front());
-  }
-
-  std::error_code ignored;
-  Distributed dist(o.dist);
-  if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
-  if (dist.enabled())
-    spdlog::info("distributed: rank {} of {}, store {}:{}", dist.rank(), dist.world_size(), o.dist.master_addr,
-                 o.dist.master_port);
-  {
-    // Every rank must train the same model the same way (output path and rank may differ).
-    auto same = o.to_json();
-    same.erase("threads");  // thread counts are each machine's own
-    same.erase("intra_op_threads");
-    same["model"] = nlohmann::json::parse(o.model.to_json());
-    dist.require_same("config", same.dump());
-  }
-
-  // The outputs are checked, locked and writable before any time is spent training: only
-  // files this program wrote are replaced, and one run at a time writes them.
-  std::optional<OutputLock> lock;
-  if (dist.is_main() && !o.data_only) {
-    check_output_path(o.out, "--out", is_checkpoint_file);
-    check_output_path(best_path(o.out), "--out's best checkpoint", is_checkpoint_file);
-    check_output_path(o.out + ".metrics.jsonl", "--out's metrics log", is_metrics_file);
-    lock.emplace(o.out);
-    const int stale = remove_stale_temporaries(o.out) + remove_stale_temporaries(best_path(o.out));
-    if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
-    const auto probe = o.out + ".probe." + std::to_string(::getpid());
-    std::ofstream f(probe);
-    if (!f) throw std::invalid_argument("cannot write to --out " + o.out + " (is its folder writable?)");
-    f.close();
-    std::filesystem::remove(probe, ignored);
-  }
-
-  // Rank 0 trains the tokenizer; the other ranks use exactly its bytes.
-  std::optional<Tokenizer> tokenizer = std::move(resumed_tokenizer);
-  if (!tokenizer && dist.enabled() && !dist.is_main())
-    tokenizer = Tokenizer::from_bytes(dist.share_from_main("tokenizer", ""));
-  auto data = prepare_data(o, std::move(tokenizer));
-  if (dist.enabled() && dist.is_main() && !resumed) dist.share_from_main("tokenizer", data.tokenizer.bytes());
-  if (o.data_only) {  // --data-only: report how long data preparation took, train nothing
-    const double chars = data.train.chars + data.validation.chars;
-    const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
-    nlohmann::json j = {{"benchmark", "data"},
-                        {"corpus", o.corpus},
-                        {"utterances", data.utterances},
-                        {"characters", chars},
-                        {"tokens", tokens},
-                        {"read_s", data.read_s},
-                        {"tokenizer_train_s", data.tokenizer_train_s},
-                        {"tokenize_s", data.tokenize_s},
-                        {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
-                        {"tokenize_tokens_per_s", tokens / std::max(data.tokenize_s, 1e-9)}};
-    fmt::print("{}\n", j.dump());
-    return 0;
-  }
-  o.model.vocab_size = data.tokenizer.vocab_size();
-  TrainBatcher batcher(data.train.ids, o.model.context, o.batch_size, o.seed);
-  auto val =
-      eval_batches(data.validation, data.tokenizer.chars_per_token(), o.model.context, o.batch_size, o.eval_windows);
-
-  torch::manual_seed(o.seed);
-  Transformer model(o.model);
-  model->to(device);
-  auto optimizer = make_optimizer(model, o);
-  int64_t step = 0;
-  double elapsed_before = 0, best_val = INFINITY;
-  // Training loss summed since the last evaluation: saved too, so a resumed run logs the same
-  // averages as an uninterrupted one.
-  double loss_sum = 0;
-  int64_t loss_n = 0;
-  if (resumed) {
-    load_module_bytes(*model, resumed->model);
-    model->to(device);
-    if (!resumed->optimizer.empty()) {
-      load_optimizer_bytes(optimizer, resumed->optimizer);
-      check_optimizer_state(optimizer);
-    }
-    step = state.value("step", int64_t{0});
-    elapsed_before = state.value("elapsed_s", 0.0);
-    best_val = state.value("best_val_loss", INFINITY);
-    loss_sum = state.value("loss_sum", 0.0);
-    loss_n = state.value("loss_count", int64_t{0});
-  }
-  dist.broadcast_parameters(model);  // every rank starts from rank 0's weights
-  model->train();
-  spdlog::info("model: {} parameters, {}", o.model.parameter_count(), o.model.to_json());
-  if (dist.enabled())
-    spdlog::info("effective batch: {} sequences per rank x {} ranks = {}", o.batch_size, dist.world_size(),
-                 o.batch_size * dist.world_size());
-
-  const int64_t tokens_per_step = o.batch_size * o.model.context * dist.world_size();
-  const int64_t schedule_steps = o.schedule_steps > 0 ? o.schedule_steps : o.max_steps;
-  auto progress_of = [&](int64_t s, double elapsed) {
-    if (schedule_steps > 0) return static_cast<double>(s) / static_cast<double>(schedule_steps);
-    return elapsed / o.time_budget_s;  // only a time budget: the schedule follows the clock
-  };
-
-  const auto start = Clock::now();
-  auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(Clock::now() - start).count(); };
-  auto save = [&](const std::string& path) {
-    Checkpoint c;
-    c.config = o.model;
-    c.tokenizer = data.tokenizer.bytes();
-    c.model = module_bytes(*model);
-    c.optimizer = optimizer_bytes(optimizer);
-    nlohmann::json meta;
-    meta["train_options"] = o.to_json();
-    meta["state"] = {{"step", step},
-                     {"elapsed_s", elapsed()},
-                     {"best_val_loss", std::isfinite(best_val) ? best_val : 1e30},
-                     {"loss_sum", loss_sum},
-                     {"loss_count", loss_n}};
-    c.meta_json = meta.dump();
-    save_checkpoint(path, c);
-  };
-
-  std::ofstream metrics;
-  if (dist.is_main()) metrics.open(o.out + ".metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
-  const bool tty = ::isatty(STDERR_FILENO) && dist.is_main();
-  auto last_log = Clock::now();
-  auto window_start = Clock::now();
-  int64_t window_steps = 0;
-  double tokens_per_s = 0;
-
-  auto finish_eval = [&](double train_loss) {
-    if (!dist.is_main()) return;  // rank 0 evaluates, samples and writes; the others wait at the next all-reduce
-    std::string line = fmt::format("step {} | train loss {:.4f}", step, train_loss);
-    nlohmann::json m = {{"step", step},
-                        {"time_s", elapsed()},
-                        {"train_loss", train_loss},
-                        {"lr", learning_rate(o, step, progress_of(step, elapsed()))},
-                        {"tokens_per_s", tokens_per_s}};
-    if (!val.empty()) {
-      auto r = evaluate(model, val, device);
-      line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
-      m["val_loss"] = r.loss;
-      m["val_ppl"] = r.perplexity;
-      m["val_bpc"] = r.bits_per_char;
-      if (r.loss < best_val) {
-        best_val = r.loss;
-        save(best_path(o.out));
-        line += " | best so far";
-      }
-    }
-    if (tty) fmt::print(stderr, "\r\033[K");
-    spdlog::info("{}", line);
-    spdlog::info("sample: {}",
-                 escape_control(o.prompt + sample_completion(model, data.tokenizer, o.prompt, o.seed + step)));
-    metrics << m.dump() << "\n" << std::flush;
-    save(o.out);
-  };
-
-  bool stop = false;
-  double synced_progress = progress_of(step, elapsed());  // rank 0's, as of the last step
-  while (!stop) {
-    if (o.max_steps > 0 && step >= o.max_steps) break;
-    // A stop wish (time budget, Ctrl-C) is shared through the all-reduce, so that every rank
-    // stops after the same step; a single process stops at once.
-    const bool want_stop = (o.time_budget_s > 0 && elapsed() >= o.time_budget_s) || g_stop_signal != 0;
-    if (want_stop && !dist.enabled()) break;
-    // With only a time budget the schedule follows the clock: rank 0's, in a distributed run,
-    // so every rank uses the same learning rate.
-    const double progress = progress_of(step, elapsed());
-    const double lr = learning_rate(o, step, dist.enabled() ? synced_progress : progress);
-    set_learning_rate(optimizer, lr);
-    auto batch = batcher.batch(step, dist.rank());
-    // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
-    torch::manual_seed(o.seed * kSeedStride + static_cast<uint64_t>(step) +
-                       kRankStride * static_cast<uint64_t>(dist.rank()));
-    StepSignals signals;
-    signals.want_stop = want_stop;
-    signals.progress = progress;
-    const double loss_v =
-        train_step(model, optimizer, batch.inputs.to(device), batch.targets.to(device), o.grad_clip, &dist, &signals);
-    stop = signals.any_stop;
-    synced_progress = signals.main_progress;
-    if (!std::isfinite(loss_v)) {
-      spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss_v, step, o.out);
-      return kExitLossNotFinite;
-    }
-    ++step;
-    loss_sum += loss_v;
-    ++loss_n;
-    ++window_steps;
-
-    const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-    if (window_s >= 2.0) {
-      tokens_per_s = static_cast<double>(window_steps * tokens_per_step) / window_s;
-      window_start = Clock::now();
-      window_steps = 0;
-    }
-    const double since_log = std::chrono::duration<double>(Clock::now() - last_log).count();
-    if ((tty && since_log >= kProgressEveryTty) || (!tty && since_log >= kProgressEveryLog)) {
-      std::string left;
-      if (o.max_steps > 0)
-        left = fmt::format("step {}/{}", step, o.max_steps);
-      else
-        left = fmt::format("step {}", step);
-      double remaining = o.time_budget_s > 0 ? o.time_budget_s - elapsed() : INFINITY;
-      if (o.max_steps > 0 && tokens_per_s > 0)
-        remaining = std::min(remaining, static_cast<double>((o.max_steps - step) * tokens_per_step) / tokens_per_s);
-      std::string line = fmt::format("{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", left, loss_v, lr,
-                                     tokens_per_s, std::isfinite(remaining) ? fmt::format("{:.0f}s", remaining) : "?");
-      if (tty)
-        fmt::print(stderr, "\r\033[K{}", line);
-      else
-        spdlog::info("{}", line);
-      last_log = Clock::now();
-    }
-    if (step % o.eval_every == 0) {
-      const double average = loss_sum / static_cast<double>(loss_n);
-      loss_sum = 0;  // a new window starts before the save, which records it
-      loss_n = 0;
-      finish_eval(average);
-    }
-  }
-  if (loss_n > 0 || step == 0) finish_eval(loss_n > 0 ? loss_sum / static_cast<double>(loss_n) : NAN);
-  if (dist.enabled())
-    spdlog::info("all-reduce: {:.1f} ms per step ({:.1f} MB per step)",
-                 1e3 * dist.allreduce_seconds() / std::max<int64_t>(1, dist.allreduce_calls()),
-                 dist.bytes_per_step() / 1e6);
-  if (g_stop_signal) {
-    spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
-                 static_cast<int>(g_stop_signal), step, o.out, o.out);
-  } else {
-    spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step, elapsed(), o.out,
-                 val.empty() ? "" : ", best " + best_path(o.out));
-  }
-  return 0;  // a stop by signal saved its checkpoint: that is a success too
+int run_training(TrainOptions opts, std::optional<Checkpoint> start, const torch::Device& device) {
+  return Trainer(std::move(opts), std::move(start), device).run();
 }
 
 }  // namespace dracarys

@@ -2,12 +2,17 @@
 // periodic evaluation with a sample completion, checkpoints, resume, and clean stops.
 #pragma once
 
+#include <optional>
+
+#include "common/checkpoint.h"
 #include "train/options.h"
 
 namespace dracarys {
 
-// Returns the process exit code (0 on success). Throws for bad input (caller prints one line).
-int run_training(TrainOptions opts, const torch::Device& device);
+// Trains. `start` is the checkpoint named by --resume or --init-from, loaded once by the caller
+// (which merged its settings into `opts`). Returns the process exit code (0 on success, also
+// after a stop by signal or --patience). Throws for bad input (caller prints one line).
+int run_training(TrainOptions opts, std::optional<Checkpoint> start, const torch::Device& device);
 
 // --benchmark: random tokens, no checkpoint; prints a table and one JSON line.
 int run_train_benchmark(const TrainOptions& opts, const torch::Device& device);
