@@ -10,7 +10,7 @@ TokenStream tokenize_lines(const Tokenizer& tok, const std::vector<std::string>&
   TokenStream s;
   const auto& chars = tok.chars_per_token();
   for (const auto& line : lines) {
-    for (int32_t id : tok.encode(line)) {
+    for (TokenId id : tok.encode(line)) {
       s.ids.push_back(id);
       s.chars += chars[id];
     }
@@ -20,7 +20,7 @@ TokenStream tokenize_lines(const Tokenizer& tok, const std::vector<std::string>&
   return s;
 }
 
-TrainBatcher::TrainBatcher(std::vector<int32_t> stream, int64_t context, int64_t batch_size, uint64_t seed)
+TrainBatcher::TrainBatcher(std::vector<TokenId> stream, int64_t context, int64_t batch_size, uint64_t seed)
     : stream_(std::move(stream)), context_(context), batch_size_(batch_size), seed_(seed) {
   if (static_cast<int64_t>(stream_.size()) < context_ + 1)
     throw DataError("training text is too small: " + std::to_string(stream_.size()) +

@@ -14,7 +14,7 @@ namespace dracarys {
 // Utterances encoded back to back, each followed by the end-of-utterance token. An empty line
 // (a scene break, see training_lines) is a lone end-of-utterance token.
 struct TokenStream {
-  std::vector<int32_t> ids;
+  std::vector<TokenId> ids;
   double chars = 0;  // characters the ids stand for (line ends included)
 };
 TokenStream tokenize_lines(const Tokenizer& tok, const std::vector<std::string>& lines);
@@ -31,12 +31,12 @@ struct Batch {
 // global batch would.
 class TrainBatcher {
  public:
-  TrainBatcher(std::vector<int32_t> stream, int64_t context, int64_t batch_size, uint64_t seed);
+  TrainBatcher(std::vector<TokenId> stream, int64_t context, int64_t batch_size, uint64_t seed);
   Batch batch(int64_t step, int64_t rank = 0) const;
   size_t tokens() const { return stream_.size(); }
 
  private:
-  std::vector<int32_t> stream_;
+  std::vector<TokenId> stream_;
   int64_t context_, batch_size_;
   uint64_t seed_;
 };

@@ -178,7 +178,7 @@ void Tokenizer::save(const std::string& path) const {
   if (!out.flush()) throw DataError(path + ": cannot write the tokenizer model");
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+std::vector<TokenId> Tokenizer::encode(std::string_view text) const {
   size_t bad = 0;
   if (!valid_utf8(text, &bad)) throw DataError("text is not valid UTF-8 (at byte " + std::to_string(bad) + ")");
   const auto* api = plugin().api;
@@ -187,13 +187,18 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   char* err = nullptr;
   if (api->encode(handle_.get(), text.data(), text.size(), &ids, &n, &err) != 0)
     throw DataError("tokenizer cannot encode text: " + take_error(err));
-  std::vector<int32_t> out(ids, ids + n);
+  std::vector<TokenId> out(ids, ids + n);
   api->free_buffer(ids);
   return out;
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string Tokenizer::decode(const std::vector<TokenId>& ids) const {
   const auto* api = plugin().api;
+  for (TokenId id : ids)
+    if (id < 0 || id >= vocab_size_)
+      throw DataError("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                      std::to_string(vocab_size_));
+  const std::vector<int32_t> ids32(ids.begin(), ids.end());  // sentencepiece's id type
   std::string text;
   size_t start = 0;
   for (size_t i = 0; i <= ids.size(); ++i) {
@@ -202,7 +207,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
       char* out = nullptr;
       size_t len = 0;
       char* err = nullptr;
-      if (api->decode(handle_.get(), ids.data() + start, i - start, &out, &len, &err) != 0)
+      if (api->decode(handle_.get(), ids32.data() + start, i - start, &out, &len, &err) != 0)
         throw DataError("tokenizer cannot decode: " + take_error(err));
       text.append(out, len);
       api->free_buffer(out);
@@ -213,9 +218,10 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
-std::string Tokenizer::piece(int32_t id) const {
+std::string Tokenizer::piece(TokenId id) const {
+  if (id < 0 || id >= vocab_size_) throw DataError("token id " + std::to_string(id) + " is outside the vocabulary");
   const auto* api = plugin().api;
-  char* p = api->id_to_piece(handle_.get(), id);
+  char* p = api->id_to_piece(handle_.get(), static_cast<int>(id));
   std::string s = p ? p : "";
   api->free_buffer(p);
   return s;

@@ -13,6 +13,10 @@
 
 namespace dracarys {
 
+// The one token-id type, at every boundary: the model's (torch::kLong). sentencepiece's own
+// int32 ids stay inside tokenizer.cpp.
+using TokenId = int64_t;
+
 struct TokenizerOptions {
   std::string model_type = "bpe";  // "bpe" or "unigram"
   int vocab_size = 2048;
@@ -33,13 +37,13 @@ class Tokenizer {
   void save(const std::string& path) const;            // for sentencepiece's own tools
 
   // One utterance without its end marker. Text must be valid UTF-8.
-  std::vector<int32_t> encode(std::string_view text) const;
+  std::vector<TokenId> encode(std::string_view text) const;
   // End-of-utterance tokens decode to "\n".
-  std::string decode(const std::vector<int32_t>& ids) const;
-  std::string piece(int32_t id) const;  // the token as text, for labels
+  std::string decode(const std::vector<TokenId>& ids) const;
+  std::string piece(TokenId id) const;  // the token as text, for labels
 
   int vocab_size() const { return vocab_size_; }
-  int32_t eos_id() const { return eos_id_; }
+  TokenId eos_id() const { return eos_id_; }
   // Characters each token stands for (code points; the end marker counts as the line end),
   // to turn a loss per token into bits per character.
   const std::vector<float>& chars_per_token() const { return chars_; }
@@ -49,7 +53,7 @@ class Tokenizer {
   std::shared_ptr<void> handle_;
   std::string bytes_;
   int vocab_size_ = 0;
-  int32_t eos_id_ = -1;
+  TokenId eos_id_ = -1;
   std::vector<float> chars_;
 };
 

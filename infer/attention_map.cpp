@@ -84,9 +84,9 @@ std::string xml_escape(const std::string& s) {
 }
 
 AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const std::string& prompt) {
-  const auto encoded = tok.encode(prompt);
+  auto encoded = tok.encode(prompt);
   if (encoded.empty()) throw std::invalid_argument("the prompt has no tokens to draw attention for");
-  const auto ids = last_context(std::vector<int64_t>(encoded.begin(), encoded.end()), model->config().context);
+  const auto ids = last_context(std::move(encoded), model->config().context);
   torch::NoGradGuard no_grad;
   model->eval();
   const auto device = model->head_weight().device();
@@ -94,7 +94,7 @@ AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const 
   std::vector<torch::Tensor> attention;
   model->forward(input, nullptr, &attention);
   AttentionMaps maps;
-  for (auto id : ids) maps.tokens.push_back(display(tok.piece(static_cast<int32_t>(id))));
+  for (auto id : ids) maps.tokens.push_back(display(tok.piece(id)));
   for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());
   return maps;
 }

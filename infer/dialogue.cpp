@@ -16,11 +16,6 @@ namespace dracarys {
 
 namespace {
 
-std::vector<int64_t> encode(const Tokenizer& tok, const std::string& text) {
-  const auto ids = tok.encode(text);
-  return std::vector<int64_t>(ids.begin(), ids.end());
-}
-
 // One utterance: `start` (text already fed to the conversation, printed first) and the
 // tokens the model adds to it, streamed as they come. Returns the whole line.
 std::string speak(LoadedModel& m, Conversation& talk, Sampler& sampler, const std::string& start,
@@ -29,10 +24,10 @@ std::string speak(LoadedModel& m, Conversation& talk, Sampler& sampler, const st
   if (!opts.json) printer.text(start);
   const int64_t end = m.tokenizer.eos_id();
   const auto ids = talk.continue_utterance(sampler, opts.max_new_tokens, [&](int64_t id) {
-    if (!opts.json && id != end) printer.token(static_cast<int32_t>(id));
+    if (!opts.json && id != end) printer.token(id);
   });
   if (!opts.json) printer.finish();
-  return start + m.tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
+  return start + m.tokenizer.decode(ids);
 }
 
 // --json: one object per utterance.
@@ -50,7 +45,7 @@ void play_scene(LoadedModel& m, const std::string& first_line, int64_t turns, co
   Sampler sampler(opts.sampling);
   // Every line the model trained on followed the end of the line before it.
   talk.add({m.tokenizer.eos_id()});
-  talk.add(encode(m.tokenizer, first_line));
+  talk.add(m.tokenizer.encode(first_line));
   const std::string line = speak(m, talk, sampler, first_line, opts);
   if (opts.json) print_json_line(m, 0, line);
   for (int64_t turn = 1; turn <= turns; ++turn) {
@@ -81,7 +76,7 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
       continue;
     }
     // Your line, as the corpus writes a line, then its end.
-    talk.add(encode(m.tokenizer, speaker_line(chat.as, typed)));
+    talk.add(m.tokenizer.encode(speaker_line(chat.as, typed)));
     talk.add({m.tokenizer.eos_id()});
     if (opts.json) print_json_line(m, turn, speaker_line(chat.as, typed));
     ++turn;
@@ -89,7 +84,7 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
     std::string start;
     if (!chat.reply_as.empty()) {
       start = speaker_line(chat.reply_as, "");
-      talk.add(encode(m.tokenizer, start));
+      talk.add(m.tokenizer.encode(start));
     }
     const std::string answer = speak(m, talk, sampler, start, opts);
     if (opts.json) print_json_line(m, turn, answer);

@@ -44,13 +44,13 @@ class TokenPrinter {
  public:
   TokenPrinter(const Tokenizer& tokenizer, bool escape) : tokenizer_(tokenizer), escape_(escape) {}
   void text(const std::string& text);  // plain text, e.g. the prompt
-  void token(int32_t id);
+  void token(TokenId id);
   void finish();  // an unfinished character, if any, then a line end
 
  private:
   const Tokenizer& tokenizer_;
   bool escape_;
-  std::vector<int32_t> pending_;  // tokens not yet printed
+  std::vector<TokenId> pending_;  // tokens not yet printed
 };
 
 struct CompleteOptions {

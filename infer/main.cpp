@@ -35,6 +35,7 @@ struct InferOptions {
   int64_t max_new_tokens = 100;
   int64_t num_samples = 1;
   bool no_stop = false, no_cache = false, json = false;
+  std::string kernels = "fast";  // --kernels fast|reference
   SamplingOptions sampling;
   std::string score;             // --score FILE
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
@@ -69,6 +70,10 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
       ->capture_default_str();
   app.add_flag("--no-stop", o.no_stop, "Do not stop at the end of the utterance");
   app.add_flag("--no-cache", o.no_cache, "Recompute the whole context for every token (slow; for comparison)");
+  app.add_option("--kernels", o.kernels,
+                 "Generation's one-token step: fast (matrix-vector products) or reference (the model's forward())")
+      ->check(CLI::IsMember({"fast", "reference"}))
+      ->capture_default_str();
   app.add_flag("--json", o.json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
   app.add_option("--turns", o.turns,
                  "Carry the scene on: after the prompt's line, generate this many more utterances, the model "
@@ -190,6 +195,7 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   options.generate.sampling = o.sampling;
   options.generate.max_new_tokens = o.max_new_tokens;
   options.generate.use_cache = !o.no_cache;
+  options.generate.fast_decode = o.kernels == "fast";
   if (!o.no_stop) options.generate.stop_token = m.tokenizer.eos_id();
   auto complete_one = [&](const std::string& typed) {
     const std::string prompt = prompt_text(o, typed);

@@ -62,4 +62,24 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCa
   return resid_dropout_(proj_(y));
 }
 
+torch::Tensor CausalSelfAttentionImpl::decode_one(const torch::Tensor& x, LayerKVCache& cache) {
+  const int64_t H = heads_, dk = head_dim_, past = cache.length;
+  TORCH_CHECK(past < context_, "KV cache overflow: ", past, " + 1 positions > context ", context_);
+  // Q, K and V of the new position, per head: [3, H, d_k]
+  auto qkv = torch::addmv(qkv_->bias, qkv_->weight, x).view({3, H, dk});
+  if (!cache.k.defined()) {
+    cache.k = torch::empty({H, context_, dk}, x.options());
+    cache.v = torch::empty({H, context_, dk}, x.options());
+  }
+  cache.k.select(1, past).copy_(qkv[1]);
+  cache.v.select(1, past).copy_(qkv[2]);
+  cache.length = past + 1;
+  auto keys = cache.k.narrow(1, 0, past + 1), values = cache.v.narrow(1, 0, past + 1);  // [H, Tk, d_k]
+  // The newest position sees every cached one: no mask. scores = K·q/√d_k: [H, Tk, 1]
+  auto scores = torch::bmm(keys, qkv[0].unsqueeze(2)).mul_(1.0 / std::sqrt(static_cast<double>(dk)));
+  auto weights = torch::softmax(scores, 1);
+  auto heads = torch::bmm(values.transpose(1, 2), weights);  // [H, d_k, 1]: heads side by side
+  return torch::addmv(proj_->bias, proj_->weight, heads.view({d_model_}));
+}
+
 }  // namespace dracarys

@@ -29,6 +29,9 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   //        values are appended and attention spans the cached positions too.
   // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr);
+  // Generation's fast step: forward() for one new position of one sequence, x: [d_model] ->
+  // [d_model], with matrix-vector products (see TransformerImpl::decode_one). Eval mode only.
+  torch::Tensor decode_one(const torch::Tensor& x, LayerKVCache& cache);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
 

@@ -22,10 +22,14 @@ void Conversation::add(const std::vector<int64_t>& ids) {
 
 void Conversation::feed(const std::vector<int64_t>& ids) {
   torch::NoGradGuard no_grad;
-  const auto device = model_->head_weight().device();
-  auto tokens = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);  // [1, T]
-  auto logits = model_->forward(tokens, &cache_);                          // [1, T, vocab]
-  last_logits_ = logits[0][-1].to(torch::kCPU, torch::kFloat).contiguous();
+  if (ids.size() == 1) {  // a token just sampled: generation's fast step
+    last_logits_ = model_->decode_one(ids[0], cache_).to(torch::kCPU, torch::kFloat).contiguous();
+  } else {
+    const auto device = model_->head_weight().device();
+    auto tokens = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);  // [1, T]
+    auto logits = model_->forward(tokens, &cache_);                          // [1, T, vocab]
+    last_logits_ = logits[0][-1].to(torch::kCPU, torch::kFloat).contiguous();
+  }
   history_.insert(history_.end(), ids.begin(), ids.end());
 }
 

@@ -9,9 +9,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Logits of the last position, as floats on the host for the sampler.
+// Logits of the last position ([B, T, vocab] from forward(), or [vocab] from decode_one), as
+// floats on the host for the sampler.
 std::vector<float> last_logits(const torch::Tensor& logits) {
-  auto row = logits.select(0, 0).select(0, logits.size(1) - 1).to(torch::kCPU, torch::kFloat).contiguous();
+  auto row = logits.dim() == 1 ? logits : logits.select(0, 0).select(0, logits.size(1) - 1);
+  row = row.to(torch::kCPU, torch::kFloat).contiguous();
   return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
 }
 
@@ -65,7 +67,7 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
       const int64_t n = std::min<int64_t>(context, static_cast<int64_t>(seq.size()));
       logits = model->forward(as_batch(std::vector<int64_t>(seq.end() - n, seq.end()), device));
     } else if (cache.length() < context) {  // one new position through the cache
-      logits = model->forward(as_batch({id}, device), &cache);
+      logits = opts.fast_decode ? model->decode_one(id, cache) : model->forward(as_batch({id}, device), &cache);
     } else {  // cache full: restart it from the most recent half of the context
       const int64_t keep = std::max<int64_t>(1, context / 2);
       cache = model->make_cache();

@@ -17,6 +17,7 @@ struct GenerateOptions {
   int64_t max_new_tokens = 100;
   std::optional<int64_t> stop_token;  // generation ends after emitting this id (end of utterance)
   bool use_cache = true;              // false recomputes the whole window per token (for comparison)
+  bool fast_decode = true;            // with the cache: each new token by decode_one (false: forward(), the reference)
 };
 
 struct GenerateStats {

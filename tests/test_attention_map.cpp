@@ -71,7 +71,7 @@ TEST_F(AttentionMap, SvgHasEveryPanelAndTheModelsWeights) {
   std::vector<torch::Tensor> att;
   {
     torch::NoGradGuard ng;
-    model->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).unsqueeze(0), nullptr, &att);
+    model->forward(torch::tensor(ids).unsqueeze(0), nullptr, &att);
   }
   auto expected = att[1][0][2];
   const auto start = doc.find("data-layer=\"1\" data-head=\"2\"");

@@ -269,5 +269,5 @@ TEST(Batching, DeterministicPerStepAndEvalCoversStream) {
   EXPECT_EQ(targets, static_cast<int64_t>(stream.ids.size()) - 1);
   EXPECT_NEAR(chars, stream.chars - tok.chars_per_token()[stream.ids[0]], 1e-6);
   EXPECT_EQ(eval_batches(stream, tok.chars_per_token(), 16, 4, 6).size(), 2u);
-  EXPECT_THROW(TrainBatcher(std::vector<int32_t>(10, 1), 16, 4, 1), DataError);
+  EXPECT_THROW(TrainBatcher(std::vector<TokenId>(10, 1), 16, 4, 1), DataError);
 }

@@ -143,11 +143,47 @@ TEST(Model, CachedGenerationEqualsUncachedGreedy) {
   o.use_cache = false;
   auto b = generate(m, {1, 2, 3, 4}, o);
   EXPECT_EQ(a, b);
+  o.use_cache = true;
+  o.fast_decode = false;  // the reference one-token step
+  EXPECT_EQ(generate(m, {1, 2, 3, 4}, o), a);
+  o.fast_decode = true;
   EXPECT_EQ(a.size(), 24u);
   // Past the context the cached path slides its window and keeps going.
   o.use_cache = true;
   o.max_new_tokens = 100;
   EXPECT_EQ(generate(m, {1, 2, 3}, o).size(), 100u);
+}
+
+// The fast one-token step (decode_one, matrix-vector products) against the reference
+// (forward() with the cache): the same logits and the same cache contents, for one to eight
+// heads, both positional encodings, tied and untied heads, from the first position to the last.
+TEST(Model, DecodeOneEqualsTheReferenceForward) {
+  for (int64_t heads : {1, 2, 3, 8}) {
+    for (auto pos : {PositionalKind::Sinusoidal, PositionalKind::Learned}) {
+      auto c = tiny(2, heads, 24 * heads, 13, 41);
+      c.positional = pos;
+      c.tied_head = heads % 2 == 0;
+      auto m = make(c, static_cast<uint64_t>(heads));
+      torch::NoGradGuard no_grad;
+      KVCache reference = m->make_cache(), fast = m->make_cache();
+      // A prompt of 3 tokens through forward() fills both caches alike; then one token at a time.
+      auto prompt = torch::tensor(std::vector<int64_t>{5, 7, 11}).unsqueeze(0);
+      m->forward(prompt, &reference);
+      m->forward(prompt, &fast);
+      for (int64_t t = 3; t < c.context; ++t) {
+        const int64_t token = (t * 17) % c.vocab_size;
+        auto want = m->forward(torch::tensor(std::vector<int64_t>{token}).unsqueeze(0), &reference)[0][0];
+        auto got = m->decode_one(token, fast);
+        ASSERT_EQ(got.sizes(), want.sizes());
+        EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5))
+            << "heads " << heads << " position " << t << ": max difference " << (got - want).abs().max().item<float>();
+        EXPECT_EQ(fast.length(), reference.length());
+      }
+      for (size_t l = 0; l < reference.layers.size(); ++l)
+        EXPECT_TRUE(torch::allclose(fast.layers[l].k, reference.layers[l].k, 1e-5, 1e-5));
+      EXPECT_THROW(m->decode_one(1, fast), c10::Error);  // the context is full
+    }
+  }
 }
 
 TEST(Model, ParameterCountMatchesFormulaAndTiedHeadSharesStorage) {

@@ -71,7 +71,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "dracarys-train: train a small decoder-only transformer on dialogue.\n"
       "Example: dracarys-train --corpus Game_of_Thrones_Script.csv --out got.pt --time-budget 10m\n"
-      "Continue a run: dracarys-train --resume got.pt [--max-steps N]"};
+      "Continue a run: dracarys-train --resume got.pt [--max-steps N]\n"
+      "Fine-tune on one character: dracarys-train --init-from got.pt --corpus Game_of_Thrones_Script.csv "
+      "--speakers \"tyrion lannister\" --out tyrion.pt --time-budget 3m --patience 3"};
   app.get_formatter()->column_width(34);
   TrainOptions o;
   // torchrun's environment variables are the defaults of the distributed options.

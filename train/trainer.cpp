@@ -144,11 +144,10 @@ std::string sample_completion(Transformer& model, const Tokenizer& tok, const st
   g.sampling.temperature = kSampleTemperature;
   auto ids = tok.encode(prompt);
   if (ids.empty()) return "";
-  auto out = generate(model, std::vector<int64_t>(ids.begin(), ids.end()), g);
+  auto out = generate(model, ids, g);
   model->train();
-  std::vector<int32_t> o32(out.begin(), out.end());
-  if (!o32.empty() && o32.back() == tok.eos_id()) o32.pop_back();
-  return tok.decode(o32);
+  if (!out.empty() && out.back() == tok.eos_id()) out.pop_back();
+  return tok.decode(out);
 }
 
 // The training state a checkpoint carries. It comes from a file, so every field is checked: a
