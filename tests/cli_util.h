@@ -2,11 +2,15 @@
 // and check that bad input gives one clear error line.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pty.h>
+#include <signal.h>
 #include <sys/select.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -54,6 +58,51 @@ inline bool read_some(int fd, std::string& screen) {
   if (n <= 0) return false;
   screen.append(buf, static_cast<size_t>(n));
   return true;
+}
+
+// One step of a person at a terminal: wait until the screen shows `wait_for` (at once when
+// empty), then type `type` ("\x04" is Ctrl-D).
+struct Typed {
+  std::string wait_for, type;
+};
+struct TerminalSession {
+  std::string screen;  // everything the program showed
+  int status = -1;     // as waitpid gives it
+  size_t typed = 0;    // steps carried out
+};
+
+// Runs `argv` on a pseudo-terminal (standard input and output are a terminal), takes the steps
+// in order, and waits until the program exits (at most `seconds`). With `hide_log`, standard
+// error goes to /dev/null instead (the log has colours of its own).
+inline TerminalSession run_on_terminal(const std::vector<std::string>& argv, const std::vector<Typed>& steps = {},
+                                       bool hide_log = false, int seconds = 60) {
+  TerminalSession session;
+  int master = -1;
+  const pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid < 0) return session;
+  if (pid == 0) {
+    if (hide_log) dup2(open("/dev/null", O_WRONLY), STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  bool exited = false;
+  while (!exited && std::chrono::steady_clock::now() < deadline) {
+    if (session.typed < steps.size() && session.screen.find(steps[session.typed].wait_for) != std::string::npos) {
+      const auto& text = steps[session.typed].type;
+      if (write(master, text.data(), text.size()) != static_cast<ssize_t>(text.size())) break;
+      ++session.typed;
+      continue;
+    }
+    exited = !read_some(master, session.screen);  // the terminal closed: the program ended
+  }
+  if (!exited) kill(pid, SIGKILL);  // still running past the deadline
+  waitpid(pid, &session.status, 0);
+  close(master);
+  return session;
 }
 
 // Forty lines of eight speakers, the seed line among them.

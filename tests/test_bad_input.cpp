@@ -44,28 +44,6 @@ class BadInput : public ::testing::Test {
 TempDir* BadInput::dir_ = nullptr;
 std::string BadInput::corpus_, BadInput::ckpt_;
 
-// Runs `argv` on a pseudo-terminal (stdout is a TTY) until it exits; returns what it printed.
-std::string run_on_terminal(const std::vector<std::string>& argv) {
-  int master = -1;
-  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
-  if (pid == 0) {
-    const int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, STDERR_FILENO);  // only stdout on the terminal: the log has colours of its own
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  std::string screen;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline && read_some(master, screen)) {
-  }
-  waitpid(pid, nullptr, 0);
-  close(master);
-  return screen;
-}
-
 }  // namespace
 
 TEST_F(BadInput, TrainingOptionsOutOfRangeAreRefusedReadably) {
@@ -163,7 +141,8 @@ TEST_F(BadInput, OneBadPipedLineIsSkippedAndTheRestAnswered) {
 
 TEST_F(BadInput, ControlCharactersNeverReachATerminalRaw) {
   const std::string prompt = "jon snow: \x1b[2J\x07 gone";
-  const auto screen = run_on_terminal({kInfer, "-c", ckpt_, "--threads", "1", "--greedy", "-n", "4", "-p", prompt});
+  const auto screen =
+      run_on_terminal({kInfer, "-c", ckpt_, "--threads", "1", "--greedy", "-n", "4", "-p", prompt}, {}, true).screen;
   EXPECT_EQ(screen.find('\x1b'), std::string::npos) << screen;
   EXPECT_EQ(screen.find('\x07'), std::string::npos) << screen;
   EXPECT_NE(screen.find("jon snow: \\x1b[2J\\x07 gone"), std::string::npos) << screen;

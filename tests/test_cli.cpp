@@ -181,31 +181,10 @@ TEST_F(Infer, SpeakerPipedInputAndPseudoTerminal) {
   EXPECT_NE(r.out.find("cersei lannister: Winter"), std::string::npos);
 
   // Interactive: a real pseudo-terminal, one line typed, then Ctrl-D.
-  int master = -1;
-  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(kInfer.c_str(), kInfer.c_str(), "-c", ckpt_.c_str(), "--greedy", nullptr);
-    _exit(127);
-  }
-  const std::string typed = kPrompt + "\n";
-  ASSERT_EQ(write(master, typed.data(), typed.size()), static_cast<ssize_t>(typed.size()));
-  std::string screen;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  bool sent_eof = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!read_some(master, screen)) break;
-    if (!sent_eof && screen.find("win or you die.") != std::string::npos) {
-      const char eot = 4;  // Ctrl-D
-      ASSERT_EQ(write(master, &eot, 1), 1);
-      sent_eof = true;
-    }
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  close(master);
-  EXPECT_TRUE(sent_eof) << screen;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << screen;
+  const auto session =
+      run_on_terminal({kInfer, "-c", ckpt_, "--greedy"}, {{"", kPrompt + "\n"}, {"win or you die.", "\x04"}});
+  EXPECT_EQ(session.typed, 2u) << session.screen;
+  EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
 }
 
 TEST_F(Infer, ScoreAgreesWithTrainingEvaluation) {

@@ -2,8 +2,6 @@
 // over a pipe and over a pseudo-terminal (--chat --as --reply-as), the speakers a checkpoint
 // lists, the speaker filter, fine-tuning (--init-from) and early stopping (--patience).
 #include <gtest/gtest.h>
-#include <pty.h>
-#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -103,37 +101,12 @@ TEST_F(Dialogue, ChatOverAPipeAnswersInTheScenesOrder) {
 }
 
 TEST_F(Dialogue, ChatOnAPseudoTerminal) {
-  int master = -1;
-  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(kInfer.c_str(), kInfer.c_str(), "-c", ckpt_.c_str(), "--chat", "--as", "ned stark", "--greedy", nullptr);
-    _exit(127);
-  }
-  std::string screen;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  bool typed = false, second = false, sent_eof = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!read_some(master, screen)) break;
-    if (!typed && screen.find("ned stark> ") != std::string::npos) {
-      const std::string line = "Winter is coming.\n";
-      ASSERT_EQ(write(master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
-      typed = true;
-    } else if (typed && !second && screen.find("gloomy one.") != std::string::npos) {
-      const std::string line = "Someone has to be.\n";  // the cache carries the first exchange
-      ASSERT_EQ(write(master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
-      second = true;
-    } else if (second && !sent_eof && screen.find(kScene[3]) != std::string::npos) {
-      const char eot = 4;  // Ctrl-D
-      ASSERT_EQ(write(master, &eot, 1), 1);
-      sent_eof = true;
-    }
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  close(master);
-  EXPECT_TRUE(sent_eof) << screen;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << screen;
+  // The second answer needs the first exchange, which the cache carries.
+  const auto session = run_on_terminal(
+      {kInfer, "-c", ckpt_, "--chat", "--as", "ned stark", "--greedy"},
+      {{"ned stark> ", "Winter is coming.\n"}, {"gloomy one.", "Someone has to be.\n"}, {kScene[3], "\x04"}});
+  EXPECT_EQ(session.typed, 3u) << session.screen;
+  EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
 }
 
 TEST_F(Dialogue, SpeakersAreListedAndChecked) {
