@@ -41,7 +41,7 @@ void print_json_line(const LoadedModel& m, int64_t turn, const std::string& line
 }  // namespace
 
 void play_scene(LoadedModel& m, const std::string& first_line, int64_t turns, const DialogueOptions& opts) {
-  Conversation talk(m.model, m.tokenizer.eos_id());
+  Conversation talk(m.model, m.tokenizer.eos_id(), opts.fast_decode);
   Sampler sampler(opts.sampling);
   // Every line the model trained on followed the end of the line before it.
   talk.add({m.tokenizer.eos_id()});
@@ -61,7 +61,7 @@ void play_scene(LoadedModel& m, const std::string& first_line, int64_t turns, co
 }
 
 int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const DialogueOptions& opts) {
-  Conversation talk(m.model, m.tokenizer.eos_id());
+  Conversation talk(m.model, m.tokenizer.eos_id(), opts.fast_decode);
   Sampler sampler(opts.sampling);
   talk.add({m.tokenizer.eos_id()});
   int64_t turn = 0, bad_lines = 0;

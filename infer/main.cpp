@@ -170,6 +170,7 @@ DialogueOptions dialogue_options(const InferOptions& o) {
   d.max_new_tokens = o.max_new_tokens;
   d.json = o.json;
   d.escape = !o.json && ::isatty(STDOUT_FILENO);
+  d.fast_decode = o.kernels == "fast";
   return d;
 }
 

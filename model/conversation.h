@@ -19,7 +19,8 @@ namespace dracarys {
 
 class Conversation {
  public:
-  Conversation(Transformer model, int64_t end_token);
+  // fast_decode: each sampled token by decode_one (false: forward(), the reference).
+  Conversation(Transformer model, int64_t end_token, bool fast_decode = true);
 
   // Feeds tokens to the model: a typed line, its speaker prefix, or a token just sampled.
   void add(const std::vector<int64_t>& ids);
@@ -39,6 +40,7 @@ class Conversation {
 
   Transformer model_;
   int64_t end_token_;
+  bool fast_decode_;
   KVCache cache_;
   std::vector<int64_t> history_;  // [cache_.length()] the tokens in the cache, oldest first
   torch::Tensor last_logits_;     // [vocab] prediction after the last token fed

@@ -58,6 +58,10 @@ TEST_F(Dialogue, ScriptedSceneComesBackInOrder) {
   auto r = run(*dir_, kInfer + " -c " + ckpt_ + " -p \"ned stark: Winter\" --turns 3 --greedy");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lines_of(r.out), kScene) << r.out;
+  // The reference one-token step (the model's forward()) carries the same scene.
+  r = run(*dir_, kInfer + " -c " + ckpt_ + " -p \"ned stark: Winter\" --turns 3 --greedy --kernels reference");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lines_of(r.out), kScene) << r.out;
 
   r = run(*dir_, kInfer + " -c " + ckpt_ + " -p \"ned stark: Winter\" --turns 3 --greedy --json");
   ASSERT_EQ(r.code, 0) << r.err;
