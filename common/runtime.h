@@ -17,9 +17,10 @@ namespace dracarys {
 constexpr int kMaxThreads = 256;
 
 struct RuntimeOptions {
-  std::string device = "auto";  // auto | cpu | cuda | cuda:N
-  int threads = 0;              // BLAS threads; 0 = every core
-  int intra_op_threads = 1;     // LibTorch's own pool (element-wise work)
+  std::string device = "auto";   // auto | cpu | cuda | cuda:N
+  int threads = 0;               // BLAS threads; 0 = every core
+  int intra_op_threads = 1;      // LibTorch's own pool (element-wise work)
+  std::string kernels = "fast";  // attention and generation's one-token step: fast | reference
 };
 
 // Throws std::invalid_argument for thread counts out of range (--threads 0..256,
@@ -49,6 +50,12 @@ void for_each_runtime_option(RuntimeOptions& o, Visit&& visit) {
             .range(1, kMaxThreads),
         o.intra_op_threads);
   visit(OptionSpec("--device", group, "auto, cpu or cuda[:N]"), o.device);
+  visit(OptionSpec("--kernels", group,
+                   "fast (default), or reference: attention box by box as in the diagram (model/attention.cpp), "
+                   "and generation's one-token step by the model's forward(). Same arithmetic; for comparing")
+            .stored("kernels")
+            .one_of({"fast", "reference"}),
+        o.kernels);
 }
 
 // Registers --threads, --intra-op-threads and --device on `app` (both executables).

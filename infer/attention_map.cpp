@@ -92,7 +92,11 @@ AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const 
   const auto device = model->head_weight().device();
   auto input = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
   std::vector<torch::Tensor> attention;
+  // The maps show the reference attention, box by box as the diagram draws it.
+  const Kernels kernels = model->kernels();
+  model->set_kernels(Kernels::kReference);
   model->forward(input, nullptr, &attention);
+  model->set_kernels(kernels);
   AttentionMaps maps;
   for (auto id : ids) maps.tokens.push_back(display(tok.piece(id)));
   for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());

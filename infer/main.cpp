@@ -35,7 +35,6 @@ struct InferOptions {
   int64_t max_new_tokens = 100;
   int64_t num_samples = 1;
   bool no_stop = false, no_cache = false, json = false;
-  std::string kernels = "fast";  // --kernels fast|reference
   SamplingOptions sampling;
   std::string score;             // --score FILE
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
@@ -70,10 +69,6 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
       ->capture_default_str();
   app.add_flag("--no-stop", o.no_stop, "Do not stop at the end of the utterance");
   app.add_flag("--no-cache", o.no_cache, "Recompute the whole context for every token (slow; for comparison)");
-  app.add_option("--kernels", o.kernels,
-                 "Generation's one-token step: fast (matrix-vector products) or reference (the model's forward())")
-      ->check(CLI::IsMember({"fast", "reference"}))
-      ->capture_default_str();
   app.add_flag("--json", o.json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
   app.add_option("--turns", o.turns,
                  "Carry the scene on: after the prompt's line, generate this many more utterances, the model "
@@ -170,7 +165,7 @@ DialogueOptions dialogue_options(const InferOptions& o) {
   d.max_new_tokens = o.max_new_tokens;
   d.json = o.json;
   d.escape = !o.json && ::isatty(STDOUT_FILENO);
-  d.fast_decode = o.kernels == "fast";
+  d.fast_decode = o.runtime.kernels == "fast";
   return d;
 }
 
@@ -196,7 +191,7 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   options.generate.sampling = o.sampling;
   options.generate.max_new_tokens = o.max_new_tokens;
   options.generate.use_cache = !o.no_cache;
-  options.generate.fast_decode = o.kernels == "fast";
+  options.generate.fast_decode = o.runtime.kernels == "fast";
   if (!o.no_stop) options.generate.stop_token = m.tokenizer.eos_id();
   auto complete_one = [&](const std::string& typed) {
     const std::string prompt = prompt_text(o, typed);
@@ -268,6 +263,7 @@ int main(int argc, char** argv) {
     check_outputs(o);
     auto device = apply_runtime(o.runtime);
     auto m = load_for_inference(o.checkpoint, device);
+    m.model->set_kernels(kernels_from_string(o.runtime.kernels));
     spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", o.checkpoint, m.model->config().parameter_count(),
                  m.load_seconds * 1e3, runtime_summary());
     if (!o.export_tokenizer.empty()) {

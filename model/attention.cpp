@@ -25,61 +25,44 @@ void CausalSelfAttentionImpl::init_weights(double residual_std) {
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCache* cache,
                                                torch::Tensor* weights_out) {
-  const int64_t B = x.size(0), T = x.size(1), d = d_model_;
-  // One [B, T, 3d] product; Q, K and V are its three column blocks (views, no copies).
-  const int64_t H = heads_, dk = head_dim_;
-  // One [B, T, 3d] product holds Q, K and V for every head; lay it out as [3, B·H, T, d_k]
-  // so each of the three is one batch of per-head matrices.
-  auto qkv = qkv_(x).view({B, T, 3, H, dk}).permute({2, 0, 3, 1, 4}).reshape({3, B * H, T, dk});
-  auto q = qkv[0], k = qkv[1], v = qkv[2];
-
-  int64_t past = 0;
-  if (cache) {
-    past = cache->length;
-    TORCH_CHECK(past + T <= context_, "KV cache overflow: ", past, " + ", T, " positions > context ", context_);
-    if (!cache->k.defined()) {
-      cache->k = torch::empty({B * H, context_, dk}, x.options());
-      cache->v = torch::empty({B * H, context_, dk}, x.options());
-    }
-    cache->k.narrow(1, past, T).copy_(k);
-    cache->v.narrow(1, past, T).copy_(v);
-    cache->length = past + T;
-    k = cache->k.narrow(1, 0, past + T);
-    v = cache->v.narrow(1, 0, past + T);
-  }
-  const int64_t Tk = past + T;
-  // Query t (absolute position past + t) may see keys 0..past + t.
-  auto mask = causal_mask_.narrow(0, past, T).narrow(1, 0, Tk);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dk));
-
-  // scores = mask + Q·Kᵀ/√d_k for every (sequence, head) pair in one batched GEMM: [B·H, T, Tk]
-  auto scores = torch::baddbmm(mask, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-  auto weights = torch::softmax(scores, -1);  // each row: one head's attention filter for one query
-  if (weights_out) *weights_out = weights.view({B, H, T, Tk});
-  auto heads = torch::bmm(attn_dropout_(weights), v);  // [B·H, T, d_k]
-  // Heads side by side again: [B, T, H·d_k]
-  auto y = heads.view({B, H, T, dk}).transpose(1, 2).reshape({B, T, d});
-  return resid_dropout_(proj_(y));
+  return kernels_ == Kernels::kReference ? forward_reference(x, cache, weights_out)
+                                         : forward_fast(x, cache, weights_out);
 }
 
-torch::Tensor CausalSelfAttentionImpl::decode_one(const torch::Tensor& x, LayerKVCache& cache) {
-  const int64_t H = heads_, dk = head_dim_, past = cache.length;
-  TORCH_CHECK(past < context_, "KV cache overflow: ", past, " + 1 positions > context ", context_);
-  // Q, K and V of the new position, per head: [3, H, d_k]
-  auto qkv = torch::addmv(qkv_->bias, qkv_->weight, x).view({3, H, dk});
-  if (!cache.k.defined()) {
-    cache.k = torch::empty({H, context_, dk}, x.options());
-    cache.v = torch::empty({H, context_, dk}, x.options());
+// The diagram, box by box. Shapes: B sequences, T new positions, H heads of d_k each.
+torch::Tensor CausalSelfAttentionImpl::forward_reference(const torch::Tensor& x, LayerKVCache* cache,
+                                                         torch::Tensor* weights_out) {
+  const int64_t B = x.size(0), T = x.size(1), H = heads_, dk = head_dim_;
+
+  // Q, K and V projections (one matrix multiply for the three), split into heads: [B, H, T, d_k]
+  auto qkv = qkv_(x).view({B, T, 3, H, dk});
+  auto q = qkv.select(2, 0).transpose(1, 2);
+  auto k = qkv.select(2, 1).transpose(1, 2);
+  auto v = qkv.select(2, 2).transpose(1, 2);
+
+  // With a cache, the new keys and values join those of the positions seen before.
+  const int64_t past = cache ? cache->length : 0;
+  if (cache) {
+    cache->append(k.reshape({B * H, T, dk}), v.reshape({B * H, T, dk}), context_);
+    k = cache->keys().view({B, H, past + T, dk});
+    v = cache->values().view({B, H, past + T, dk});
   }
-  cache.k.select(1, past).copy_(qkv[1]);
-  cache.v.select(1, past).copy_(qkv[2]);
-  cache.length = past + 1;
-  auto keys = cache.k.narrow(1, 0, past + 1), values = cache.v.narrow(1, 0, past + 1);  // [H, Tk, d_k]
-  // The newest position sees every cached one: no mask. scores = K·q/√d_k: [H, Tk, 1]
-  auto scores = torch::bmm(keys, qkv[0].unsqueeze(2)).mul_(1.0 / std::sqrt(static_cast<double>(dk)));
-  auto weights = torch::softmax(scores, 1);
-  auto heads = torch::bmm(values.transpose(1, 2), weights);  // [H, d_k, 1]: heads side by side
-  return torch::addmv(proj_->bias, proj_->weight, heads.view({d_model_}));
+
+  // scores = Q·Kᵀ: how well each query matches each key: [B, H, T, T_keys]
+  auto scores = torch::matmul(q, k.transpose(-2, -1));
+  // scaled by 1/√d_k, so the softmax does not saturate as d_k grows
+  scores = scores / std::sqrt(static_cast<double>(dk));
+  // causal mask: query t (absolute position past + t) sees keys 0..past + t only
+  scores = scores + causal_mask_.narrow(0, past, T).narrow(1, 0, past + T);
+  // softmax over the keys: each row is one head's attention filter
+  auto weights = torch::softmax(scores, -1);
+  if (weights_out) *weights_out = weights;
+  // filter · V: each position's mix of the values it attends to: [B, H, T, d_k]
+  auto heads = torch::matmul(attn_dropout_(weights), v);
+  // heads concatenated: [B, T, H·d_k]
+  auto y = heads.transpose(1, 2).reshape({B, T, H * dk});
+  // output projection
+  return resid_dropout_(proj_(y));
 }
 
 }  // namespace dracarys

@@ -5,20 +5,20 @@
 //
 // The softmax rows are each head's "attention filter": row t says how much position t
 // draws from each position ≤ t. forward() can hand them back for inspection.
+//
+// Two implementations of the same arithmetic: the reference (attention.cpp), one statement per
+// box of the diagram in [batch, heads, T, d_k] layout, which --attention-map draws from; and
+// the fast one (attention_fast.cpp), heads folded into the batch with the scale and the mask
+// fused into one product, plus decode_one for generation. tests/test_model.cpp checks that
+// they agree in outputs and gradients.
 #pragma once
 
 #include <torch/torch.h>
 
 #include "model/config.h"
+#include "model/kv_cache.h"
 
 namespace dracarys {
-
-// Keys and values of the positions already seen, for one layer. Lets generation feed one
-// new token at a time instead of the whole sequence again.
-struct LayerKVCache {
-  torch::Tensor k, v;  // [batch·heads, context, head_dim], filled up to `length`
-  int64_t length = 0;
-};
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
@@ -29,14 +29,18 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   //        values are appended and attention spans the cached positions too.
   // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr);
+  torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
+  torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
   // Generation's fast step: forward() for one new position of one sequence, x: [d_model] ->
   // [d_model], with matrix-vector products (see TransformerImpl::decode_one). Eval mode only.
   torch::Tensor decode_one(const torch::Tensor& x, LayerKVCache& cache);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
+  void set_kernels(Kernels kernels) { kernels_ = kernels; }
 
  private:
   int64_t heads_, head_dim_, d_model_, context_;
+  Kernels kernels_ = Kernels::kFast;
   torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
   torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
   torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};

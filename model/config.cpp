@@ -13,6 +13,12 @@ PositionalKind positional_kind_from_string(const std::string& name) {
   throw std::invalid_argument("positional encoding must be 'sinusoidal' or 'learned', got '" + name + "'");
 }
 
+Kernels kernels_from_string(const std::string& name) {
+  if (name == "fast") return Kernels::kFast;
+  if (name == "reference") return Kernels::kReference;
+  throw std::invalid_argument("kernels must be 'fast' or 'reference', got '" + name + "'");
+}
+
 static void require_in_range(const char* name, int64_t v, int64_t most) {
   if (v <= 0) throw std::invalid_argument(std::string(name) + " must be positive, got " + std::to_string(v));
   if (v > most)

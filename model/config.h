@@ -8,6 +8,11 @@ namespace dracarys {
 
 enum class PositionalKind { Sinusoidal, Learned };
 
+// Which code computes attention: the reference, box by box as in the diagram, or the fast one
+// (the default). Same arithmetic; see model/attention.h.
+enum class Kernels { kFast, kReference };
+Kernels kernels_from_string(const std::string& name);  // "fast" or "reference"; throws std::invalid_argument
+
 struct ModelConfig {
   int64_t layers = 4;         // N decoder blocks
   int64_t heads = 4;          // attention heads per block

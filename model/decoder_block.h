@@ -28,6 +28,7 @@ class DecoderBlockImpl : public torch::nn::Module {
                         torch::Tensor* attention_weights = nullptr);
   torch::Tensor decode_one(const torch::Tensor& x, LayerKVCache& cache);  // x: [d_model], eval mode
   void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
+  void set_kernels(Kernels kernels) { attn_->set_kernels(kernels); }
 
  private:
   torch::nn::LayerNorm ln_attn_{nullptr}, ln_ff_{nullptr};

@@ -33,6 +33,11 @@ void TransformerImpl::init_weights() {
   if (head_) head_->weight.normal_(0.0, init::kStd);
 }
 
+void TransformerImpl::set_kernels(Kernels kernels) {
+  kernels_ = kernels;
+  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->set_kernels(kernels);
+}
+
 torch::Tensor TransformerImpl::head_weight() const { return cfg_.tied_head ? embed_->weight : head_->weight; }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,

@@ -15,12 +15,6 @@
 
 namespace dracarys {
 
-// One LayerKVCache per decoder block; all blocks always hold the same number of positions.
-struct KVCache {
-  std::vector<LayerKVCache> layers;
-  int64_t length() const { return layers.empty() ? 0 : layers.front().length; }
-};
-
 class TransformerImpl : public torch::nn::Module {
  public:
   explicit TransformerImpl(const ModelConfig& cfg);
@@ -42,6 +36,10 @@ class TransformerImpl : public torch::nn::Module {
   // GPT-2 style initial weights, module by module (model/init.h); the constructor calls it.
   void init_weights();
 
+  // Which attention code forward() runs in every block (model/config.h's Kernels).
+  void set_kernels(Kernels kernels);
+  Kernels kernels() const { return kernels_; }
+
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
   const ModelConfig& config() const { return cfg_; }
   // The decoder head's weight: the embedding matrix itself when tied.
@@ -49,6 +47,7 @@ class TransformerImpl : public torch::nn::Module {
 
  private:
   ModelConfig cfg_;
+  Kernels kernels_ = Kernels::kFast;
   torch::nn::Embedding embed_{nullptr};
   PositionalEncoding pos_{nullptr};
   torch::nn::Dropout dropout_{nullptr};

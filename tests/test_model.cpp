@@ -154,6 +154,53 @@ TEST(Model, CachedGenerationEqualsUncachedGreedy) {
   EXPECT_EQ(generate(m, {1, 2, 3}, o).size(), 100u);
 }
 
+// The two attention paths (model/attention.h) agree: the reference, box by box in
+// [batch, heads, T, d_k] layout, and the fast one, heads folded into the batch. Outputs, the
+// attention weights and every gradient, for one position and odd lengths, one to eight heads,
+// one and three sequences, with and without a cache holding earlier positions.
+TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
+  for (int64_t heads : {1, 2, 3, 8}) {
+    for (int64_t batch : {1, 3}) {
+      for (int64_t T : {1, 7, 16}) {
+        for (bool cached : {false, true}) {
+          auto c = tiny(2, heads, 8 * heads, 24, 37);
+          auto run = [&](Kernels kernels, std::vector<torch::Tensor>* attention) {
+            auto m = make(c, 5);
+            m->train();  // dropout is 0: training mode only keeps autograd's graph
+            m->set_kernels(kernels);
+            torch::manual_seed(3);
+            auto tokens = torch::randint(c.vocab_size, {batch, T + 5}, torch::kLong);
+            KVCache cache = m->make_cache();
+            torch::Tensor out;
+            if (cached) {
+              torch::NoGradGuard no_grad;  // five earlier positions, as generation caches them
+              m->forward(tokens.narrow(1, 0, 5), &cache);
+            }
+            if (cached) {
+              out = m->forward(tokens.narrow(1, 5, T), &cache, attention);
+            } else {
+              out = m->forward(tokens.narrow(1, 0, T), nullptr, attention);
+            }
+            (out * out).sum().backward();
+            std::vector<torch::Tensor> results = {out.detach()};
+            for (auto& p : m->parameters()) results.push_back(p.grad().clone());
+            return results;
+          };
+          std::vector<torch::Tensor> att_fast, att_reference;
+          const auto fast = run(Kernels::kFast, &att_fast), reference = run(Kernels::kReference, &att_reference);
+          ASSERT_EQ(fast.size(), reference.size());
+          for (size_t i = 0; i < fast.size(); ++i)
+            EXPECT_TRUE(torch::allclose(fast[i], reference[i], 1e-5, 1e-5))
+                << "heads " << heads << " batch " << batch << " T " << T << " cached " << cached << " tensor " << i
+                << ": max difference " << (fast[i] - reference[i]).abs().max().item<float>();
+          for (size_t l = 0; l < att_fast.size(); ++l)
+            EXPECT_TRUE(torch::allclose(att_fast[l], att_reference[l], 1e-5, 1e-6));
+        }
+      }
+    }
+  }
+}
+
 // The fast one-token step (decode_one, matrix-vector products) against the reference
 // (forward() with the cache): the same logits and the same cache contents, for one to eight
 // heads, both positional encodings, tied and untied heads, from the first position to the last.

@@ -40,6 +40,7 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   c.validate();
   torch::manual_seed(o.seed);
   Transformer model(c);
+  model->set_kernels(kernels_from_string(o.runtime.kernels));
   model->to(device);
   model->train();
   Distributed dist(o.dist);

@@ -309,6 +309,7 @@ void Trainer::check_and_lock_outputs() {
 void Trainer::build_model() {
   torch::manual_seed(o_.seed);
   model_ = Transformer(o_.model);
+  model_->set_kernels(kernels_from_string(o_.runtime.kernels));
   model_->to(device_);
   optimizer_ = std::make_unique<torch::optim::AdamW>(make_optimizer(model_, o_));
   if (start_) {

@@ -1,0 +1,41 @@
+// The KV cache: the keys and values of the positions a sequence has already seen, kept so that
+// generation feeds one new token at a time instead of the whole sequence again.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace dracarys {
+
+// One layer's keys and values. Both attention paths use this layout; the reference path views
+// it as [batch, heads, length, d_k].
+struct LayerKVCache {
+  torch::Tensor k, v;  // [batch·heads, context, d_k], filled up to `length`
+  int64_t length = 0;
+
+  // Appends the keys and values of T new positions ([batch·heads, T, d_k] each); the first call
+  // allocates room for `context` positions. Throws c10::Error past the context.
+  void append(const torch::Tensor& new_k, const torch::Tensor& new_v, int64_t context) {
+    const int64_t T = new_k.size(1);
+    TORCH_CHECK(length + T <= context, "KV cache overflow: ", length, " + ", T, " positions > context ", context);
+    if (!k.defined()) {
+      k = torch::empty({new_k.size(0), context, new_k.size(2)}, new_k.options());
+      v = torch::empty({new_v.size(0), context, new_v.size(2)}, new_v.options());
+    }
+    k.narrow(1, length, T).copy_(new_k);
+    v.narrow(1, length, T).copy_(new_v);
+    length += T;
+  }
+  torch::Tensor keys() const { return k.narrow(1, 0, length); }    // [batch·heads, length, d_k]
+  torch::Tensor values() const { return v.narrow(1, 0, length); }  // [batch·heads, length, d_k]
+};
+
+// One LayerKVCache per decoder block; all blocks always hold the same number of positions.
+struct KVCache {
+  std::vector<LayerKVCache> layers;
+  int64_t length() const { return layers.empty() ? 0 : layers.front().length; }
+};
+
+}  // namespace dracarys
