@@ -107,6 +107,18 @@ std::string strip_tags(std::string_view s) {
   return out;
 }
 
+size_t complete_utf8_prefix(std::string_view s) {
+  const size_t end = s.size();
+  for (size_t i = end; i > 0 && end - i < 4;) {
+    const auto c = static_cast<unsigned char>(s[--i]);
+    if ((c & 0xC0) != 0x80) {  // a lead byte: is its sequence complete?
+      const size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+      return end - i >= need ? end : i;
+    }
+  }
+  return end;
+}
+
 std::string_view strip_bom(std::string_view s) {
   if (s.size() >= 3 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
   return s;

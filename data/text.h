@@ -21,6 +21,9 @@ std::string strip_tags(std::string_view s);
 // newline; DEL; C1) become visible escapes such as \x1b and \u009b, and so does any byte that
 // is not valid UTF-8. Everything else is unchanged.
 std::string escape_control(std::string_view s, bool keep_newlines = false);
+// Length of the longest prefix of `s` that ends on a character boundary: a text decoded from a
+// byte-fallback token may end inside a UTF-8 character, whose other bytes are still to come.
+size_t complete_utf8_prefix(std::string_view s);
 // Drops a leading UTF-8 byte order mark.
 std::string_view strip_bom(std::string_view s);
 

@@ -6,18 +6,10 @@
 #include <stdexcept>
 
 #include "data/text.h"
-#include "model/generate.h"
 
 namespace dracarys {
 
 namespace {
-
-// The piece as a person reads it: sentencepiece's word-start mark "▁" becomes a visible "·".
-std::string display(std::string piece) {
-  const std::string mark = "\xE2\x96\x81";
-  for (size_t at; (at = piece.find(mark)) != std::string::npos;) piece.replace(at, mark.size(), "\xC2\xB7");
-  return piece;
-}
 
 // White (0) to deep blue (1), perceptually even enough for a heatmap.
 std::string colour(float w) {
@@ -81,26 +73,6 @@ std::string xml_escape(const std::string& s) {
     }
   }
   return valid_utf8(out) ? out : "\xEF\xBF\xBD";
-}
-
-AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const std::string& prompt) {
-  auto encoded = tok.encode(prompt);
-  if (encoded.empty()) throw std::invalid_argument("the prompt has no tokens to draw attention for");
-  const auto ids = last_context(std::move(encoded), model->config().context);
-  torch::NoGradGuard no_grad;
-  model->eval();
-  const auto device = model->head_weight().device();
-  auto input = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
-  std::vector<torch::Tensor> attention;
-  // The maps show the reference attention, box by box as the diagram draws it.
-  const Kernels kernels = model->kernels();
-  model->set_kernels(Kernels::kReference);
-  model->forward(input, nullptr, &attention);
-  model->set_kernels(kernels);
-  AttentionMaps maps;
-  for (auto id : ids) maps.tokens.push_back(display(tok.piece(id)));
-  for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());
-  return maps;
 }
 
 std::string render_svg(const AttentionMaps& m, int layer, int head) {

@@ -1,5 +1,4 @@
-// Attention maps: what each head of each layer attends to for one prompt, as the model
-// computed it (eval mode, no dropout). Rendered as SVG, HTML or a text heatmap.
+// Attention maps drawn: the weights of common/attention_weights.h as SVG, HTML or a text heatmap.
 #pragma once
 
 #include <torch/torch.h>
@@ -7,19 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "data/tokenizer.h"
-#include "model/transformer.h"
+#include "common/attention_weights.h"
 
 namespace dracarys {
-
-struct AttentionMaps {
-  std::vector<std::string> tokens;    // display text of each prompt token
-  std::vector<torch::Tensor> layers;  // per layer: [heads, T, T] float on the CPU
-};
-
-// Runs the prompt through the model once and keeps every layer's attention weights.
-// Prompts longer than the context keep their last tokens.
-AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, const std::string& prompt);
 
 // layer/head < 0 means all of them.
 std::string render_svg(const AttentionMaps& maps, int layer = -1, int head = -1);

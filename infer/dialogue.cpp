@@ -114,7 +114,7 @@ void list_speakers(const LoadedModel& m, bool json) {
 }
 
 void require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name) {
-  if (m.speaker_counts.empty() || m.speaker_counts.count(name)) return;
+  if (known_speaker(m, name)) return;
   throw std::invalid_argument(option + " '" + name +
                               "' is not a speaker of the training corpus; names are matched as the corpus wrote "
                               "them (see --list-speakers)");

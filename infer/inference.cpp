@@ -18,29 +18,7 @@ namespace dracarys {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-
-// Length of the prefix of `s` that holds only complete UTF-8 characters: a byte-fallback
-// token may end mid-character.
-size_t printable_prefix(const std::string& s) {
-  size_t end = s.size();
-  size_t i = end;
-  while (i > 0 && end - i < 4) {
-    --i;
-    const auto c = static_cast<unsigned char>(s[i]);
-    if ((c & 0xC0) != 0x80) {  // lead byte: is its sequence complete?
-      const size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
-      return end - i >= need ? end : i;
-    }
-  }
-  return end;
-}
 }  // namespace
-
-void check_typed_text(const std::string& typed) {
-  if (typed.size() > kMaxPromptBytes)
-    throw DataError("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
-  if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");
-}
 
 bool read_line(std::istream& in, std::string& line) {
   line.clear();
@@ -54,18 +32,6 @@ bool read_line(std::istream& in, std::string& line) {
   return any;
 }
 
-LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device) {
-  auto t0 = Clock::now();
-  auto ckpt = load_checkpoint(checkpoint);
-  auto tokenizer = load_tokenizer(ckpt);
-  LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0, {}};
-  auto meta = nlohmann::json::parse(ckpt.meta_json);
-  m.speakers = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
-  m.speaker_counts = checkpoint_speakers(ckpt);
-  m.load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  return m;
-}
-
 void TokenPrinter::text(const std::string& text) {
   const std::string shown = escape_ ? escape_control(text) : text;
   std::fwrite(shown.data(), 1, shown.size(), stdout);
@@ -76,7 +42,7 @@ void TokenPrinter::token(TokenId id) {
   // Decoding is a concatenation of pieces, so only the tokens not yet printed need decoding.
   pending_.push_back(id);
   const std::string decoded = tokenizer_.decode(pending_);
-  if (printable_prefix(decoded) < decoded.size()) return;  // wait for the character's other bytes
+  if (complete_utf8_prefix(decoded) < decoded.size()) return;  // wait for the character's other bytes
   text(decoded);
   pending_.clear();
 }

@@ -6,31 +6,15 @@
 
 #include <cstdint>
 #include <istream>
-#include <map>
 #include <string>
 #include <vector>
 
+#include "common/loaded_model.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "model/transformer.h"
 
 namespace dracarys {
-
-struct LoadedModel {
-  Transformer model{nullptr};
-  Tokenizer tokenizer;
-  bool speakers = true;  // whether the model was trained with "speaker: " prefixes
-  torch::Device device{torch::kCPU};
-  double load_seconds = 0;
-  std::map<std::string, int64_t> speaker_counts;  // the training corpus's speakers (may be unknown: empty)
-};
-
-LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device);
-
-constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
-
-// Throws DataError when typed text is longer than kMaxPromptBytes or not valid UTF-8.
-void check_typed_text(const std::string& typed);
 
 // std::getline with a bound: a line longer than kMaxPromptBytes is returned cut just past the
 // limit (so check_typed_text refuses it) and its rest is read and dropped; endless input

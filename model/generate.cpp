@@ -32,7 +32,7 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
                               const std::function<bool(int64_t)>& on_token, GenerateStats* stats) {
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt has no tokens");
   torch::NoGradGuard no_grad;
-  model->eval();
+  if (model->is_training()) model->eval();  // (a loaded model already is: then nothing changes it)
   const int64_t context = model->config().context;
   const auto device = model->head_weight().device();
   Sampler sampler(opts.sampling);

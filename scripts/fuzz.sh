@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (Debian's clang, with AddressSanitizer and UBSan) and runs each
-# for a bounded time: the CSV, SubRip and text corpus readers and the checkpoint parser.
+# for a bounded time: the CSV, SubRip and text corpus readers, the checkpoint parser and
+# dracarys-serve's request parsers.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs it briefly)
 # Seeds live in tests/fuzz/seeds/; what the fuzzers find new goes to build-fuzz/corpus/, and a
 # crash, hang or leak stops the script with the input that caused it saved in build-fuzz/.
@@ -22,10 +23,11 @@ build fuzz_srt -DFUZZ_FILE_NAME='"fuzz.srt"' -DDRACARYS_SAMPLE_DIR='"."' tests/f
 build fuzz_text -DFUZZ_FILE_NAME='"fuzz.txt"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
 build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp common/checkpoint_format.cpp common/json_input.cpp \
   model/config.cpp -lcrypto &
+build fuzz_requests tests/fuzz/fuzz_requests.cpp serve/requests.cpp data/text.cpp &
 wait
 
 status=0
-for target in csv srt text checkpoint; do
+for target in csv srt text checkpoint requests; do
   mkdir -p "$OUT/corpus/$target"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -rss_limit_mb: a reader that balloons is a finding; -timeout: so is one input taking 10 s.

@@ -14,6 +14,6 @@ esac
 clang-format --dry-run --Werror "${files[@]}"
 echo "lint: ${#files[@]} files formatted as .clang-format says"
 if [ "${1:-}" = "--tidy" ]; then
-  mapfile -t sources < <(git ls-files 'model/*.cpp' 'data/*.cpp' 'common/*.cpp' 'train/*.cpp' 'infer/*.cpp')
+  mapfile -t sources < <(git ls-files 'model/*.cpp' 'data/*.cpp' 'common/*.cpp' 'train/*.cpp' 'infer/*.cpp' 'serve/*.cpp')
   clang-tidy -p build --quiet "${sources[@]}"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds with sanitizers and runs the tests of everything that reads outside bytes:
 #   build-ubsan/  UndefinedBehaviorSanitizer on all targets; the data, tokenizer, checkpoint,
-#                 option and bad-input tests (these run the real executables, plugin included)
+#                 option, bad-input and server tests (these run the real executables, plugin
+#                 included)
 #   build-asan/   AddressSanitizer (+ UBSan) on the targets that never load the tokenizer
 #                 plugin (ASan refuses RTLD_DEEPBIND): the byte parsers and the model
 # Any sanitizer report aborts the test that caused it.
@@ -20,9 +21,9 @@ configure() {  # dir, sanitizers
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 configure build-ubsan undefined
 cmake --build build-ubsan -j "$jobs" --target dracarys-train dracarys-infer dracarys_spm test_formats test_data \
-  test_cli test_untrusted_checkpoint test_bad_input test_outputs test_resume
+  test_cli test_untrusted_checkpoint test_bad_input test_outputs test_resume dracarys-serve dracarys-serve-load test_serve
 (cd build-ubsan && ctest --output-on-failure -j 2 \
-  -R '^(Corpus|CorpusText|Csv|Text|Split|Tokenizer|Batching|CheckpointFormat|JsonInput|OptionChecks|EscapeControl|UntrustedCheckpoint|BadInput|Outputs|Resume|Train)\.')
+  -R '^(Corpus|CorpusText|Csv|Text|Split|Tokenizer|Batching|CheckpointFormat|JsonInput|OptionChecks|EscapeControl|UntrustedCheckpoint|BadInput|Outputs|Resume|Train|Serve)\.')
 
 # LibTorch and OpenBLAS keep some allocations for the life of the process; those are theirs.
 export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0

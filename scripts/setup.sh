@@ -2,6 +2,7 @@
 # Installs every Debian package dracarys needs to build, test and run. Idempotent: when all
 # are present it only checks and returns. Works as root, or through sudo.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
@@ -15,6 +16,8 @@ PACKAGES=(
   python3                   # scripts/bench.sh tables, scripts/quality-split.py
   clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer with ASan and UBSan
   clang-format              # scripts/lint.sh
+  libcpp-httplib-dev        # dracarys-serve's HTTP server (and the tests' client)
+  chromium                  # tests/browser: the page in a real, headless browser
 )
 
 missing=()
@@ -22,8 +25,21 @@ for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
+# Node and npm drive the browser test; any Node of 18 or later will do (Debian's or another).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+
+# puppeteer-core, pinned by tests/browser/package-lock.json, from the npm registry; it drives
+# Debian's Chromium and downloads no browser.
+browser_modules() {
+  if [ ! -d tests/browser/node_modules/puppeteer-core ]; then
+    echo "setup: installing tests/browser's npm packages"
+    (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  browser_modules
   exit 0
 fi
 
@@ -40,4 +56,5 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+browser_modules
 echo "setup: done"

@@ -1,0 +1,141 @@
+// dracarys-serve: a trained checkpoint behind HTTP, with a page to talk to it and watch it
+// attend. See serve/server.h for the routes.
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include <cerrno>
+#include <thread>
+
+#include "common/logging.h"
+#include "common/runtime.h"
+#include "serve/server.h"
+
+using namespace dracarys;
+
+namespace {
+
+struct ServeOptions {
+  std::string checkpoint;
+  ServerOptions server;
+  RuntimeOptions runtime;
+};
+
+void add_serve_options(CLI::App& app, ServeOptions& o) {
+  app.add_option("-c,--checkpoint", o.checkpoint, "Checkpoint written by dracarys-train")->required();
+  app.add_option("--host", o.server.host,
+                 "Address to listen on; the default, loopback, keeps the server to this machine. 0.0.0.0 opens it "
+                 "to the network (then set --api-key)")
+      ->capture_default_str();
+  app.add_option("--port", o.server.port, "Port to listen on (0: any free port, printed at start)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--api-key", o.server.api_key,
+                 "Require this key on every API route (header 'Authorization: Bearer KEY'); the page asks for it");
+  app.add_option("--parallel", o.server.parallel,
+                 "Requests computed at once, each with its own KV cache (default: one per core, each on one "
+                 "BLAS thread)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--queue", o.server.queue, "Requests that may wait for a free slot; past that the answer is 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--max-tokens", o.server.limits.max_tokens, "Most tokens one completion may generate")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--max-prompt-bytes", o.server.limits.max_prompt_bytes, "Longest prompt accepted, in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-choices", o.server.limits.max_choices,
+                 "Most completions in one request (OpenAI's n times its prompts)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{64}));
+  app.add_option("--max-body-bytes", o.server.max_body_bytes, "Largest request body accepted (413 past it)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{64}, size_t{64} << 20));
+  add_runtime_options(app, o.runtime);
+}
+
+// SIGINT and SIGTERM: the handler only writes the signal's number into a pipe (all a handler
+// may safely do, in whichever thread it lands); a thread reading the pipe stops the server.
+int g_stop_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int signal) {
+  const char c = static_cast<char>(signal);
+  [[maybe_unused]] const auto n = write(g_stop_pipe[1], &c, 1);
+}
+
+void catch_stop_signals() {
+  if (pipe(g_stop_pipe) != 0) throw std::runtime_error("cannot create a pipe for signals");
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up is seen as a failed write
+  setup_logging();
+
+  CLI::App app{
+      "dracarys-serve: talk to a trained dracarys checkpoint over HTTP, and watch it attend.\n"
+      "Open http://127.0.0.1:8080/ for the page, or call the API:\n"
+      "  POST /completion      {\"prompt\": \"jon snow: Winter is\", \"n_predict\": 32, \"stream\": true}  "
+      "(llama.cpp)\n"
+      "  POST /v1/completions  {\"prompt\": \"...\", \"max_tokens\": 32}                         (OpenAI)\n"
+      "  POST /attention       {\"prompt\": \"...\"}: every layer's and head's attention weights\n"
+      "  GET  /health, GET /props\n"
+      "Examples:\n"
+      "  dracarys-serve -c got.pt\n"
+      "  dracarys-serve -c got.pt --host 0.0.0.0 --port 9000 --api-key secret"};
+  app.get_formatter()->column_width(30);
+  ServeOptions o;
+  o.server.parallel = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  o.runtime.threads = 1;  // each request on one core: --parallel requests share the cores
+  add_serve_options(app, o);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return report_parse_error(app, e);
+  }
+  try {
+    auto device = apply_runtime(o.runtime);
+    auto m = load_for_inference(o.checkpoint, device);
+    m.model->set_kernels(kernels_from_string(o.runtime.kernels));
+    o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
+    spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", o.checkpoint, m.model->config().parameter_count(),
+                 m.load_seconds * 1e3, runtime_summary());
+
+    Server server(m, o.server);
+    const int port = server.bind();
+    catch_stop_signals();
+    std::thread signal_thread([&] {
+      char signal = 0;
+      while (read(g_stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
+      }
+      if (signal == 0) return;  // the server ended by itself
+      spdlog::info("{}: stopping", signal == SIGINT ? "interrupted" : "terminated");
+      server.stop();
+    });
+    spdlog::info("{} requests at once, {} more may wait; {}", o.server.parallel, o.server.queue,
+                 o.server.api_key.empty() ? "no API key" : "API key required");
+    std::printf("dracarys-serve: listening on http://%s:%d/\n", o.server.host.c_str(), port);
+    std::fflush(stdout);
+    const bool served = server.listen();
+    const char done = 0;
+    [[maybe_unused]] const auto n = write(g_stop_pipe[1], &done, 1);  // ends the signal thread
+    signal_thread.join();
+    if (!served) throw std::runtime_error("the server stopped with an error");
+    spdlog::info("stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    return report_error(e);
+  }
+}

@@ -1,0 +1,123 @@
+// The page in a real browser: Debian's headless Chromium, driven by puppeteer-core, against
+// a dracarys-serve this script starts with a tiny model it trains. It types a line, waits for
+// the streamed completion, clicks a token, and checks that the layers × heads grid shows that
+// token's attention weights, equal to what POST /attention returns. Saves a screenshot.
+//
+//   node tests/browser/page.test.mjs BIN_DIR SCREENSHOT.png [CHECKPOINT]
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import puppeteer from "puppeteer-core";
+
+const [binDir, screenshot, givenCheckpoint] = process.argv.slice(2);
+const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
+const fail = (message) => { console.error("FAIL: " + message); process.exitCode = 1; };
+const dir = mkdtempSync(join(tmpdir(), "dracarys-page-"));
+
+// A memorised scene: the model completes "ned stark: Winter" with " is coming."
+function trainTinyModel() {
+  const scene = ["ned stark: Winter is coming.", "robert baratheon: You were always the gloomy one.",
+                 "ned stark: Someone has to be.", "cersei lannister: The king is tired."];
+  writeFileSync(join(dir, "scene.txt"), (scene.join("\n") + "\n").repeat(6));
+  const ckpt = join(dir, "scene.pt");
+  execFileSync(join(binDir, "dracarys-train"),
+               ["--corpus", join(dir, "scene.txt"), "--out", ckpt, "--layers", "2", "--heads", "2",
+                "--d-model", "64", "--d-ff", "128", "--context", "64", "--batch-size", "8", "--threads", "1",
+                "--lr", "3e-3", "--warmup-steps", "20", "--vocab-size", "300", "--val-share", "0",
+                "--max-steps", "600", "--eval-every", "600"], { stdio: ["ignore", "ignore", "ignore"] });
+  return ckpt;
+}
+
+// Starts the server on a free port; resolves with its address once it says where it listens.
+function startServer(ckpt) {
+  const server = spawn(join(binDir, "dracarys-serve"), ["-c", ckpt, "--port", "0"],
+                       { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    server.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^\s]+)/);
+      if (m) resolve({ server, url: m[1] });
+    });
+    server.on("exit", (code) => reject(new Error("dracarys-serve exited with " + code)));
+    setTimeout(() => reject(new Error("dracarys-serve did not start in 60 s")), 60000);
+  });
+}
+
+const ckpt = givenCheckpoint || trainTinyModel();
+const { server, url } = await startServer(ckpt);
+const browser = await puppeteer.launch({
+  executablePath: chromium, headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1100, height: 900 });
+  page.on("pageerror", (e) => fail("page error: " + e.message));
+  page.on("console", (m) => { if (m.type() === "error") console.error("page console: " + m.text()); });
+  const external = [];
+  page.on("request", (r) => { if (!r.url().startsWith(url)) external.push(r.url()); });
+  await page.goto(url, { waitUntil: "networkidle0" });
+  await page.waitForFunction(() => document.querySelectorAll("#speaker option").length > 1);
+
+  // Type a line as a speaker, greedy, and complete it.
+  const speaker = givenCheckpoint ? process.env.SPEAKER || "" : "ned stark";
+  const line = givenCheckpoint ? process.env.LINE || "" : "Winter";
+  await page.select("#speaker", speaker);
+  await page.type("#prompt", line);
+  if (!givenCheckpoint) await page.$eval("#temperature", (e) => { e.value = "0"; });
+  await page.click("#go");
+  await page.waitForSelector("#text .tok.made", { timeout: 60000 }).catch(async (e) => {
+    const state = await page.evaluate(() => ({ text: document.getElementById("text").textContent,
+                                                error: document.getElementById("error").textContent }));
+    throw new Error(`no clickable completion: the page shows ${JSON.stringify(state)} (${e.message})`);
+  });
+  const text = await page.$eval("#text", (e) => e.textContent);
+  if (!givenCheckpoint && text !== "ned stark: Winter is coming.")
+    fail(`the completed line is ${JSON.stringify(text)}`);
+
+  // Click the last prompt token: the grid shows its attention in every layer and head.
+  const props = await (await fetch(url + "props")).json();
+  const tokens = await page.$$eval("#text .tok", (spans) => spans.map((s) => ({
+    id: Number(s.dataset.id), made: s.classList.contains("made") })));
+  const chosen = tokens.findIndex((t) => t.made) - 1;
+  await page.click(`#text .tok[data-index="${chosen}"]`);
+  await page.waitForSelector("#grid .panel");
+  const panels = await page.$$eval("#grid .panel", (ps) => ps.map((p) => ({
+    title: p.querySelector("h3").textContent,
+    cells: [...p.querySelectorAll(".cell")].map((c) => ({ layer: Number(c.dataset.layer), head: Number(c.dataset.head),
+                                                          key: Number(c.dataset.key), weight: Number(c.dataset.weight),
+                                                          background: c.style.background })) })));
+  if (panels.length !== props.layers * props.heads)
+    fail(`${panels.length} panels for ${props.layers} layers × ${props.heads} heads`);
+
+  // The same weights as the API's, for the same tokens.
+  const answer = await (await fetch(url + "attention", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ tokens: tokens.map((t) => t.id) }) })).json();
+  let compared = 0;
+  for (const p of panels) {
+    for (const c of p.cells) {
+      const want = answer.weights[c.layer][c.head][chosen][c.key];
+      if (c.weight !== want) fail(`layer ${c.layer} head ${c.head} key ${c.key}: page ${c.weight}, API ${want}`);
+      if (!c.background.startsWith("rgb")) fail(`cell without a colour: ${c.background}`);
+      ++compared;
+    }
+  }
+  if (compared !== props.layers * props.heads * (chosen + 1))
+    fail(`${compared} cells, expected ${props.layers * props.heads * (chosen + 1)}`);
+  const legend = await page.$eval("#legend", (e) => !e.hidden);
+  if (!legend) fail("the colour legend is hidden");
+  if (external.length) fail("the page fetched from elsewhere: " + external.join(", "));
+
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(`page: "${text}"; token ${chosen} clicked; ${compared} weights equal the API's; screenshot ${screenshot}`);
+} catch (e) {
+  fail(e.stack || String(e));
+} finally {
+  await browser.close();
+  server.kill("SIGTERM");
+  if (!givenCheckpoint) rmSync(dir, { recursive: true, force: true });
+}
+if (!process.exitCode) console.log("PASS");

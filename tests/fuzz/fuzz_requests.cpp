@@ -1,0 +1,31 @@
+// libFuzzer target: a request body through dracarys-serve's three parsers (serve/requests.cpp).
+// Bad input may only ever be a RequestError; whatever is accepted stays within the limits.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "serve/requests.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string body(reinterpret_cast<const char*>(data), size);
+  const dracarys::RequestLimits limits;
+  try {
+    const auto r = dracarys::parse_completion(body, limits);
+    if (r.max_new_tokens < 0 || r.max_new_tokens > limits.max_tokens || r.prompts.size() != 1) std::abort();
+  } catch (const dracarys::RequestError&) {
+  }
+  try {
+    const auto r = dracarys::parse_openai_completion(body, limits);
+    if (r.choices * static_cast<int64_t>(r.prompts.size()) > limits.max_choices) std::abort();
+  } catch (const dracarys::RequestError&) {
+  }
+  try {
+    const auto r = dracarys::parse_attention(body, limits, 300);
+    if (r.tokens)
+      for (auto id : *r.tokens)
+        if (id < 0 || id >= 300) std::abort();
+  } catch (const dracarys::RequestError&) {
+  }
+  return 0;
+}

@@ -1,0 +1,443 @@
+// dracarys-serve through a real HTTP client, against a server this test starts on 127.0.0.1
+// with a tiny checkpoint it trains: completions (plain, streamed, OpenAI's form), attention
+// equal to the model's own weights, every kind of malformed request, the limits, the queue,
+// a client that hangs up mid-stream, the API key, the page, and a clean stop on SIGTERM.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli_util.h"
+#include "common/attention_weights.h"
+#include "common/loaded_model.h"
+#include "serve_util.h"
+
+using namespace dracarys;
+using namespace dracarys::testing;
+using nlohmann::json;
+
+namespace {
+
+const std::string kServe = std::string(DRACARYS_BIN_DIR) + "/dracarys-serve";
+
+// A scripted exchange said six times: the model learns it by heart, so greedy completions are
+// known in advance.
+const std::vector<std::string> kScene = {"ned stark: Winter is coming.",
+                                         "robert baratheon: You were always the gloomy one.",
+                                         "ned stark: Someone has to be.", "cersei lannister: The king is tired."};
+
+class Serve : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir;
+    std::string text;
+    for (int i = 0; i < 6; ++i)
+      for (const auto& l : kScene) text += l + "\n";
+    const auto corpus = dir_->write("scene.txt", text);
+    ckpt_ = dir_->file("scene.pt");
+    auto r = run(*dir_, kTrain + " --corpus " + corpus + " --out " + ckpt_ + kTiny +
+                            " --vocab-size 300 --val-share 0 --max-steps 600 --eval-every 600");
+    ASSERT_EQ(r.code, 0) << r.err;
+    server_ = new ServerProcess;
+    ASSERT_TRUE(server_->start(kServe,
+                               {"-c", ckpt_, "--parallel", "2", "--queue", "1", "--max-tokens", "1000000",
+                                "--max-prompt-bytes", "200", "--max-body-bytes", "4096", "--max-choices", "4"},
+                               dir_->file("serve.log")));
+  }
+  static void TearDownTestSuite() {
+    if (server_) {
+      const int status = server_->stop(SIGTERM);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << server_->log();
+      EXPECT_NE(server_->log().find("stopping"), std::string::npos) << server_->log();
+      delete server_;
+    }
+    delete dir_;
+  }
+
+  static httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_->port);
+    c.set_read_timeout(60);
+    return c;
+  }
+  // POSTs JSON; the status and the parsed answer (null when it is not JSON).
+  static std::pair<int, json> post(const std::string& path, const std::string& body) {
+    auto c = client();
+    auto res = c.Post(path.c_str(), body, "application/json");
+    if (!res) return {-1, json()};
+    return {res->status, json::parse(res->body, nullptr, false)};
+  }
+  // POSTs a streaming request and collects its server-sent events' data.
+  static std::vector<std::string> events(const std::string& path, const json& body,
+                                         std::string* content_type = nullptr) {
+    auto c = client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = path;
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    std::string raw;
+    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      raw.append(data, n);
+      return true;
+    };
+    auto res = c.send(req);
+    EXPECT_TRUE(res) << "no answer";
+    if (!res) return {};
+    EXPECT_EQ(res->status, 200);
+    if (content_type) *content_type = res->get_header_value("Content-Type");
+    std::vector<std::string> out;
+    for (size_t at = 0, end; (end = raw.find("\n\n", at)) != std::string::npos; at = end + 2) {
+      const std::string event = raw.substr(at, end - at);
+      EXPECT_EQ(event.rfind("data: ", 0), 0u) << event;
+      out.push_back(event.substr(6));
+    }
+    return out;
+  }
+  static json health() {
+    auto c = client();
+    auto res = c.Get("/health");
+    return res ? json::parse(res->body, nullptr, false) : json();
+  }
+  // Waits (at most 30 s) until /health says `running` requests run and `waiting` wait.
+  static bool wait_for(int running, int waiting) {
+    for (int i = 0; i < 600; ++i) {
+      const auto h = health();
+      if (h.is_object() && h["slots_processing"] == running && h["requests_waiting"] == waiting) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  static TempDir* dir_;
+  static std::string ckpt_;
+  static ServerProcess* server_;
+};
+TempDir* Serve::dir_ = nullptr;
+std::string Serve::ckpt_;
+ServerProcess* Serve::server_ = nullptr;
+
+// A raw connection that starts a stream, reads its first event and can then hang up: what a
+// browser tab closed mid-completion does.
+class RawStream {
+ public:
+  RawStream(int port, const std::string& body) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    const std::string request =
+        "POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    if (write(fd_, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return;
+  }
+  // Reads until the first event has arrived (at most 30 s).
+  bool first_event() {
+    std::string got;
+    char buf[1024];
+    timeval tv{30, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (got.find("data: ") == std::string::npos) {
+      const ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) return false;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  void hang_up() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  ~RawStream() { hang_up(); }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string greedy_infer(const TempDir& d, const std::string& ckpt, const std::string& prompt) {
+  auto r = run(d, kInfer + " -c " + ckpt + " -p \"" + prompt + "\" --greedy --threads 1");
+  EXPECT_EQ(r.code, 0) << r.err;
+  return r.out.substr(0, r.out.find('\n'));
+}
+
+}  // namespace
+
+TEST_F(Serve, CompletionEqualsWhatInferPrints) {
+  const std::string prompt = "ned stark: Winter";
+  auto [status, j] = post("/completion", json{{"prompt", prompt}, {"n_predict", 40}, {"temperature", 0}}.dump());
+  ASSERT_EQ(status, 200) << j;
+  EXPECT_EQ(j["content"], " is coming.");
+  EXPECT_EQ(prompt + j["content"].get<std::string>(), greedy_infer(*dir_, ckpt_, prompt));
+  EXPECT_EQ(j["stop"], true);
+  EXPECT_EQ(j["stopped_eos"], true);
+  EXPECT_EQ(j["tokens_predicted"], j["tokens"].size());
+  EXPECT_EQ(j["tokens_evaluated"], j["prompt_tokens"].size());
+  EXPECT_GT(j["timings"]["predicted_per_second"].get<double>(), 0);
+  // The speaker field puts "NAME: " in front.
+  auto [status2, j2] =
+      post("/completion", json{{"prompt", "Winter"}, {"speaker", "ned stark"}, {"temperature", 0}}.dump());
+  ASSERT_EQ(status2, 200) << j2;
+  EXPECT_EQ(j2["content"], " is coming.");
+}
+
+TEST_F(Serve, StreamedPiecesMakeTheSameCompletion) {
+  const json body = {{"prompt", "robert baratheon:"}, {"n_predict", 60}, {"temperature", 1.5}, {"seed", 11}};
+  auto [status, whole] = post("/completion", body.dump());
+  ASSERT_EQ(status, 200) << whole;
+  json streamed = body;
+  streamed["stream"] = true;
+  std::string content_type;
+  const auto data = events("/completion", streamed, &content_type);
+  EXPECT_EQ(content_type.rfind("text/event-stream", 0), 0u) << content_type;
+  ASSERT_GE(data.size(), 3u) << "expected several pieces and a last event";
+  std::string text;
+  std::vector<TokenId> ids;
+  for (size_t i = 0; i + 1 < data.size(); ++i) {
+    const auto e = json::parse(data[i]);
+    EXPECT_EQ(e["stop"], false);
+    text += e["content"].get<std::string>();
+    for (auto id : e["tokens"]) ids.push_back(id.get<TokenId>());
+  }
+  const auto last = json::parse(data.back());
+  EXPECT_EQ(last["stop"], true);
+  EXPECT_EQ(last["content"], "");
+  EXPECT_EQ(text, whole["content"]);
+  EXPECT_EQ(json(ids), whole["tokens"]);
+  EXPECT_EQ(last["tokens"], whole["tokens"]);
+}
+
+TEST_F(Serve, OpenAICompletionsPlainAndStreamed) {
+  auto [status, j] = post("/v1/completions", json{{"prompt", {"ned stark: Winter", "ned stark: Someone"}},
+                                                  {"max_tokens", 20},
+                                                  {"temperature", 0},
+                                                  {"n", 2},
+                                                  {"model", "whatever"}}
+                                                 .dump());
+  ASSERT_EQ(status, 200) << j;
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  ASSERT_EQ(j["choices"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["finish_reason"], "stop");
+    EXPECT_EQ(j["choices"][i]["text"], i < 2 ? " is coming." : " has to be.");
+  }
+  EXPECT_EQ(j["usage"]["total_tokens"].get<int>(),
+            j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+  // max_tokens cuts it: finish_reason "length".
+  auto [s2, cut] = post("/v1/completions", json{{"prompt", "ned stark: Winter"}, {"max_tokens", 1}}.dump());
+  ASSERT_EQ(s2, 200) << cut;
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "length");
+
+  const auto data = events("/v1/completions",
+                           {{"prompt", "ned stark: Winter"}, {"max_tokens", 20}, {"temperature", 0}, {"stream", true}});
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(data.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 2 < data.size(); ++i) {
+    const auto e = json::parse(data[i]);
+    EXPECT_EQ(e["choices"][0]["finish_reason"], nullptr);
+    text += e["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, " is coming.");
+  EXPECT_EQ(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(Serve, AttentionEqualsTheModelsWeights) {
+  const std::string text = "ned stark: Winter is coming.";
+  auto [status, j] = post("/attention", json{{"prompt", text}}.dump());
+  ASSERT_EQ(status, 200) << j;
+  auto m = load_for_inference(ckpt_, torch::kCPU);
+  const auto maps = compute_attention(m.model, m.tokenizer, text);
+  const size_t T = maps.ids.size();
+  ASSERT_EQ(j["tokens"].size(), T);
+  ASSERT_EQ(j["layers"], maps.layers.size());
+  ASSERT_EQ(j["heads"], maps.layers[0].size(0));
+  for (size_t t = 0; t < T; ++t) {
+    EXPECT_EQ(j["tokens"][t]["id"], maps.ids[t]);
+    EXPECT_EQ(j["tokens"][t]["piece"], maps.tokens[t]);
+  }
+  for (size_t l = 0; l < maps.layers.size(); ++l)
+    for (int64_t h = 0; h < maps.layers[l].size(0); ++h)
+      for (size_t t = 0; t < T; ++t) {
+        const auto& row = j["weights"][l][h][t];
+        ASSERT_EQ(row.size(), t + 1);
+        for (size_t k = 0; k <= t; ++k)  // bit for bit: a float survives JSON as a double
+          ASSERT_EQ(row[k].get<double>(), static_cast<double>(maps.layers[l][h][t][k].item<float>()))
+              << "layer " << l << " head " << h << " query " << t << " key " << k;
+      }
+  // Token ids give the same answer as the text they encode.
+  auto [status2, by_ids] = post("/attention", json{{"tokens", maps.ids}}.dump());
+  ASSERT_EQ(status2, 200) << by_ids;
+  EXPECT_EQ(by_ids, j);
+}
+
+TEST_F(Serve, MalformedRequestsGetAJsonErrorNamingTheField) {
+  struct Case {
+    std::string path, body;
+    int status;
+    std::string param;  // "" : the body as a whole
+  };
+  const std::string long_prompt(201, 'a');
+  const std::vector<Case> cases = {
+      {"/completion", "not json", 400, ""},
+      {"/completion", "[1, 2]", 400, ""},
+      {"/completion", "{}", 400, "prompt"},
+      {"/completion", R"({"prompt": 7})", 400, "prompt"},
+      {"/completion", R"({"prompt": "a", "n_predict": "ten"})", 400, "n_predict"},
+      {"/completion", R"({"prompt": "a", "n_predict": 1.5})", 400, "n_predict"},
+      {"/completion", R"({"prompt": "a", "n_predict": -2})", 400, "n_predict"},
+      {"/completion", R"({"prompt": "a", "n_predict": 1000001})", 400, "n_predict"},
+      {"/completion", R"({"prompt": "a", "n_predict": 18446744073709551615})", 400, "n_predict"},
+      {"/completion", R"({"prompt": "a", "temperature": -0.5})", 400, "temperature"},
+      {"/completion", R"({"prompt": "a", "temperature": "hot"})", 400, "temperature"},
+      {"/completion", R"({"prompt": "a", "top_p": 0})", 400, "top_p"},
+      {"/completion", R"({"prompt": "a", "top_p": 1.5})", 400, "top_p"},
+      {"/completion", R"({"prompt": "a", "top_k": -1})", 400, "top_k"},
+      {"/completion", R"({"prompt": "a", "seed": -5})", 400, "seed"},
+      {"/completion", R"({"prompt": "a", "stream": "yes"})", 400, "stream"},
+      {"/completion", R"({"prompt": "a", "speaker": "the night king"})", 400, "speaker"},
+      {"/completion", "{\"prompt\": \"\xff\"}", 400, ""},  // not UTF-8: not JSON either
+      {"/completion", R"({"prompt": ")" + long_prompt + R"("})", 413, "prompt"},
+      {"/v1/completions", R"({"prompt": "a", "n": 0})", 400, "n"},
+      {"/v1/completions", R"({"prompt": "a", "n": 5})", 400, "n"},
+      {"/v1/completions", R"({"prompt": ["a", "b", "c"], "n": 2})", 400, "n"},
+      {"/v1/completions", R"({"prompt": []})", 400, "prompt"},
+      {"/v1/completions", R"({"prompt": ["a", 3]})", 400, "prompt"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": true})", 400, "max_tokens"},
+      {"/attention", R"({})", 400, "prompt"},
+      {"/attention", R"({"prompt": "a", "tokens": [1]})", 400, "prompt"},
+      {"/attention", R"({"tokens": []})", 400, "tokens"},
+      {"/attention", R"({"tokens": [1, 300]})", 400, "tokens"},
+      {"/attention", R"({"tokens": [1, -1]})", 400, "tokens"},
+      {"/attention", R"({"tokens": [1, "2"]})", 400, "tokens"},
+      {"/completion", "{\"prompt\": \"" + std::string(5000, 'a') + "\"}", 413, ""},  // past --max-body-bytes
+      {"/no-such-route", "{}", 404, ""},
+  };
+  for (const auto& c : cases) {
+    auto [status, j] = post(c.path, c.body);
+    EXPECT_EQ(status, c.status) << c.path << " " << c.body.substr(0, 80) << ": " << j;
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << c.path << " " << c.body.substr(0, 80) << ": " << j;
+    EXPECT_EQ(j["error"]["code"], c.status);
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    if (c.param.empty())
+      EXPECT_TRUE(j["error"]["param"].is_null()) << j;
+    else
+      EXPECT_EQ(j["error"]["param"], c.param) << c.body.substr(0, 80);
+  }
+  EXPECT_EQ(health()["status"], "ok");  // and the server is still up
+}
+
+// With both slots held by streams and the one queue place taken, the next request is turned
+// away with 503; hanging up the streams frees their slots, and the waiting request is served.
+TEST_F(Serve, QueueLimitAndClientsThatHangUp) {
+  ASSERT_TRUE(wait_for(0, 0));
+  const std::string endless =
+      json{{"prompt", "ned stark:"}, {"n_predict", 1000000}, {"ignore_eos", true}, {"stream", true}}.dump();
+  RawStream a(server_->port, endless), b(server_->port, endless);
+  ASSERT_TRUE(a.first_event());
+  ASSERT_TRUE(b.first_event());
+  ASSERT_TRUE(wait_for(2, 0)) << health();
+
+  std::atomic<int> waited_status{0};
+  std::thread waiting([&] {
+    waited_status = post("/completion", json{{"prompt", "ned stark: Winter"}, {"temperature", 0}}.dump()).first;
+  });
+  ASSERT_TRUE(wait_for(2, 1)) << health();
+  auto [busy, j] = post("/completion", json{{"prompt", "a"}}.dump());
+  EXPECT_EQ(busy, 503) << j;
+  EXPECT_EQ(j["error"]["code"], 503);
+
+  // A million tokens would take minutes: hanging up must end the work at once.
+  a.hang_up();
+  b.hang_up();
+  EXPECT_TRUE(wait_for(0, 0)) << health();
+  waiting.join();
+  EXPECT_EQ(waited_status, 200);
+}
+
+// Each request has its own KV cache: two completions at once give what each gives alone.
+TEST_F(Serve, ConcurrentRequestsEqualSequentialOnes) {
+  const json x = {{"prompt", "robert baratheon:"}, {"n_predict", 80}, {"temperature", 1.2}, {"seed", 5}};
+  const json y = {{"prompt", "cersei lannister: The"}, {"n_predict", 80}, {"temperature", 1.2}, {"seed", 9}};
+  const auto alone_x = post("/completion", x.dump()).second, alone_y = post("/completion", y.dump()).second;
+  json together_x, together_y;
+  std::thread tx([&] { together_x = post("/completion", x.dump()).second; });
+  std::thread ty([&] { together_y = post("/completion", y.dump()).second; });
+  tx.join();
+  ty.join();
+  EXPECT_EQ(together_x["tokens"], alone_x["tokens"]);
+  EXPECT_EQ(together_y["tokens"], alone_y["tokens"]);
+  EXPECT_NE(alone_x["tokens"], alone_y["tokens"]);
+}
+
+TEST_F(Serve, PageAndPropsAndHealth) {
+  auto c = client();
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type").rfind("text/html", 0), 0u);
+  EXPECT_NE(page->body.find("<title>dracarys</title>"), std::string::npos);
+  // Self-contained: nothing is fetched from elsewhere.
+  for (const char* outside : {"src=\"http", "href=\"http", "url(http", "@import", "src=\"//"})
+    EXPECT_EQ(page->body.find(outside), std::string::npos) << outside;
+  auto props = c.Get("/props");
+  ASSERT_TRUE(props);
+  const auto p = json::parse(props->body);
+  EXPECT_EQ(p["layers"], 2);
+  EXPECT_EQ(p["heads"], 2);
+  EXPECT_EQ(p["speaker_prefix"], true);
+  EXPECT_EQ(p["speakers"][0], "ned stark");  // most lines first
+  EXPECT_EQ(p["limits"]["parallel"], 2);
+  EXPECT_EQ(health()["status"], "ok");
+}
+
+TEST_F(Serve, ApiKeyGuardsTheApiButNotThePage) {
+  ServerProcess keyed;
+  ASSERT_TRUE(keyed.start(kServe, {"-c", ckpt_, "--api-key", "s3cret"}, dir_->file("keyed.log")));
+  httplib::Client c("127.0.0.1", keyed.port);
+  const std::string body = json{{"prompt", "ned stark: Winter"}, {"n_predict", 3}}.dump();
+  auto none = c.Post("/completion", body, "application/json");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["type"], "authentication_error");
+  auto wrong = c.Post("/completion", {{"Authorization", "Bearer nope"}}, body, "application/json");
+  EXPECT_EQ(wrong->status, 401);
+  auto bearer = c.Post("/completion", {{"Authorization", "Bearer s3cret"}}, body, "application/json");
+  EXPECT_EQ(bearer->status, 200);
+  auto header = c.Get("/props", {{"X-Api-Key", "s3cret"}});
+  EXPECT_EQ(header->status, 200);
+  EXPECT_EQ(c.Get("/props")->status, 401);
+  EXPECT_EQ(c.Get("/")->status, 200);
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  const int status = keyed.stop(SIGINT);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << keyed.log();
+}
+
+TEST_F(Serve, RefusesBadStartsInOneLine) {
+  TempDir d;
+  expect_one_line_error(run(d, kServe + " -c " + d.file("missing.pt")), "missing.pt");
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port 70000"), "--port");
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --parallel 0"), "--parallel");
+  // The port the test server holds is taken.
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port " + std::to_string(server_->port)), "cannot listen");
+}
+
+// The load benchmark, small: concurrent streaming clients, no errors, a clean stop.
+TEST_F(Serve, LoadBenchmarkRunsWithoutErrors) {
+  const std::string load = std::string(DRACARYS_BIN_DIR) + "/dracarys-serve-load";
+  auto r = run(*dir_, load + " -c " + ckpt_ + " --clients 8 --requests 24 --tokens 16 --max-seconds 120 --log " +
+                          dir_->file("load.log"));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto report = json::parse(r.out.substr(r.out.rfind('{')));
+  EXPECT_EQ(report["errors"], 0);
+  EXPECT_EQ(report["completed"], 24);
+  EXPECT_EQ(report["server_stopped_cleanly"], true);
+}
