@@ -3,6 +3,9 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -93,12 +96,12 @@ Server::Server(LoadedModel& model, ServerOptions options)
   http_->set_payload_max_length(o_.max_body_bytes);
   // httplib's default also sets SO_REUSEPORT, with which a second server would share a port
   // already in use instead of being refused: only SO_REUSEADDR (a quick restart) is kept.
-  http_->set_socket_options([](int sock) {
+  // The socket is noted, to raise its backlog once bound (see bind()).
+  http_->set_socket_options([this](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_socket_ = sock;
   });
-  http_->set_read_timeout(30);
-  http_->set_write_timeout(30);
   routes();
 }
 
@@ -110,6 +113,9 @@ int Server::bind() {
   if (port < 0)
     throw std::runtime_error("cannot listen on " + o_.host + ":" + std::to_string(o_.port) +
                              " (is the port in use, or the address not this machine's?)");
+  // httplib 0.11 listens with a backlog of 5: more clients connecting at once would have their
+  // connections dropped and retried a second later. Listening again only resizes the backlog.
+  if (listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
   return port;
 }
 
@@ -168,7 +174,8 @@ void Server::routes() {
     send_json(res, {{"status", stopping_ ? "closing" : "ok"},
                     {"slots_idle", c.slots - c.running},
                     {"slots_processing", c.running},
-                    {"requests_waiting", c.waiting}});
+                    {"requests_waiting", c.waiting},
+                    {"heap_in_use_bytes", mallinfo2().uordblks}});  // (malloc's, every arena)
   });
 
   http.Get("/props", [this](const httplib::Request&, httplib::Response& res) {

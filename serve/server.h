@@ -55,6 +55,7 @@ class Server {
   ServerOptions o_;
   Admission admission_;
   std::atomic<bool> stopping_{false};
+  int listen_socket_ = -1;
   std::unique_ptr<httplib::Server> http_;
 };
 

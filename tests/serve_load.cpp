@@ -2,7 +2,7 @@
 // time. It starts the server on a free port, warms it up, then has N concurrent clients send
 // streaming completions until a fixed number of requests is done (or the time runs out), and
 // prints requests/s, generated tokens/s, time to first token (median and 99th percentile),
-// errors, and the server's memory after the warm-up and after the load.
+// errors, and the server's memory after the warm-up, after half the load and after all of it.
 #include <httplib.h>
 
 #include <CLI/CLI.hpp>
@@ -36,7 +36,8 @@ struct LoadOptions {
 
 struct Outcome {
   bool ok = false;
-  double ttft = 0;  // seconds to the first streamed piece
+  std::string error;  // why not, for the report
+  double ttft = 0;    // seconds to the first streamed piece
   int64_t tokens = 0;
 };
 
@@ -66,14 +67,24 @@ Outcome one_request(httplib::Client& client, int index, int tokens) {
     return true;
   };
   auto res = client.send(req);
-  if (!res || res->status != 200) return out;
+  if (!res) {
+    out.error = "no answer: " + httplib::to_string(res.error());
+    return out;
+  }
+  if (res->status != 200) {
+    out.error = "HTTP " + std::to_string(res->status) + " " + res->body;
+    return out;
+  }
   // The last event carries the totals.
   const auto last = raw.rfind("data: ");
-  if (last == std::string::npos) return out;
-  const auto final = json::parse(raw.substr(last + 6), nullptr, false);
-  if (!final.is_object() || final.value("stop", false) != true) return out;
+  const auto final = last == std::string::npos ? json() : json::parse(raw.substr(last + 6), nullptr, false);
+  if (!final.is_object() || final.value("stop", false) != true) {
+    out.error = "no final event";
+    return out;
+  }
   out.tokens = final.value("tokens_predicted", int64_t{0});
   out.ok = out.tokens == tokens;
+  if (!out.ok) out.error = std::to_string(out.tokens) + " tokens instead of " + std::to_string(tokens);
   return out;
 }
 
@@ -93,6 +104,16 @@ std::pair<std::vector<Outcome>, double> load(int port, int clients, int count, i
     });
   for (auto& t : threads) t.join();
   return {outcomes, std::chrono::duration<double>(Clock::now() - start).count()};
+}
+
+// The server's malloc heap in use (GET /health), in MB: unlike resident memory it does not
+// count what the allocator keeps for reuse, so it grows only with memory held across requests.
+double heap_mb(int port) {
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Get("/health");
+  if (!res) return -1;
+  const auto j = json::parse(res->body, nullptr, false);
+  return j.is_object() ? j.value("heap_in_use_bytes", 0.0) / (1024.0 * 1024.0) : -1;
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -131,11 +152,21 @@ int main(int argc, char** argv) {
   }
 
   // Warm-up: one request per client, so that buffers and thread pools exist before measuring.
-  auto [warm, warm_s] = load(server.port, o.clients, o.clients, o.tokens, o.max_seconds);
+  auto [warm, warm_seconds] = load(server.port, o.clients, o.clients, o.tokens, o.max_seconds);
   const long rss_warm = server.memory_kb("VmRSS:"), peak_warm = server.memory_kb("VmHWM:");
+  const double heap_warm = heap_mb(server.port);
 
-  auto [outcomes, seconds] = load(server.port, o.clients, o.requests, o.tokens, o.max_seconds);
+  // The load in two halves, the server's memory read after each: growth from one half to the
+  // next would be memory kept across requests.
+  const int first = o.requests / 2;
+  auto [outcomes, seconds] = load(server.port, o.clients, first, o.tokens, o.max_seconds);
+  const long rss_half = server.memory_kb("VmRSS:");
+  const double heap_half = heap_mb(server.port);
+  auto [rest, rest_seconds] = load(server.port, o.clients, o.requests - first, o.tokens, o.max_seconds);
+  outcomes.insert(outcomes.end(), rest.begin(), rest.end());
+  seconds += rest_seconds;
   const long rss_after = server.memory_kb("VmRSS:"), peak_after = server.memory_kb("VmHWM:");
+  const double heap_after = heap_mb(server.port);
 
   int done = 0, errors = 0;
   int64_t tokens = 0;
@@ -150,6 +181,9 @@ int main(int argc, char** argv) {
     }
   }
   for (const auto& r : warm) errors += r.ok ? 0 : 1;
+  for (const auto* round : {&warm, &outcomes})
+    for (const auto& r : *round)
+      if (!r.ok) std::fprintf(stderr, "dracarys-serve-load: a request failed: %s\n", r.error.c_str());
   const int stop_status = server.stop(SIGTERM);
   const bool clean_stop = WIFEXITED(stop_status) && WEXITSTATUS(stop_status) == 0;
 
@@ -164,16 +198,24 @@ int main(int argc, char** argv) {
                        {"ttft_median_ms", percentile(ttft, 0.5) * 1e3},
                        {"ttft_p99_ms", percentile(ttft, 0.99) * 1e3},
                        {"server_rss_mb_after_warmup", rss_warm / 1024.0},
+                       {"server_rss_mb_after_half", rss_half / 1024.0},
                        {"server_rss_mb_after_load", rss_after / 1024.0},
                        {"server_peak_mb_after_warmup", peak_warm / 1024.0},
                        {"server_peak_mb_after_load", peak_after / 1024.0},
+                       {"server_heap_mb_after_warmup", heap_warm},
+                       {"server_heap_mb_after_half", heap_half},
+                       {"server_heap_mb_after_load", heap_after},
                        {"server_stopped_cleanly", clean_stop}};
   std::printf("%d clients, %d requests of %d tokens in %.1f s: %.2f requests/s, %.0f generated tokens/s\n", o.clients,
               done, o.tokens, seconds, done / seconds, static_cast<double>(tokens) / seconds);
   std::printf("time to first token: median %.0f ms, 99th percentile %.0f ms; errors: %d\n", percentile(ttft, 0.5) * 1e3,
               percentile(ttft, 0.99) * 1e3, errors);
-  std::printf("server memory: resident %.0f MB after the warm-up, %.0f MB after the load (peak %.0f -> %.0f MB)\n",
-              rss_warm / 1024.0, rss_after / 1024.0, peak_warm / 1024.0, peak_after / 1024.0);
+  std::printf(
+      "server memory: resident %.1f MB after the warm-up, %.1f MB after half the load, %.1f MB after all of it "
+      "(peak %.1f -> %.1f MB)\n",
+      rss_warm / 1024.0, rss_half / 1024.0, rss_after / 1024.0, peak_warm / 1024.0, peak_after / 1024.0);
+  std::printf("server heap in use: %.2f MB after the warm-up, %.2f MB after half the load, %.2f MB after all of it\n",
+              heap_warm, heap_half, heap_after);
   std::printf("%s\n", report.dump().c_str());
   return errors == 0 && done == o.requests && clean_stop ? 0 : 1;
 }

@@ -440,4 +440,8 @@ TEST_F(Serve, LoadBenchmarkRunsWithoutErrors) {
   EXPECT_EQ(report["errors"], 0);
   EXPECT_EQ(report["completed"], 24);
   EXPECT_EQ(report["server_stopped_cleanly"], true);
+  // malloc's heap in use after the second half of the requests is what it was after the first
+  // (a leak of a KV cache per request would be megabytes).
+  EXPECT_LT(report["server_heap_mb_after_load"].get<double>() - report["server_heap_mb_after_half"].get<double>(), 0.25)
+      << r.out;
 }
