@@ -1,15 +1,18 @@
 #include "common/loaded_model.h"
 
+#include <spdlog/spdlog.h>
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "common/checkpoint.h"
+#include "common/runtime.h"
 #include "data/errors.h"
 #include "data/text.h"
 
 namespace dracarys {
 
-LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device) {
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device, Kernels kernels) {
   const auto t0 = std::chrono::steady_clock::now();
   auto ckpt = load_checkpoint(checkpoint);
   auto tokenizer = load_tokenizer(ckpt);
@@ -18,8 +21,17 @@ LoadedModel load_for_inference(const std::string& checkpoint, const torch::Devic
   auto meta = nlohmann::json::parse(ckpt.meta_json);
   m.speakers = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
   m.speaker_counts = checkpoint_speakers(ckpt);
+  m.model->set_kernels(kernels);
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", checkpoint, m.model->config().parameter_count(),
+               m.load_seconds * 1e3, runtime_summary());
   return m;
+}
+
+std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel& m) {
+  std::vector<std::pair<std::string, int64_t>> by_count(m.speaker_counts.begin(), m.speaker_counts.end());
+  std::stable_sort(by_count.begin(), by_count.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  return by_count;
 }
 
 bool known_speaker(const LoadedModel& m, const std::string& name) {

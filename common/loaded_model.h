@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "data/tokenizer.h"
 #include "model/transformer.h"
@@ -26,7 +28,12 @@ struct LoadedModel {
 // Loads and checks a checkpoint (every file is untrusted; see common/checkpoint.h) and puts the
 // model in eval mode, so that generation never changes it: several threads may then run it at
 // once, each with its own KV cache.
-LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device);
+// `kernels` is the attention and decode path to run (model/config.h); the load is logged.
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device,
+                               Kernels kernels = Kernels::kFast);
+
+// The training corpus's speakers with their line counts, most lines first (empty: unknown).
+std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel& m);
 
 // Whether `name` may be asked for as a speaker: true when it is among the training corpus's
 // speakers, or when the checkpoint does not know them (older checkpoints).

@@ -99,8 +99,7 @@ void list_speakers(const LoadedModel& m, bool json) {
     throw std::invalid_argument(
         "this checkpoint does not list its corpus's speakers (it was trained without speaker names, or by an older "
         "dracarys-train)");
-  std::vector<std::pair<std::string, int64_t>> by_count(m.speaker_counts.begin(), m.speaker_counts.end());
-  std::stable_sort(by_count.begin(), by_count.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  const auto by_count = speakers_by_count(m);
   if (json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [name, count] : by_count) list.push_back({{"speaker", name}, {"lines", count}});

@@ -262,10 +262,7 @@ int main(int argc, char** argv) {
     check_infer_options(app, o);
     check_outputs(o);
     auto device = apply_runtime(o.runtime);
-    auto m = load_for_inference(o.checkpoint, device);
-    m.model->set_kernels(kernels_from_string(o.runtime.kernels));
-    spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", o.checkpoint, m.model->config().parameter_count(),
-                 m.load_seconds * 1e3, runtime_summary());
+    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     if (!o.export_tokenizer.empty()) {
       write_file_atomic(o.export_tokenizer, m.tokenizer.bytes());
       spdlog::info("tokenizer written to {}", o.export_tokenizer);

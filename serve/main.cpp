@@ -107,11 +107,8 @@ int main(int argc, char** argv) {
   }
   try {
     auto device = apply_runtime(o.runtime);
-    auto m = load_for_inference(o.checkpoint, device);
-    m.model->set_kernels(kernels_from_string(o.runtime.kernels));
+    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
-    spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", o.checkpoint, m.model->config().parameter_count(),
-                 m.load_seconds * 1e3, runtime_summary());
 
     Server server(m, o.server);
     const int port = server.bind();

@@ -180,10 +180,8 @@ void Server::routes() {
 
   http.Get("/props", [this](const httplib::Request&, httplib::Response& res) {
     const auto& cfg = m_.model->config();
-    std::vector<std::pair<std::string, int64_t>> speakers(m_.speaker_counts.begin(), m_.speaker_counts.end());
-    std::stable_sort(speakers.begin(), speakers.end(), [](auto& a, auto& b) { return a.second > b.second; });
     json names = json::array();
-    for (const auto& s : speakers) names.push_back(s.first);
+    for (const auto& s : speakers_by_count(m_)) names.push_back(s.first);
     send_json(res, {{"model", o_.model_name},
                     {"layers", cfg.layers},
                     {"heads", cfg.heads},

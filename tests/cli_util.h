@@ -120,6 +120,26 @@ inline std::string tiny_corpus(const TempDir& d, const std::string& name = "tiny
   return d.write(name, text);
 }
 
+// A scripted exchange, said six times in one episode: a small model learns it by heart, so
+// its greedy completions are known in advance.
+inline const std::vector<std::string> kScene = {
+    "ned stark: Winter is coming.", "robert baratheon: You were always the gloomy one.",
+    "ned stark: Someone has to be.", "cersei lannister: The king is tired."};
+inline const std::string kSceneShape = kTiny + " --vocab-size 300 --val-share 0";
+
+// Writes the scene corpus and trains the tiny model on it; returns the checkpoint's path (empty
+// when training failed, with `error` holding its log).
+inline std::string train_scene_model(const TempDir& d, std::string* corpus = nullptr, std::string* error = nullptr) {
+  std::string text;
+  for (int i = 0; i < 6; ++i)
+    for (const auto& l : kScene) text += l + "\n";
+  const std::string path = d.write("scene.txt", text), ckpt = d.file("scene.pt");
+  if (corpus) *corpus = path;
+  auto r = run(d, kTrain + " --corpus " + path + " --out " + ckpt + kSceneShape + " --max-steps 600 --eval-every 600");
+  if (error) *error = r.err;
+  return r.code == 0 ? ckpt : "";
+}
+
 // Bad input: a non-zero exit (not a crash), the expected words, exactly one error line, and
 // no library text (LibTorch frames, nlohmann's or std::filesystem's own wording).
 inline void expect_one_line_error(const Result& r, const std::string& needle) {

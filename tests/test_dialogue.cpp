@@ -13,12 +13,6 @@ using namespace dracarys::testing;
 
 namespace {
 
-// A scripted exchange, said six times in one episode: a small model learns it by heart.
-const std::vector<std::string> kScene = {"ned stark: Winter is coming.",
-                                         "robert baratheon: You were always the gloomy one.",
-                                         "ned stark: Someone has to be.", "cersei lannister: The king is tired."};
-const std::string kSceneShape = kTiny + " --vocab-size 300 --val-share 0";
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);
@@ -36,14 +30,9 @@ class Dialogue : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir;
-    std::string text;
-    for (int i = 0; i < 6; ++i)
-      for (const auto& l : kScene) text += l + "\n";
-    corpus_ = dir_->write("scene.txt", text);
-    ckpt_ = dir_->file("scene.pt");
-    auto r = run(
-        *dir_, kTrain + " --corpus " + corpus_ + " --out " + ckpt_ + kSceneShape + " --max-steps 600 --eval-every 600");
-    ASSERT_EQ(r.code, 0) << r.err;
+    std::string error;
+    ckpt_ = train_scene_model(*dir_, &corpus_, &error);
+    ASSERT_FALSE(ckpt_.empty()) << error;
   }
   static void TearDownTestSuite() { delete dir_; }
   static TempDir* dir_;

@@ -25,24 +25,13 @@ namespace {
 
 const std::string kServe = std::string(DRACARYS_BIN_DIR) + "/dracarys-serve";
 
-// A scripted exchange said six times: the model learns it by heart, so greedy completions are
-// known in advance.
-const std::vector<std::string> kScene = {"ned stark: Winter is coming.",
-                                         "robert baratheon: You were always the gloomy one.",
-                                         "ned stark: Someone has to be.", "cersei lannister: The king is tired."};
-
 class Serve : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir;
-    std::string text;
-    for (int i = 0; i < 6; ++i)
-      for (const auto& l : kScene) text += l + "\n";
-    const auto corpus = dir_->write("scene.txt", text);
-    ckpt_ = dir_->file("scene.pt");
-    auto r = run(*dir_, kTrain + " --corpus " + corpus + " --out " + ckpt_ + kTiny +
-                            " --vocab-size 300 --val-share 0 --max-steps 600 --eval-every 600");
-    ASSERT_EQ(r.code, 0) << r.err;
+    std::string error;
+    ckpt_ = train_scene_model(*dir_, nullptr, &error);
+    ASSERT_FALSE(ckpt_.empty()) << error;
     server_ = new ServerProcess;
     ASSERT_TRUE(server_->start(kServe,
                                {"-c", ckpt_, "--parallel", "2", "--queue", "1", "--max-tokens", "1000000",
