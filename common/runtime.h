@@ -3,6 +3,8 @@
 // Threads: on a small CPU the fastest split measured here is LibTorch's intra-op pool at 1
 // thread while OpenBLAS (which does the big matrix multiplies) uses every core: the two
 // pools otherwise fight over the same cores (2 + 2 threads on 2 cores ran 1.5-1.9x slower).
+// Generation's one-token step (model/decode_kernels.h) shares its matrix-vector products among
+// as many threads as OpenBLAS gets.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +20,7 @@ constexpr int kMaxThreads = 256;
 
 struct RuntimeOptions {
   std::string device = "auto";   // auto | cpu | cuda | cuda:N
-  int threads = 0;               // BLAS threads; 0 = every core
+  int threads = 0;               // threads for matrix products (OpenBLAS, the one-token step); 0 = every core
   int intra_op_threads = 1;      // LibTorch's own pool (element-wise work)
   std::string kernels = "fast";  // attention and generation's one-token step: fast | reference
 };
@@ -43,7 +45,11 @@ double peak_rss_mb();
 template <class Visit>
 void for_each_runtime_option(RuntimeOptions& o, Visit&& visit) {
   const char* group = "Runtime";
-  visit(OptionSpec("--threads", group, "BLAS threads (0 = every core)").stored("threads").range(0, kMaxThreads),
+  visit(OptionSpec("--threads", group,
+                   "Threads for matrix products: OpenBLAS's, and the matrix-vector products of generation's "
+                   "one-token step (0 = every core)")
+            .stored("threads")
+            .range(0, kMaxThreads),
         o.threads);
   visit(OptionSpec("--intra-op-threads", group, "LibTorch intra-op threads (1 measured fastest on 2 cores)")
             .stored("intra_op_threads")

@@ -9,8 +9,8 @@
 // Two implementations of the same arithmetic: the reference (attention.cpp), one statement per
 // box of the diagram in [batch, heads, T, d_k] layout, which --attention-map draws from; and
 // the fast one (attention_fast.cpp), heads folded into the batch with the scale and the mask
-// fused into one product, plus decode_one for generation. tests/test_model.cpp checks that
-// they agree in outputs and gradients.
+// fused into one product. Generation's one-token step, decode_one, is a third arrangement
+// (decode_step.cpp). tests/test_model.cpp checks that they agree in outputs and gradients.
 #pragma once
 
 #include <torch/torch.h>
@@ -31,9 +31,9 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr);
   torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
   torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
-  // Generation's fast step: forward() for one new position of one sequence, x: [d_model] ->
-  // [d_model], with matrix-vector products (see TransformerImpl::decode_one). Eval mode only.
-  torch::Tensor decode_one(const torch::Tensor& x, LayerKVCache& cache);
+  // Generation's fast step: forward() for one new position of one sequence, on plain arrays
+  // (see TransformerImpl::decode_one). x: [d_model] -> out: [d_model]; appends to the cache.
+  void decode_one(const float* x, LayerKVCache& cache, float* out);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
   void set_kernels(Kernels kernels) { kernels_ = kernels; }

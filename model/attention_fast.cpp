@@ -1,7 +1,7 @@
 // The fast attention: the same arithmetic as the reference in attention.cpp, arranged for a
 // small CPU. Heads are folded into the batch ([B·H, T, d_k]) so that every (sequence, head) pair
 // is one matrix of a batched product, and the scale and the causal mask ride in the same
-// product (baddbmm: mask + scale·Q·Kᵀ). decode_one is generation's one-token step.
+// product (baddbmm: mask + scale·Q·Kᵀ). Generation's one-token step is in decode_step.cpp.
 #include "model/attention.h"
 
 #include <cmath>
@@ -35,19 +35,6 @@ torch::Tensor CausalSelfAttentionImpl::forward_fast(const torch::Tensor& x, Laye
   // Heads side by side again: [B, T, H·d_k]
   auto y = heads.view({B, H, T, dk}).transpose(1, 2).reshape({B, T, d});
   return resid_dropout_(proj_(y));
-}
-
-torch::Tensor CausalSelfAttentionImpl::decode_one(const torch::Tensor& x, LayerKVCache& cache) {
-  const int64_t H = heads_, dk = head_dim_;
-  // Q, K and V of the new position, per head: [3, H, d_k]
-  auto qkv = torch::addmv(qkv_->bias, qkv_->weight, x).view({3, H, dk});
-  cache.append(qkv[1].unsqueeze(1), qkv[2].unsqueeze(1), context_);
-  auto keys = cache.keys(), values = cache.values();  // [H, Tk, d_k]
-  // The newest position sees every cached one: no mask. scores = K·q/√d_k: [H, Tk, 1]
-  auto scores = torch::bmm(keys, qkv[0].unsqueeze(2)).mul_(1.0 / std::sqrt(static_cast<double>(dk)));
-  auto weights = torch::softmax(scores, 1);
-  auto heads = torch::bmm(values.transpose(1, 2), weights);  // [H, d_k, 1]: heads side by side
-  return torch::addmv(proj_->bias, proj_->weight, heads.view({d_model_}));
 }
 
 }  // namespace dracarys

@@ -20,10 +20,6 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   return dropout_(down_(torch::gelu(up_(x))));
 }
 
-torch::Tensor FeedForwardImpl::decode_one(const torch::Tensor& x) {
-  return torch::addmv(down_->bias, down_->weight, torch::gelu(torch::addmv(up_->bias, up_->weight, x)));
-}
-
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg) {
   ln_attn_ = register_module("ln_attn", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model})));
   attn_ = register_module("attn", CausalSelfAttention(cfg));
@@ -39,11 +35,6 @@ void DecoderBlockImpl::init_weights(double residual_std) {
 torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* attention_weights) {
   auto h = x + attn_(ln_attn_(x), cache, attention_weights);
   return h + ff_(ln_ff_(h));
-}
-
-torch::Tensor DecoderBlockImpl::decode_one(const torch::Tensor& x, LayerKVCache& cache) {
-  auto h = x + attn_->decode_one(ln_attn_(x), cache);
-  return h + ff_->decode_one(ln_ff_(h));
 }
 
 }  // namespace dracarys

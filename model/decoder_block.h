@@ -12,8 +12,8 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor decode_one(const torch::Tensor& x);  // x: [d_model], matrix-vector products, eval mode
-  void init_weights(double residual_std);            // model/init.h; residual_std for the down projection
+  void decode_one(const float* x, float* out);  // one position: x, out: [d_model] (decode_step.cpp)
+  void init_weights(double residual_std);       // model/init.h; residual_std for the down projection
 
  private:
   torch::nn::Linear up_{nullptr}, down_{nullptr};  // d_model -> d_ff -> d_model
@@ -26,7 +26,8 @@ class DecoderBlockImpl : public torch::nn::Module {
   explicit DecoderBlockImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
                         torch::Tensor* attention_weights = nullptr);
-  torch::Tensor decode_one(const torch::Tensor& x, LayerKVCache& cache);  // x: [d_model], eval mode
+  // One position's residual stream x: [d_model], updated in place (decode_step.cpp).
+  void decode_one(float* x, LayerKVCache& cache);
   void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
   void set_kernels(Kernels kernels) { attn_->set_kernels(kernels); }
 

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -27,6 +28,24 @@ struct LayerKVCache {
     k.narrow(1, length, T).copy_(new_k);
     v.narrow(1, length, T).copy_(new_v);
     length += T;
+  }
+  // The same for one new position of one sequence, from plain arrays ([heads, d_k] floats each):
+  // generation's fast step (model/decode_step.cpp). CPU float tensors only.
+  void append_one(const float* new_k, const float* new_v, int64_t heads, int64_t dk, int64_t context) {
+    TORCH_CHECK(length + 1 <= context, "KV cache overflow: ", length, " + 1 positions > context ", context);
+    if (!k.defined()) {
+      k = torch::empty({heads, context, dk});
+      v = torch::empty({heads, context, dk});
+    }
+    TORCH_CHECK(k.size(0) == heads && k.is_contiguous() && k.scalar_type() == torch::kFloat, "KV cache layout");
+    float* keys = k.data_ptr<float>();
+    float* vals = v.data_ptr<float>();
+    const int64_t room = k.size(1);  // positions each head's rows have space for
+    for (int64_t h = 0; h < heads; ++h) {
+      std::copy(new_k + h * dk, new_k + (h + 1) * dk, keys + (h * room + length) * dk);
+      std::copy(new_v + h * dk, new_v + (h + 1) * dk, vals + (h * room + length) * dk);
+    }
+    ++length;
   }
   torch::Tensor keys() const { return k.narrow(1, 0, length); }    // [batch·heads, length, d_k]
   torch::Tensor values() const { return v.narrow(1, 0, length); }  // [batch·heads, length, d_k]

@@ -60,14 +60,4 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   return torch::matmul(x, head_weight().t());  // decoder head: [B, T, vocab]
 }
 
-torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
-  const int64_t position = cache.length();
-  TORCH_CHECK(position < cfg_.context, "sequence of ", position + 1, " tokens exceeds the context of ", cfg_.context);
-  TORCH_CHECK(token >= 0 && token < cfg_.vocab_size, "token ", token, " is outside the vocabulary");
-  if (cache.layers.size() != blocks_->size()) cache.layers.resize(blocks_->size());
-  auto x = embed_->weight[token] * std::sqrt(static_cast<double>(cfg_.d_model)) + pos_(position, 1)[0];  // [d_model]
-  for (size_t i = 0; i < blocks_->size(); ++i) x = blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x, cache.layers[i]);
-  return torch::mv(head_weight(), ln_final_(x));  // decoder head: [vocab]
-}
-
 }  // namespace dracarys

@@ -28,9 +28,10 @@ class TransformerImpl : public torch::nn::Module {
   // Generation's fast step, beside forward() as the reference: the logits [vocab] of one new
   // token of one sequence at position cache.length(), whose keys and values it appends. With a
   // single row, forward()'s every Linear is a GEMM that packs its whole weight matrix to use
-  // each weight once; here each is a matrix-vector product that reads the weights once. Eval
-  // mode, no autograd (call under torch::NoGradGuard). tests/test_model.cpp checks it against
-  // forward().
+  // each weight once; here the whole step runs on plain float arrays with matrix-vector loops
+  // that read each weight once (model/decode_step.cpp, model/decode_kernels.h). On a device
+  // other than the CPU it is forward() with the cache. Eval mode, no autograd (call under
+  // torch::NoGradGuard). tests/test_model.cpp checks it against forward().
   torch::Tensor decode_one(int64_t token, KVCache& cache);
 
   // GPT-2 style initial weights, module by module (model/init.h); the constructor calls it.

@@ -7,6 +7,7 @@
 
 #include "model/attention.h"
 #include "model/config.h"
+#include "model/decode_kernels.h"
 #include "model/generate.h"
 #include "model/transformer.h"
 
@@ -246,6 +247,27 @@ TEST(Model, DecodeOneEqualsTheReferenceForward) {
         EXPECT_TRUE(torch::allclose(fast.layers[l].k, reference.layers[l].k, 1e-5, 1e-5));
       EXPECT_THROW(m->decode_one(1, fast), c10::Error);  // the context is full
     }
+  }
+}
+
+// The one-token step's products shared among helper threads give the same bits as one thread
+// alone (each row's sum stays whole on one thread), for row counts that do not divide evenly.
+TEST(Model, DecodeOneGivesTheSameBitsWithAnyThreadCount) {
+  auto c = tiny(2, 3, 36, 20, 43);
+  auto m = make(c, 9);
+  torch::NoGradGuard no_grad;
+  auto run = [&](int threads) {
+    kernels::set_threads(threads);
+    KVCache cache = m->make_cache();
+    std::vector<torch::Tensor> logits;
+    for (int64_t t = 0; t < c.context; ++t) logits.push_back(m->decode_one((t * 7) % c.vocab_size, cache));
+    return logits;
+  };
+  const auto one = run(1), two = run(2), three = run(3);
+  kernels::set_threads(1);
+  for (size_t t = 0; t < one.size(); ++t) {
+    EXPECT_TRUE(torch::equal(one[t], two[t])) << "position " << t;
+    EXPECT_TRUE(torch::equal(one[t], three[t])) << "position " << t;
   }
 }
 

@@ -1,0 +1,98 @@
+// Generation's fast step: one new token of one sequence through the whole model, on plain float
+// arrays. The same boxes as forward(), in the same order, with the loops of decode_kernels.h:
+//
+//   token ─► embedding·√d_model + position ─► N × (x += Attention(LN(x)); x += FF(LN(x)))
+//         ─► LN ─► decoder head
+//
+// forward() stays the reference; tests/test_model.cpp checks this step against it.
+#include "model/decode_kernels.h"
+#include "model/transformer.h"
+
+#include <cmath>
+#include <vector>
+
+namespace dracarys {
+
+namespace {
+
+// A weight as a plain array. Parameters are contiguous float tensors on the CPU; anything else
+// is refused rather than read wrongly.
+const float* data(const torch::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous() && t.scalar_type() == torch::kFloat && t.device().is_cpu(),
+              "decode_one needs contiguous float weights on the CPU");
+  return t.data_ptr<float>();
+}
+
+void layer_norm(const torch::nn::LayerNorm& ln, const float* x, float* y, int64_t n) {
+  kernels::layer_norm(x, data(ln->weight), data(ln->bias), ln->options.eps(), y, n);
+}
+
+}  // namespace
+
+void CausalSelfAttentionImpl::decode_one(const float* x, LayerKVCache& cache, float* out) {
+  const int64_t d = d_model_, H = heads_, dk = head_dim_;
+  // Q, K and V projections: [3, H, d_k]
+  std::vector<float> qkv(3 * d);
+  kernels::matvec(data(qkv_->weight), data(qkv_->bias), x, qkv.data(), 3 * d, d);
+  const float *q = qkv.data(), *k = q + d, *v = k + d;
+  cache.append_one(k, v, H, dk, context_);
+
+  // Per head: softmax(K·q/√d_k)·V over every cached position (the newest sees them all: no mask)
+  std::vector<float> heads(d), scores(cache.length);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
+  const int64_t room = cache.k.size(1);  // the cache's rows per head: [H, room, d_k]
+  for (int64_t h = 0; h < H; ++h)
+    kernels::attend_one(q + h * dk, data(cache.k) + h * room * dk, data(cache.v) + h * room * dk, cache.length, dk,
+                        scale, scores.data(), heads.data() + h * dk);
+
+  // heads side by side, then the output projection
+  kernels::matvec(data(proj_->weight), data(proj_->bias), heads.data(), out, d, d);
+}
+
+void FeedForwardImpl::decode_one(const float* x, float* out) {
+  const int64_t d = up_->weight.size(1), d_ff = up_->weight.size(0);
+  std::vector<float> hidden(d_ff);
+  kernels::matvec(data(up_->weight), data(up_->bias), x, hidden.data(), d_ff, d);
+  kernels::gelu(hidden.data(), d_ff);
+  kernels::matvec(data(down_->weight), data(down_->bias), hidden.data(), out, d, d_ff);
+}
+
+void DecoderBlockImpl::decode_one(float* x, LayerKVCache& cache) {
+  const int64_t d = ln_attn_->weight.size(0);
+  std::vector<float> normed(d), branch(d);
+  // x + Attention(LayerNorm(x))
+  layer_norm(ln_attn_, x, normed.data(), d);
+  attn_->decode_one(normed.data(), cache, branch.data());
+  for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
+  // x + FeedForward(LayerNorm(x))
+  layer_norm(ln_ff_, x, normed.data(), d);
+  ff_->decode_one(normed.data(), branch.data());
+  for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
+}
+
+torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
+  const int64_t position = cache.length(), d = cfg_.d_model;
+  TORCH_CHECK(position < cfg_.context, "sequence of ", position + 1, " tokens exceeds the context of ", cfg_.context);
+  TORCH_CHECK(token >= 0 && token < cfg_.vocab_size, "token ", token, " is outside the vocabulary");
+  const auto& head = head_weight();
+  if (!head.device().is_cpu() || head.scalar_type() != torch::kFloat)  // the loops are for the CPU
+    return forward(torch::tensor({token}, torch::kLong).view({1, 1}).to(head.device()), &cache)[0][0];
+  if (cache.layers.size() != blocks_->size()) cache.layers.resize(blocks_->size());
+
+  // token embedding ·√d_model + positional encoding: the residual stream x, [d_model]
+  std::vector<float> x(d);
+  const float* embedding = data(embed_->weight) + token * d;
+  const float* encoding = pos_(position, 1).data_ptr<float>();
+  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
+  for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale + encoding[i];
+
+  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x.data(), cache.layers[i]);
+
+  // final LayerNorm, then the decoder head: logits [vocab]
+  layer_norm(ln_final_, x.data(), x.data(), d);
+  auto logits = torch::empty({cfg_.vocab_size});
+  kernels::matvec(data(head), nullptr, x.data(), logits.data_ptr<float>(), cfg_.vocab_size, d);
+  return logits;
+}
+
+}  // namespace dracarys
