@@ -1,7 +1,7 @@
 #include "common/runtime.h"
 
 #include "common/option_checks.h"
-#include "model/decode_kernels.h"
+#include "model/cpu_threads.h"
 
 #include <dlfcn.h>
 #include <malloc.h>
@@ -43,7 +43,7 @@ torch::Device apply_runtime(const RuntimeOptions& opts) {
   const int blas = resolved_blas_threads(opts);
   torch::set_num_threads(opts.intra_op_threads);
   const int blas_set = set_blas_threads(blas);
-  kernels::set_threads(blas);  // generation's one-token step shares its products' rows the same way
+  set_cpu_threads(blas);  // generation's one-token step shares its products' rows the same way
   // Keep freed tensor memory in the process instead of returning it to the kernel every step:
   // measured ~14,700 -> ~100 page faults per training step.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
@@ -66,7 +66,7 @@ torch::Device apply_runtime(const RuntimeOptions& opts) {
   std::ostringstream s;
   s << "device " << device.str() << ", LibTorch intra-op threads " << opts.intra_op_threads << ", BLAS threads "
     << (blas_set < 0 ? std::string("(not OpenBLAS, unchanged)") : std::to_string(blas_set)) << " of " << cores
-    << " cores, one-token step threads " << kernels::threads();
+    << " cores, one-token step threads " << cpu_threads();
   g_summary = s.str();
   return device;
 }

@@ -3,8 +3,8 @@
 // Threads: on a small CPU the fastest split measured here is LibTorch's intra-op pool at 1
 // thread while OpenBLAS (which does the big matrix multiplies) uses every core: the two
 // pools otherwise fight over the same cores (2 + 2 threads on 2 cores ran 1.5-1.9x slower).
-// Generation's one-token step (model/decode_kernels.h) shares its matrix-vector products among
-// as many threads as OpenBLAS gets.
+// Generation's one-token step (model/decode_step.cpp) shares its matrix-vector products among
+// as many threads (model/cpu_threads.h) as OpenBLAS gets.
 #pragma once
 
 #include <torch/torch.h>

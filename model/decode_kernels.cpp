@@ -1,25 +1,10 @@
 #include "model/decode_kernels.h"
 
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cmath>
-#include <condition_variable>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include "model/cpu_threads.h"
+#include "model/vector_clones.h"
 
-// On x86-64 each function below is compiled twice, for x86-64-v3 (AVX2 with FMA) and for the baseline, and
-// the loader picks the one this CPU runs (GCC's and Clang's target_clones). The loops are
-// written so the compiler turns them into vector instructions: fixed-width groups of
-// independent sums, no branches inside.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
-#define DRACARYS_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DRACARYS_VECTOR_CLONES
-#endif
+#include <algorithm>
+#include <cmath>
 
 namespace dracarys::kernels {
 
@@ -28,7 +13,7 @@ namespace {
 constexpr int kLanes = 16;  // partial sums kept apart: two 8-float vector registers
 
 // a·b over n floats. Always the same order of additions, so the same inputs give the same bits.
-inline float dot(const float* a, const float* b, int64_t n) {
+DRACARYS_INLINE float dot(const float* a, const float* b, int64_t n) {
   float partial[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -45,97 +30,10 @@ void matvec_rows(const float* W, const float* b, const float* x, float* y, int64
   for (int64_t r = begin; r < end; ++r) y[r] = dot(W + r * cols, x, cols) + (b ? b[r] : 0.0f);
 }
 
-void spin_pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
-// The caller and `helpers` threads that run one job at a time, each its own part. A job comes
-// every few microseconds while a token is generated, too often to wake sleeping threads for
-// each: between jobs a helper spins for a while, then sleeps until the next one.
-class Team {
- public:
-  explicit Team(int helpers) {
-    for (int part = 1; part <= helpers; ++part) helpers_.emplace_back([this, part] { serve(part); });
-  }
-  ~Team() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      epoch_.fetch_add(1, std::memory_order_release);
-    }
-    wake_.notify_all();
-    for (auto& t : helpers_) t.join();
-  }
-  int size() const { return static_cast<int>(helpers_.size()) + 1; }
-
-  // Runs work(part) for every part in [0, size()), part 0 on the calling thread; returns when
-  // all parts are done.
-  void run(const std::function<void(int)>& work) {
-    job_ = &work;
-    pending_.store(static_cast<int>(helpers_.size()), std::memory_order_relaxed);
-    bool sleeping;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      epoch_.fetch_add(1, std::memory_order_release);
-      sleeping = sleepers_ > 0;
-    }
-    if (sleeping) wake_.notify_all();
-    work(0);
-    while (pending_.load(std::memory_order_acquire) != 0) spin_pause();
-  }
-
- private:
-  static constexpr auto kSpin = std::chrono::microseconds(500);  // then sleep
-
-  void serve(int part) {
-    uint64_t seen = 0;
-    for (;;) {
-      const auto until = std::chrono::steady_clock::now() + kSpin;
-      uint64_t epoch;
-      for (int i = 0; (epoch = epoch_.load(std::memory_order_acquire)) == seen; ++i) {
-        spin_pause();
-        if (i % 256 == 255 && std::chrono::steady_clock::now() > until) {
-          std::unique_lock<std::mutex> lock(mutex_);
-          ++sleepers_;
-          wake_.wait(lock, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
-          --sleepers_;
-        }
-      }
-      seen = epoch;
-      if (stop_) return;
-      (*job_)(part);
-      pending_.fetch_sub(1, std::memory_order_release);
-    }
-  }
-
-  std::vector<std::thread> helpers_;
-  const std::function<void(int)>* job_ = nullptr;
-  std::atomic<uint64_t> epoch_{0};  // one more per job
-  std::atomic<int> pending_{0};     // helpers still working on the current job
-  std::mutex mutex_;                // guards sleepers_ and stop_, and orders a job against a helper going to sleep
-  std::condition_variable wake_;
-  int sleepers_ = 0;
-  bool stop_ = false;
-};
-
-std::unique_ptr<Team> g_team;  // null: the caller alone
-std::mutex g_team_busy;        // one job at a time; a second caller (another request) works alone
-
 }  // namespace
 
-void set_threads(int threads) { g_team = threads > 1 ? std::make_unique<Team>(threads - 1) : nullptr; }
-
-int threads() { return g_team ? g_team->size() : 1; }
-
 void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols) {
-  std::unique_lock<std::mutex> busy(g_team_busy, std::defer_lock);
-  if (!g_team || !busy.try_lock()) return matvec_rows(W, b, x, y, 0, rows, cols);
-  const int parts = g_team->size();
-  g_team->run([&](int part) { matvec_rows(W, b, x, y, rows * part / parts, rows * (part + 1) / parts, cols); });
+  parallel_for(rows, [&](int64_t begin, int64_t end) { matvec_rows(W, b, x, y, begin, end, cols); });
 }
 
 DRACARYS_VECTOR_CLONES

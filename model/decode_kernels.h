@@ -12,14 +12,8 @@
 
 namespace dracarys::kernels {
 
-// Threads that share each matvec's rows (the caller and threads − 1 helpers; 1 = the caller
-// alone, the default). Each row's sum is computed whole by one thread, so the results are the
-// same bits for any count. Set once by the runtime policy (common/runtime.h).
-void set_threads(int threads);
-int threads();
-
-// y = W·x + b, its rows shared among threads() threads.  W: [rows, cols] row-major; b: [rows] or nullptr; x: [cols]; y:
-// [rows].
+// y = W·x + b, its rows shared among the threads of model/cpu_threads.h.
+// W: [rows, cols] row-major; b: [rows] or nullptr; x: [cols]; y: [rows].
 void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols);
 
 // y = (x − mean(x)) / √(var(x) + eps) · gamma + beta, over n values (y may be x).

@@ -3,11 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "model/attention.h"
 #include "model/config.h"
-#include "model/decode_kernels.h"
+#include "model/cpu_threads.h"
 #include "model/generate.h"
 #include "model/transformer.h"
 
@@ -257,18 +258,37 @@ TEST(Model, DecodeOneGivesTheSameBitsWithAnyThreadCount) {
   auto m = make(c, 9);
   torch::NoGradGuard no_grad;
   auto run = [&](int threads) {
-    kernels::set_threads(threads);
+    set_cpu_threads(threads);
     KVCache cache = m->make_cache();
     std::vector<torch::Tensor> logits;
     for (int64_t t = 0; t < c.context; ++t) logits.push_back(m->decode_one((t * 7) % c.vocab_size, cache));
     return logits;
   };
   const auto one = run(1), two = run(2), three = run(3);
-  kernels::set_threads(1);
+  set_cpu_threads(1);
   for (size_t t = 0; t < one.size(); ++t) {
     EXPECT_TRUE(torch::equal(one[t], two[t])) << "position " << t;
     EXPECT_TRUE(torch::equal(one[t], three[t])) << "position " << t;
   }
+}
+
+// parallel_for (model/cpu_threads.h) visits every index once, for ranges shorter and longer
+// than the team, and a team can be replaced by another.
+TEST(Model, ParallelForVisitsEveryIndexOnce) {
+  for (int threads : {1, 2, 3, 4}) {
+    set_cpu_threads(threads);
+    EXPECT_EQ(cpu_threads(), threads);
+    for (int64_t n : {0, 1, 2, 3, 5, 1000}) {
+      std::vector<std::atomic<int>> visits(static_cast<size_t>(n));
+      for (int repeat = 0; repeat < 3; ++repeat)
+        parallel_for(n, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) ++visits[static_cast<size_t>(i)];
+        });
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(visits[static_cast<size_t>(i)].load(), 3) << "n " << n << " index " << i;
+    }
+  }
+  set_cpu_threads(1);
 }
 
 TEST(Model, ParameterCountMatchesFormulaAndTiedHeadSharesStorage) {
