@@ -20,13 +20,15 @@ void spin_pause() {
 #endif
 }
 
-// The caller and `helpers` threads that run one job at a time, each its own part. A job comes
-// every few microseconds while a token is generated, too often to wake sleeping threads for
-// each: between jobs a helper spins for a while, then sleeps until the next one.
+// The caller and `helpers` threads that run one job at a time. A job is cut into parts (a few
+// per thread); each thread claims parts until none is left, so a helper that the system has
+// paused, or that is asleep, holds no one up: the caller takes its parts. A job comes every
+// few microseconds while a token is generated, too often to wake sleeping threads for each:
+// between jobs a helper spins for a while, then sleeps until woken.
 class Team {
  public:
-  explicit Team(int helpers) {
-    for (int part = 1; part <= helpers; ++part) helpers_.emplace_back([this, part] { serve(part); });
+  explicit Team(int helpers) : claimed_(static_cast<size_t>(kPartsPerThread * (helpers + 1))) {
+    for (int h = 0; h < helpers; ++h) helpers_.emplace_back([this] { serve(); });
   }
   ~Team() {
     {
@@ -38,27 +40,47 @@ class Team {
     for (auto& t : helpers_) t.join();
   }
   int size() const { return static_cast<int>(helpers_.size()) + 1; }
+  int parts() const { return static_cast<int>(claimed_.size()); }
 
-  // Runs work(part) for every part in [0, size()), part 0 on the calling thread; returns when
-  // all parts are done.
+  // Runs work(part) once for every part in [0, parts()); returns when all are done.
   void run(const std::function<void(int)>& work) {
     job_ = &work;
-    pending_.store(static_cast<int>(helpers_.size()), std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint64_t epoch;
     bool sleeping;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      epoch_.fetch_add(1, std::memory_order_release);
+      epoch = epoch_.fetch_add(1, std::memory_order_release) + 1;
       sleeping = sleepers_ > 0;
     }
     if (sleeping) wake_.notify_all();
-    work(0);
-    while (pending_.load(std::memory_order_acquire) != 0) spin_pause();
+    claim_and_run(epoch, /*caller=*/true);
+    while (done_.load(std::memory_order_acquire) != parts()) spin_pause();
   }
 
  private:
+  static constexpr int kPartsPerThread = 4;
   static constexpr auto kSpin = std::chrono::microseconds(100);  // then sleep
 
-  void serve(int part) {
+  // Claims and runs parts of job `epoch` until none is left. A part is claimed by moving its
+  // counter from the previous job's number to this one's, so each part runs once per job and a
+  // late thread (still holding an older job's number) claims nothing.
+  // The caller goes up from the first part, the helpers down from the last, so that they meet
+  // once, in the middle.
+  void claim_and_run(uint64_t epoch, bool caller) {
+    const int n = parts();
+    for (int i = 0; i < n; ++i) {
+      const int part = caller ? i : n - 1 - i;
+      uint64_t expected = epoch - 1;
+      if (!claimed_[static_cast<size_t>(part)].value.compare_exchange_strong(expected, epoch,
+                                                                             std::memory_order_acq_rel))
+        continue;
+      (*job_)(part);
+      done_.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  void serve() {
     uint64_t seen = 0;
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
@@ -74,15 +96,18 @@ class Team {
       }
       seen = epoch;
       if (stop_) return;
-      (*job_)(part);
-      pending_.fetch_sub(1, std::memory_order_release);
+      claim_and_run(epoch, /*caller=*/false);
     }
   }
 
   std::vector<std::thread> helpers_;
+  struct alignas(64) Claim {  // one per cache line: threads claiming different parts do not collide
+    std::atomic<uint64_t> value{0};
+  };
+  std::vector<Claim> claimed_;  // per part: the number of the last job that claimed it
   const std::function<void(int)>* job_ = nullptr;
-  std::atomic<uint64_t> epoch_{0};  // one more per job
-  std::atomic<int> pending_{0};     // helpers still working on the current job
+  std::atomic<uint64_t> epoch_{0};  // the current job's number, one more per job
+  std::atomic<int> done_{0};        // parts of the current job finished
   std::mutex mutex_;                // guards sleepers_ and stop_, and orders a job against a helper going to sleep
   std::condition_variable wake_;
   int sleepers_ = 0;
@@ -101,7 +126,7 @@ int cpu_threads() { return g_team ? g_team->size() : 1; }
 void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& work) {
   std::unique_lock<std::mutex> busy(g_team_busy, std::defer_lock);
   if (!g_team || n < 2 || !busy.try_lock()) return work(0, n);
-  const int parts = g_team->size();
+  const int parts = g_team->parts();
   g_team->run([&](int part) {
     const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
     if (begin < end) work(begin, end);
