@@ -27,46 +27,73 @@ void layer_norm(const torch::nn::LayerNorm& ln, const float* x, float* y, int64_
   kernels::layer_norm(x, data(ln->weight), data(ln->bias), ln->options.eps(), y, n);
 }
 
+// The step's working arrays. They are allocated by a thread's first token and reused by every
+// later one, one set per thread, so concurrent generations (the server's) never share them.
+struct Scratch {
+  std::vector<float> x;       // [d_model] the residual stream
+  std::vector<float> normed;  // [d_model] LayerNorm(x)
+  std::vector<float> branch;  // [d_model] a sublayer's output, before it is added to x
+  std::vector<float> qkv;     // [3, heads, d_k] the new position's query, key and value
+  std::vector<float> heads;   // [heads, d_k] each head's weighted sum of values
+  std::vector<float> scores;  // [context] one head's attention filter
+  std::vector<float> hidden;  // [d_ff] the feed-forward's inner layer
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// `buffer` as an array of n floats; it grows only the first time a size is needed.
+float* room_for(std::vector<float>& buffer, int64_t n) {
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(n);
+  return buffer.data();
+}
+
 }  // namespace
 
 void CausalSelfAttentionImpl::decode_one(const float* x, LayerKVCache& cache, float* out) {
   const int64_t d = d_model_, H = heads_, dk = head_dim_;
   // Q, K and V projections: [3, H, d_k]
-  std::vector<float> qkv(3 * d);
-  kernels::matvec(data(qkv_->weight), data(qkv_->bias), x, qkv.data(), 3 * d, d);
-  const float *q = qkv.data(), *k = q + d, *v = k + d;
+  Scratch& s = scratch();
+  float* qkv = room_for(s.qkv, 3 * d);
+  kernels::matvec(data(qkv_->weight), data(qkv_->bias), x, qkv, 3 * d, d);
+  const float *q = qkv, *k = q + d, *v = k + d;
   cache.append_one(k, v, H, dk, context_);
 
   // Per head: softmax(K·q/√d_k)·V over every cached position (the newest sees them all: no mask)
-  std::vector<float> heads(d), scores(cache.length);
+  float* heads = room_for(s.heads, d);
+  float* scores = room_for(s.scores, context_);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const int64_t room = cache.k.size(1);  // the cache's rows per head: [H, room, d_k]
   for (int64_t h = 0; h < H; ++h)
     kernels::attend_one(q + h * dk, data(cache.k) + h * room * dk, data(cache.v) + h * room * dk, cache.length, dk,
-                        scale, scores.data(), heads.data() + h * dk);
+                        scale, scores, heads + h * dk);
 
   // heads side by side, then the output projection
-  kernels::matvec(data(proj_->weight), data(proj_->bias), heads.data(), out, d, d);
+  kernels::matvec(data(proj_->weight), data(proj_->bias), heads, out, d, d);
 }
 
 void FeedForwardImpl::decode_one(const float* x, float* out) {
   const int64_t d = up_->weight.size(1), d_ff = up_->weight.size(0);
-  std::vector<float> hidden(d_ff);
-  kernels::matvec(data(up_->weight), data(up_->bias), x, hidden.data(), d_ff, d);
-  kernels::gelu(hidden.data(), d_ff);
-  kernels::matvec(data(down_->weight), data(down_->bias), hidden.data(), out, d, d_ff);
+  float* hidden = room_for(scratch().hidden, d_ff);
+  kernels::matvec(data(up_->weight), data(up_->bias), x, hidden, d_ff, d);
+  kernels::gelu(hidden, d_ff);
+  kernels::matvec(data(down_->weight), data(down_->bias), hidden, out, d, d_ff);
 }
 
 void DecoderBlockImpl::decode_one(float* x, LayerKVCache& cache) {
   const int64_t d = ln_attn_->weight.size(0);
-  std::vector<float> normed(d), branch(d);
+  Scratch& s = scratch();
+  float* normed = room_for(s.normed, d);
+  float* branch = room_for(s.branch, d);
   // x + Attention(LayerNorm(x))
-  layer_norm(ln_attn_, x, normed.data(), d);
-  attn_->decode_one(normed.data(), cache, branch.data());
+  layer_norm(ln_attn_, x, normed, d);
+  attn_->decode_one(normed, cache, branch);
   for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
   // x + FeedForward(LayerNorm(x))
-  layer_norm(ln_ff_, x, normed.data(), d);
-  ff_->decode_one(normed.data(), branch.data());
+  layer_norm(ln_ff_, x, normed, d);
+  ff_->decode_one(normed, branch);
   for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
 }
 
@@ -80,18 +107,18 @@ torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
   if (cache.layers.size() != blocks_->size()) cache.layers.resize(blocks_->size());
 
   // token embedding ·√d_model + positional encoding: the residual stream x, [d_model]
-  std::vector<float> x(d);
+  float* x = room_for(scratch().x, d);
   const float* embedding = data(embed_->weight) + token * d;
   const float* encoding = pos_(position, 1).data_ptr<float>();
   const auto scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
   for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale + encoding[i];
 
-  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x.data(), cache.layers[i]);
+  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x, cache.layers[i]);
 
   // final LayerNorm, then the decoder head: logits [vocab]
-  layer_norm(ln_final_, x.data(), x.data(), d);
+  layer_norm(ln_final_, x, x, d);
   auto logits = torch::empty({cfg_.vocab_size});
-  kernels::matvec(data(head), nullptr, x.data(), logits.data_ptr<float>(), cfg_.vocab_size, d);
+  kernels::matvec(data(head), nullptr, x, logits.data_ptr<float>(), cfg_.vocab_size, d);
   return logits;
 }
 

@@ -20,11 +20,7 @@ struct LayerKVCache {
   // allocates room for `context` positions. Throws c10::Error past the context.
   void append(const torch::Tensor& new_k, const torch::Tensor& new_v, int64_t context) {
     const int64_t T = new_k.size(1);
-    TORCH_CHECK(length + T <= context, "KV cache overflow: ", length, " + ", T, " positions > context ", context);
-    if (!k.defined()) {
-      k = torch::empty({new_k.size(0), context, new_k.size(2)}, new_k.options());
-      v = torch::empty({new_v.size(0), context, new_v.size(2)}, new_v.options());
-    }
+    make_room(T, new_k.size(0), new_k.size(2), new_k.options(), context);
     k.narrow(1, length, T).copy_(new_k);
     v.narrow(1, length, T).copy_(new_v);
     length += T;
@@ -32,11 +28,7 @@ struct LayerKVCache {
   // The same for one new position of one sequence, from plain arrays ([heads, d_k] floats each):
   // generation's fast step (model/decode_step.cpp). CPU float tensors only.
   void append_one(const float* new_k, const float* new_v, int64_t heads, int64_t dk, int64_t context) {
-    TORCH_CHECK(length + 1 <= context, "KV cache overflow: ", length, " + 1 positions > context ", context);
-    if (!k.defined()) {
-      k = torch::empty({heads, context, dk});
-      v = torch::empty({heads, context, dk});
-    }
+    make_room(1, heads, dk, torch::kFloat, context);
     TORCH_CHECK(k.size(0) == heads && k.is_contiguous() && k.scalar_type() == torch::kFloat, "KV cache layout");
     float* keys = k.data_ptr<float>();
     float* vals = v.data_ptr<float>();
@@ -49,6 +41,16 @@ struct LayerKVCache {
   }
   torch::Tensor keys() const { return k.narrow(1, 0, length); }    // [batch·heads, length, d_k]
   torch::Tensor values() const { return v.narrow(1, 0, length); }  // [batch·heads, length, d_k]
+
+ private:
+  // Checks that T more positions fit; the first call allocates [rows, context, d_k] for each.
+  void make_room(int64_t T, int64_t rows, int64_t dk, const torch::TensorOptions& options, int64_t context) {
+    TORCH_CHECK(length + T <= context, "KV cache overflow: ", length, " + ", T, " positions > context ", context);
+    if (!k.defined()) {
+      k = torch::empty({rows, context, dk}, options);
+      v = torch::empty({rows, context, dk}, options);
+    }
+  }
 };
 
 // One LayerKVCache per decoder block; all blocks always hold the same number of positions.
