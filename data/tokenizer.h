@@ -19,7 +19,7 @@ using TokenId = int64_t;
 
 struct TokenizerOptions {
   std::string model_type = "bpe";  // "bpe" or "unigram"
-  int vocab_size = 2048;
+  int vocab_size = 4096;
   int threads = 2;
   // false: a corpus too small for vocab_size gets a smaller vocabulary instead of an error
   bool exact_vocab_size = true;

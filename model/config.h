@@ -19,7 +19,7 @@ struct ModelConfig {
   int64_t d_model = 256;      // width of the residual stream
   int64_t d_ff = 1024;        // hidden width of the feed-forward block
   int64_t context = 128;      // longest sequence the model sees at once
-  int64_t vocab_size = 2048;  // tokens the embedding and the decoder head know
+  int64_t vocab_size = 4096;  // tokens the embedding and the decoder head know
   double dropout = 0.0;       // on attention weights, residual branches and embeddings
   PositionalKind positional = PositionalKind::Sinusoidal;
   bool tied_head = true;  // decoder head reuses the token embedding's weight

@@ -45,7 +45,7 @@ else
   if [ -n "$corpus" ]; then
     args+=(--corpus "$corpus")
   else
-    # 250 lines are far too few for the default 2,048-token vocabulary (it memorises whole
+    # 250 lines are far too few for the default 4,096-token vocabulary (it memorises whole
     # lines): a near-character vocabulary and dropout generalise better on the stand-in.
     args+=(--vocab-size 512 --dropout 0.2)
   fi
