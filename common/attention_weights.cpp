@@ -29,6 +29,7 @@ AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, std::v
   AttentionMaps maps;
   maps.ids = ids;
   for (auto id : ids) maps.tokens.push_back(display_piece(tok.piece(id)));
+  maps.text = tok.decode(ids);
   for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());
   return maps;
 }

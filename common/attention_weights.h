@@ -16,6 +16,7 @@ namespace dracarys {
 struct AttentionMaps {
   std::vector<TokenId> ids;           // the tokens, [T]
   std::vector<std::string> tokens;    // display text of each token (see display_piece)
+  std::string text;                   // the tokens decoded: the prompt as the model read it
   std::vector<torch::Tensor> layers;  // per layer: [heads, T, T] float on the CPU; row t = query t
 };
 

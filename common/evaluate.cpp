@@ -27,4 +27,25 @@ EvalResult evaluate(Transformer& model, const std::vector<Batch>& batches, const
   return r;
 }
 
+EvalResult evaluate_line(Transformer& model, std::vector<int64_t> ids, int64_t eos_id,
+                         const std::vector<float>& chars_per_token, const torch::Device& device) {
+  ids.insert(ids.begin(), eos_id);  // what came before: the end of the previous utterance
+  ids.push_back(eos_id);            // what the line must end with
+  const int64_t context = model->config().context;
+  std::vector<Batch> windows;
+  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(context)) {
+    const size_t n = std::min(static_cast<size_t>(context), ids.size() - 1 - start);
+    std::vector<int64_t> in(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                            ids.begin() + static_cast<std::ptrdiff_t>(start + n));
+    std::vector<int64_t> target(ids.begin() + static_cast<std::ptrdiff_t>(start + 1),
+                                ids.begin() + static_cast<std::ptrdiff_t>(start + 1 + n));
+    Batch b;
+    b.inputs = torch::tensor(in, torch::kLong).unsqueeze(0);
+    b.targets = torch::tensor(target, torch::kLong).unsqueeze(0);
+    for (auto id : target) b.target_chars += chars_per_token.at(static_cast<size_t>(id));
+    windows.push_back(std::move(b));
+  }
+  return evaluate(model, windows, device);
+}
+
 }  // namespace dracarys

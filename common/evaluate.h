@@ -19,4 +19,11 @@ struct EvalResult {
 
 EvalResult evaluate(Transformer& model, const std::vector<Batch>& batches, const torch::Device& device);
 
+// One line's score, as llama-perplexity users read them: the line is seen after an end of
+// utterance (as if it opened a scene) and its own end is predicted too. `chars_per_token` is
+// the tokenizer's (Tokenizer::chars_per_token). A line longer than the context is scored in
+// windows of the context, each starting afresh.
+EvalResult evaluate_line(Transformer& model, std::vector<int64_t> ids, int64_t eos_id,
+                         const std::vector<float>& chars_per_token, const torch::Device& device);
+
 }  // namespace dracarys

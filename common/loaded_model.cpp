@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "common/checkpoint.h"
@@ -36,6 +37,33 @@ std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel
 
 bool known_speaker(const LoadedModel& m, const std::string& name) {
   return m.speaker_counts.empty() || m.speaker_counts.count(name) > 0;
+}
+
+std::string corpus_speaker_name(const LoadedModel& m, const std::string& name) {
+  if (known_speaker(m, name)) return name;
+  const std::string wanted = ascii_lower(name);
+  std::string found;
+  for (const auto& [speaker, count] : m.speaker_counts) {
+    if (ascii_lower(speaker) != wanted) continue;
+    if (!found.empty()) return "";  // two spellings differ only in case: the user must choose
+    found = speaker;
+  }
+  return found;
+}
+
+std::string nearest_speaker(const LoadedModel& m, const std::string& name) {
+  constexpr size_t kMaxCompared = 256;  // longer names are not typos of a speaker's name
+  if (name.size() > kMaxCompared) return "";
+  const std::string wanted = ascii_lower(name);
+  std::string nearest;
+  size_t best = SIZE_MAX;
+  for (const auto& [speaker, count] : m.speaker_counts) {
+    if (speaker.size() > kMaxCompared) continue;
+    const size_t d = edit_distance(wanted, ascii_lower(speaker));
+    if (d < best) best = d, nearest = speaker;
+  }
+  // A typo changes a few characters: at most a third of the name, and at most four.
+  return best <= std::min<size_t>(4, std::max<size_t>(1, name.size() / 3)) ? nearest : "";
 }
 
 void check_typed_text(const std::string& typed, size_t max_bytes) {

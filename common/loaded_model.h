@@ -39,6 +39,14 @@ std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel
 // speakers, or when the checkpoint does not know them (older checkpoints).
 bool known_speaker(const LoadedModel& m, const std::string& name);
 
+// The corpus's spelling of a speaker a user typed: `name` itself when it is listed (or the
+// checkpoint lists no speakers), else the one listed speaker equal to it ignoring ASCII case
+// ("Jon Snow" -> "jon snow"); empty when none matches.
+std::string corpus_speaker_name(const LoadedModel& m, const std::string& name);
+
+// The listed speaker nearest to `name` when it is near enough to be a typo of it; else empty.
+std::string nearest_speaker(const LoadedModel& m, const std::string& name);
+
 constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
 
 // Throws DataError when typed text is longer than `max_bytes` or not valid UTF-8.

@@ -78,10 +78,13 @@ void check_output_path(const std::string& path, const std::string& option, const
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  // Temporary file in the same folder, so the rename is atomic.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A temporary file in the same folder, so that the rename is atomic. mkstemp creates it with
+  // O_EXCL under a name no one can plant in advance: a file or a link already at a name is never
+  // followed, truncated or written through.
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + ".XXXXXX";
+  const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
+  ::fchmod(fd, 0644);
   size_t off = 0;
   while (off < bytes.size()) {
     const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
@@ -117,8 +120,10 @@ int remove_stale_temporaries(const std::string& path) {
     for (const std::string tag : {".tmp.", ".probe."}) {
       const std::string prefix = name + tag;
       if (!starts_with(entry, prefix) || entry.size() == prefix.size()) continue;
-      const std::string digits = entry.substr(prefix.size());
-      if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      // "PID" or "PID.XXXXXX" (write_file_atomic's names)
+      const std::string rest = entry.substr(prefix.size());
+      const std::string digits = rest.substr(0, rest.find('.'));  // ".probe.PID.XXXXXX" too
+      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
       const long pid = std::stol(digits);
       if (pid == ::getpid() || process_alive(pid)) continue;
       if (::unlink((folder + "/" + entry).c_str()) == 0) ++removed;
@@ -128,28 +133,53 @@ int remove_stale_temporaries(const std::string& path) {
   return removed;
 }
 
-OutputLock::OutputLock(const std::string& path) : lock_path_(path + ".lock") {
+namespace {
+
+// What a lock file of ours holds before the holder's PID: a file without it is not ours to
+// truncate or delete.
+constexpr char kLockMagic[] = "dracarys output lock, held by PID ";
+
+// Opens the lock file without following a link: created new, or an existing one of ours. Returns
+// -1 with errno set, or throws when something that is not ours is at the name.
+int open_lock_file(const std::string& lock_path) {
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd >= 0 || errno != EEXIST) return fd;
+  fd = ::open(lock_path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  struct stat st {};
+  const bool ours = fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+                    (st.st_size == 0 || starts_with(head_of(lock_path, sizeof kLockMagic - 1), kLockMagic));
+  if (ours) return fd;
+  if (fd >= 0) ::close(fd);
+  throw std::invalid_argument(lock_path + " exists and is not a lock file of dracarys (" +
+                              (errno == ELOOP ? std::string("a symbolic link") : std::string("another file")) +
+                              "); refusing to touch it (move it or choose another --out)");
+}
+
+}  // namespace
+
+OutputLock::OutputLock(const std::string& path) : lock_path_(path + ".dracarys-lock") {
   // Lock, then make sure the file locked is still the one at the path: a holder that was just
   // finishing may have removed it in between.
   for (int attempt = 0; attempt < 100; ++attempt) {
-    fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = open_lock_file(lock_path_);
     if (fd_ < 0)
       throw std::invalid_argument(lock_path_ + ": cannot create the lock file of the output (" + std::strerror(errno) +
                                   ")");
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      const std::string holder = head_of(lock_path_, 32);
+      const std::string holder = head_of(lock_path_, 96);
+      const std::string pid = starts_with(holder, kLockMagic) ? holder.substr(sizeof kLockMagic - 1) : "";
       ::close(fd_);
       fd_ = -1;
       throw std::invalid_argument(path + " is being written by another training run (PID " +
-                                  (holder.empty() ? std::string("unknown") : holder.substr(0, holder.find('\n'))) +
+                                  (pid.empty() ? std::string("unknown") : pid.substr(0, pid.find('\n'))) +
                                   "); wait for it to finish or choose another --out");
     }
     struct stat held {
     }, now{};
-    if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+    if (::fstat(fd_, &held) == 0 && ::lstat(lock_path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
         held.st_dev == now.st_dev) {
-      const std::string pid = std::to_string(::getpid()) + "\n";
-      if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+      const std::string text = kLockMagic + std::to_string(::getpid()) + "\n";
+      if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, text.data(), text.size(), 0) < 0) {
         // The lock holds even if the PID could not be recorded.
       }
       return;
@@ -162,7 +192,12 @@ OutputLock::OutputLock(const std::string& path) : lock_path_(path + ".lock") {
 
 OutputLock::~OutputLock() {
   if (fd_ < 0) return;
-  ::unlink(lock_path_.c_str());  // still holding the lock: no other run can be between open and flock on it
+  // Still holding the lock, and the name still ours: no other run can be between open and flock.
+  struct stat held {
+  }, now{};
+  if (::fstat(fd_, &held) == 0 && ::lstat(lock_path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+      held.st_dev == now.st_dev)
+    ::unlink(lock_path_.c_str());
   ::close(fd_);
 }
 

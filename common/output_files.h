@@ -3,9 +3,11 @@
 //   check_output_path   before any work: the path names a file in an existing folder, and if
 //                       something is there already it is a regular file this program wrote
 //                       (a checkpoint, a tokenizer model, an attention map, a metrics log)
-//   OutputLock          one training run per output: flock() on "OUT.lock" for the run's life
-//   write_file_atomic   temporary file, fsync, rename: a crash leaves the old file whole
-//   remove_stale_temporaries  "OUT.tmp.PID" files left by a run that was killed mid-save
+//   OutputLock          one training run per output: flock() on "OUT.dracarys-lock" for the run's
+//                       life; an existing file there is touched only if it is a lock of ours
+//   write_file_atomic   a new temporary file (O_EXCL, unguessable name), fsync, rename: a crash
+//                       leaves the old file whole, and no planted file or link is followed
+//   remove_stale_temporaries  "OUT.tmp.PID.*" files left by a run that was killed mid-save
 #pragma once
 
 #include <functional>
@@ -30,11 +32,13 @@ bool is_attention_map_file(const std::string& path);  // an SVG or HTML map writ
 // Throws std::runtime_error naming the path and the system's reason.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
-// Removes "PATH.tmp.PID" and "PATH.probe.PID" files whose process is gone. Returns how many.
+// Removes "PATH.tmp.PID[.*]" and "PATH.probe.PID" files whose process is gone. Returns how many.
 int remove_stale_temporaries(const std::string& path);
 
-// Holds an exclusive lock on "PATH.lock" (flock) for its lifetime; the file carries the holder's
-// PID. The constructor throws std::invalid_argument naming that PID when another process holds it.
+// Holds an exclusive lock on "PATH.dracarys-lock" (flock) for its lifetime; the file carries our
+// magic and the holder's PID. The constructor throws std::invalid_argument naming that PID when
+// another process holds it, and when something other than a lock of ours (a user's file, a
+// symbolic link) is at the name. The file is removed at the end only if it is still ours.
 class OutputLock {
  public:
   explicit OutputLock(const std::string& path);

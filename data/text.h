@@ -24,6 +24,10 @@ std::string escape_control(std::string_view s, bool keep_newlines = false);
 // Length of the longest prefix of `s` that ends on a character boundary: a text decoded from a
 // byte-fallback token may end inside a UTF-8 character, whose other bytes are still to come.
 size_t complete_utf8_prefix(std::string_view s);
+// ASCII letters in lower case (other bytes unchanged).
+std::string ascii_lower(std::string_view s);
+// Edits (insertions, deletions, substitutions of bytes) that turn `a` into `b`.
+size_t edit_distance(std::string_view a, std::string_view b);
 // Drops a leading UTF-8 byte order mark.
 std::string_view strip_bom(std::string_view s);
 

@@ -89,7 +89,7 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
   const double font = std::clamp(cell * 0.75, 5.0, 12.0);
   const double label = std::min(110.0, font * 9);
   const double grid = cell * T, panel_w = label + grid + 20, panel_h = label + grid + 40;
-  const double legend_h = 60;
+  const double heading_h = 26, legend_h = heading_h + 60;
   const double width = std::max(panel_w * heads.size(), 420.0), height = legend_h + panel_h * layers.size();
   std::ostringstream s;
   s.setf(std::ios::fixed);
@@ -102,8 +102,13 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
        "</pattern>\n<linearGradient id=\"scale\">";
   for (int i = 0; i <= 10; ++i) s << "<stop offset=\"" << i * 10 << "%\" stop-color=\"" << colour(i / 10.0f) << "\"/>";
   s << "</linearGradient></defs>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  // Heading: what the picture shows, so that a saved file says it.
+  const std::string& prompt = m.text;
+  s << "<text class=\"heading\" x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">Attention filters (" << T
+    << " tokens): " << xml_escape(elide(prompt, static_cast<size_t>(std::max(20.0, width / 8 - 30)))) << "</text>\n";
   // Legend: the colour scale from 0 to 1, and what the hatched cells mean.
-  s << "<g class=\"legend\"><text x=\"10\" y=\"18\" font-size=\"12\">attention weight</text>"
+  s << "<g class=\"legend\" transform=\"translate(0," << heading_h
+    << ")\"><text x=\"10\" y=\"18\" font-size=\"12\">attention weight</text>"
     << "<rect x=\"120\" y=\"7\" width=\"200\" height=\"14\" fill=\"url(#scale)\" stroke=\"#888\"/>"
     << "<text x=\"116\" y=\"34\" font-size=\"10\">0</text><text x=\"216\" y=\"34\" font-size=\"10\">0.5</text>"
     << "<text x=\"316\" y=\"34\" font-size=\"10\">1</text>"
@@ -154,12 +159,11 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
 
 std::string render_html(const AttentionMaps& m, int layer, int head) {
   std::ostringstream s;
-  std::string prompt;
-  for (const auto& t : m.tokens) prompt += t;
+  const std::string& prompt = m.text;
   s << "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
     << "<title>dracarys attention: " << xml_escape(elide(prompt, 60)) << "</title>\n"
     << "<style>body{font-family:sans-serif;margin:16px}#info{height:1.4em;font-family:monospace}"
-       "rect[data-w]:hover{stroke:#d00;stroke-width:1.5}</style>\n</head>\n<body>\n"
+       "rect[data-w]:hover{stroke:#d00;stroke-width:1.5}svg{max-width:100%;height:auto}</style>\n</head>\n<body>\n"
     << "<h1>Attention filters</h1>\n<p>Prompt (" << m.tokens.size() << " tokens): <code>" << xml_escape(prompt)
     << "</code></p>\n<p>Each panel is one head of one layer: row <i>q</i> shows how much the query token <i>q</i> "
        "draws from each key token at or before it. Hatched cells are the future, masked out.</p>\n"

@@ -78,7 +78,11 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
     // Your line, as the corpus writes a line, then its end.
     talk.add(m.tokenizer.encode(speaker_line(chat.as, typed)));
     talk.add({m.tokenizer.eos_id()});
-    if (opts.json) print_json_line(m, turn, speaker_line(chat.as, typed));
+    if (opts.json) {
+      print_json_line(m, turn, speaker_line(chat.as, typed));
+    } else if (!chat.prompt_on_terminal) {  // piped: the transcript on stdout keeps the questions
+      TokenPrinter(m.tokenizer, opts.escape).text(speaker_line(chat.as, typed) + "\n");
+    }
     ++turn;
     // The answer: from the chosen speaker, or from whoever the model says speaks next.
     std::string start;
@@ -112,11 +116,13 @@ void list_speakers(const LoadedModel& m, bool json) {
     std::printf("%8lld  %s\n", static_cast<long long>(count), escape_control(name).c_str());
 }
 
-void require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name) {
-  if (known_speaker(m, name)) return;
-  throw std::invalid_argument(option + " '" + name +
-                              "' is not a speaker of the training corpus; names are matched as the corpus wrote "
-                              "them (see --list-speakers)");
+std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name) {
+  const std::string spelled = corpus_speaker_name(m, name);
+  if (!spelled.empty()) return spelled;
+  const std::string nearest = nearest_speaker(m, name);
+  throw std::invalid_argument(option + " '" + escape_control(name) + "' is not a speaker of the training corpus" +
+                              (nearest.empty() ? "" : "; did you mean '" + escape_control(nearest) + "'?") +
+                              " (see --list-speakers)");
 }
 
 }  // namespace dracarys

@@ -41,7 +41,9 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
 // Throws std::invalid_argument when the checkpoint does not store them.
 void list_speakers(const LoadedModel& m, bool json);
 
-// Throws std::invalid_argument when the checkpoint lists its speakers and `name` is not one.
-void require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name);
+// The corpus's spelling of the speaker `name` (matched ignoring case, see corpus_speaker_name).
+// Throws std::invalid_argument when the checkpoint lists its speakers and none matches, with
+// the nearest name when one is near.
+std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name);
 
 }  // namespace dracarys

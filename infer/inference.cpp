@@ -33,7 +33,9 @@ bool read_line(std::istream& in, std::string& line) {
 }
 
 void TokenPrinter::text(const std::string& text) {
-  const std::string shown = escape_ ? escape_control(text) : text;
+  // Line ends are the text's own (an end of utterance decodes to one); other control
+  // characters are escaped on a terminal.
+  const std::string shown = escape_ ? escape_control(text, /*keep_newlines=*/true) : text;
   std::fwrite(shown.data(), 1, shown.size(), stdout);
   std::fflush(stdout);
 }
@@ -48,8 +50,10 @@ void TokenPrinter::token(TokenId id) {
 }
 
 void TokenPrinter::finish() {
-  text(tokenizer_.decode(pending_) + "\n");
+  text(tokenizer_.decode(pending_));
   pending_.clear();
+  std::fputc('\n', stdout);  // the line's own end: never escaped
+  std::fflush(stdout);
 }
 
 std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts) {
@@ -62,8 +66,10 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
   const bool stream = opts.stream && !opts.json;
   TokenPrinter printer(m.tokenizer, opts.escape);
   if (stream) printer.text(prompt);
+  // An end of utterance stops the completion; with --no-stop it is a line break, as the
+  // server's ignore_eos gives.
   auto on_token = [&](int64_t id) {
-    if (id == m.tokenizer.eos_id()) return true;
+    if (id == m.tokenizer.eos_id() && opts.generate.stop_token) return true;
     out.push_back(id);
     if (stream) printer.token(id);
     return true;
@@ -98,28 +104,68 @@ std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOp
   return completion;
 }
 
-void score_file(LoadedModel& m, const std::string& path, bool json) {
-  CorpusOptions corpus_options;
-  corpus_options.speakers = m.speakers;
-  auto corpus = load_corpus({path}, corpus_options);
-  const auto lines = training_lines(corpus.utterances, corpus_options.speakers);
-  auto stream = tokenize_lines(m.tokenizer, lines);
-  const int64_t ctx = m.model->config().context;
-  auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), ctx, 16);
-  auto r = evaluate(m.model, batches, m.device);
+namespace {
+
+// The text --score reads: a file, or standard input for "-" (and /dev/stdin), bounded as a
+// corpus file is.
+std::vector<Utterance> scored_utterances(const std::string& path, const CorpusOptions& options) {
+  if (path != "-" && path != "/dev/stdin") return load_corpus({path}, options).utterances;
+  std::string bytes;
+  char buffer[1 << 16];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, stdin)) > 0;) {
+    if (bytes.size() + n > kMaxScoredStdinBytes)
+      throw DataError("standard input is longer than " + std::to_string(kMaxScoredStdinBytes >> 20) +
+                      " MiB; give --score a file instead");
+    bytes.append(buffer, n);
+  }
+  auto utterances = parse_corpus_text("standard input", bytes, options);
+  if (utterances.empty()) throw DataError("standard input holds no lines to score");
+  return utterances;
+}
+
+void print_score(const std::string& name, const EvalResult& r, size_t utterances, bool json) {
   if (json) {
-    nlohmann::json j = {{"file", path},
-                        {"loss", r.loss},
-                        {"perplexity", r.perplexity},
-                        {"bits_per_char", r.bits_per_char},
-                        {"tokens", r.tokens},
-                        {"chars", r.chars},
-                        {"utterances", corpus.utterances.size()}};
-    std::printf("%s\n", j.dump().c_str());
+    nlohmann::json j = {
+        {"file", name},       {"loss", r.loss},   {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
+        {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", utterances}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n",
-                path.c_str(), r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens), r.chars);
+                escape_control(name).c_str(), r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens),
+                r.chars);
   }
+}
+
+// --score-lines: each line's own score, then the total as --score gives it.
+void print_line_scores(LoadedModel& m, const std::vector<std::string>& lines, bool json) {
+  int64_t number = 0;
+  for (const auto& line : lines) {
+    if (line.empty()) continue;  // a scene break, not a line
+    ++number;
+    const auto r =
+        evaluate_line(m.model, m.tokenizer.encode(line), m.tokenizer.eos_id(), m.tokenizer.chars_per_token(), m.device);
+    if (json) {
+      nlohmann::json j = {{"line", number},     {"text", line},    {"loss", r.loss}, {"bits_per_char", r.bits_per_char},
+                          {"tokens", r.tokens}, {"chars", r.chars}};
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+      std::printf("%6lld  %7.4f bits/char  %8.4f nats/token  %5lld tokens  %s\n", static_cast<long long>(number),
+                  r.bits_per_char, r.loss, static_cast<long long>(r.tokens), escape_control(line).c_str());
+    }
+  }
+}
+
+}  // namespace
+
+void score_file(LoadedModel& m, const std::string& path, bool per_line, bool json) {
+  CorpusOptions corpus_options;
+  corpus_options.speakers = m.speakers;
+  const auto utterances = scored_utterances(path, corpus_options);
+  const auto lines = training_lines(utterances, corpus_options.speakers);
+  if (per_line) print_line_scores(m, lines, json);
+  auto stream = tokenize_lines(m.tokenizer, lines);
+  auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), m.model->config().context, 16);
+  print_score(path == "/dev/stdin" ? "-" : path, evaluate(m.model, batches, m.device), utterances.size(), json);
 }
 
 void benchmark_inference(LoadedModel& m, int64_t new_tokens) {

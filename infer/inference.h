@@ -47,9 +47,13 @@ struct CompleteOptions {
 // Completes one prompt; returns the completion text. Timings go to stderr (llama.cpp style).
 std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts);
 
-// Mean loss per token, perplexity and bits per character of a text file, normalised and
-// tokenised exactly as training's validation text is. Prints a line (or JSON) on stdout.
-void score_file(LoadedModel& m, const std::string& path, bool json);
+// Standard input given to --score as "-" is read up to this many bytes.
+constexpr size_t kMaxScoredStdinBytes = size_t{256} << 20;
+
+// Mean loss per token, perplexity and bits per character of a text file ("-": standard input),
+// normalised and tokenised exactly as training's validation text is. Prints a line (or JSON) on
+// stdout; with `per_line`, first one per line of the text (see evaluate_line).
+void score_file(LoadedModel& m, const std::string& path, bool per_line, bool json);
 
 // Load time, prompt tokens/s, generation tokens/s with and without the KV cache; one JSON line.
 void benchmark_inference(LoadedModel& m, int64_t new_tokens);

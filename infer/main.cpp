@@ -36,7 +36,8 @@ struct InferOptions {
   int64_t num_samples = 1;
   bool no_stop = false, no_cache = false, json = false;
   SamplingOptions sampling;
-  std::string score;             // --score FILE
+  std::string score;             // --score FILE, or - for standard input
+  bool score_lines = false;      // --score-lines: each line's score too
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
   int layer = -1, head = -1;     // -1: every layer / head
   std::string export_tokenizer;  // --export-tokenizer FILE
@@ -83,7 +84,11 @@ void add_infer_options(CLI::App& app, InferOptions& o) {
   app.add_option("--reply-as", o.reply_as, "--chat: the character who always answers (default: the model picks)");
   app.add_flag("--list-speakers", o.list_speakers,
                "Print the speakers of the checkpoint's training corpus with their line counts, most lines first");
-  app.add_option("--score", o.score, "Report loss, perplexity and bits per character on this text file");
+  app.add_option("--score", o.score,
+                 "Report loss, perplexity and bits per character on this text file (- reads standard input)");
+  app.add_flag("--score-lines", o.score_lines,
+               "With --score: first each line's own score (bits per character, nats per token, tokens), one "
+               "per line, or one JSON object per line with --json");
   app.add_option("--attention-map", o.attention_map,
                  "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
                  "--layer/--head on the terminal");
@@ -116,6 +121,7 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
     throw std::invalid_argument(
         "--no-cache, --no-stop and --num-samples apply to single completions, not to "
         "--turns or --chat");
+  if (o.score_lines && o.score.empty()) throw std::invalid_argument("--score-lines needs --score FILE");
   if (app.count("--layer")) require_count("--layer", o.layer, 0, ModelConfig::kMaxLayers - 1);
   if (app.count("--head")) require_count("--head", o.head, 0, ModelConfig::kMaxHeads - 1);
   check_runtime_options(o.runtime);
@@ -172,11 +178,9 @@ DialogueOptions dialogue_options(const InferOptions& o) {
 // --chat: lines typed on a terminal or piped in, spoken as --as.
 int chat_with(LoadedModel& m, const InferOptions& o) {
   if (!m.speakers) throw std::invalid_argument("--chat needs a model trained with speaker names (not --no-speakers)");
-  require_known_speaker(m, "--as", o.as);
-  if (!o.reply_as.empty()) require_known_speaker(m, "--reply-as", o.reply_as);
   ChatOptions c;
-  c.as = o.as;
-  c.reply_as = o.reply_as;
+  c.as = require_known_speaker(m, "--as", o.as);
+  if (!o.reply_as.empty()) c.reply_as = require_known_speaker(m, "--reply-as", o.reply_as);
   c.prompt_on_terminal = ::isatty(STDIN_FILENO);
   if (c.prompt_on_terminal)
     std::fprintf(stderr, "You are %s. Type a line and press Enter; Ctrl-D ends.\n", o.as.c_str());
@@ -281,7 +285,7 @@ int main(int argc, char** argv) {
     if (!o.attention_map.empty()) return draw_attention_map(m, o);
     if (o.chat) return chat_with(m, o);
     if (!o.score.empty()) {
-      score_file(m, o.score, o.json);
+      score_file(m, o.score, o.score_lines, o.json);
       return 0;
     }
     return complete_prompts(m, o);

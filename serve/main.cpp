@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
     return report_parse_error(app, e);
   }
   try {
+    if (app.count("--api-key") && o.server.api_key.empty())
+      throw std::invalid_argument("--api-key is empty: give a key, or leave the option out to serve without one");
     auto device = apply_runtime(o.runtime);
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();

@@ -8,6 +8,9 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include "common/attention_weights.h"
 #include "data/corpus.h"
@@ -85,6 +88,32 @@ json openai_choice(const std::string& text, size_t index, const json& finish) {
   return {{"text", text}, {"index", index}, {"logprobs", nullptr}, {"finish_reason", finish}};
 }
 
+// What is wrong with a request's framing, as a status and a message; nothing when it is fine.
+// httplib 0.11 reads a chunked body without any limit, caps form-encoded bodies at 8 KB without
+// saying so, and answers byte ranges of any number: these are refused here, before the body is read.
+std::optional<std::pair<int, std::string>> framing_problem(const httplib::Request& req, size_t max_body_bytes) {
+  if (req.has_header("Transfer-Encoding"))
+    return std::pair{411, std::string("send the body with a Content-Length header (chunked bodies are not accepted)")};
+  const size_t lengths = req.get_header_value_count("Content-Length");
+  if (lengths > 1) return std::pair{400, std::string("the request has more than one Content-Length header")};
+  if (lengths == 1) {
+    const std::string length = req.get_header_value("Content-Length");
+    if (length.empty() || length.size() > 18 || length.find_first_not_of("0123456789") != std::string::npos)
+      return std::pair{400, std::string("Content-Length must be a whole number of bytes")};
+    const size_t bytes = std::stoull(length);
+    if (bytes > max_body_bytes)
+      return std::pair{413, "the request body is larger than the server's limit of " + std::to_string(max_body_bytes) +
+                                " bytes (--max-body-bytes)"};
+    const std::string type = req.get_header_value("Content-Type");
+    if (bytes > CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH &&
+        (type.rfind("application/x-www-form-urlencoded", 0) == 0 || type.rfind("multipart/form-data", 0) == 0))
+      return std::pair{413, std::string("form-encoded bodies (curl -d) are limited to 8192 bytes; send JSON with "
+                                        "Content-Type: application/json (curl -H 'Content-Type: application/json')")};
+  }
+  if (req.has_header("Range")) return std::pair{416, std::string("byte ranges are not served")};
+  return std::nullopt;
+}
+
 }  // namespace
 
 Server::Server(LoadedModel& model, ServerOptions options)
@@ -131,8 +160,10 @@ void Server::routes() {
   auto& http = *http_;
 
   // Errors httplib makes itself (no route, a body past the limit) get the same JSON form.
-  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+  // A request with byte ranges gets no body at all: httplib would cut any body into every range
+  // asked for (1,300 ranges made 13.7 MB of a 3.9 KB request).
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || !req.ranges.empty()) return httplib::Server::HandlerResponse::Unhandled;
     const std::string message = res.status == 404   ? "no such route (see GET / and the README)"
                                 : res.status == 413 ? "the request body is larger than the server's limit"
                                                     : "the request could not be read";
@@ -154,8 +185,16 @@ void Server::routes() {
     spdlog::info("{} {} {}", req.method, req.path, res.status);
   });
 
-  // The API key, when set, guards everything but the page and /health.
+  // The request's framing is checked before its body is read, then the API key, when set,
+  // guards everything but the page and /health.
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (const auto problem = framing_problem(req, o_.max_body_bytes)) {
+      if (req.ranges.empty())
+        send_error(res, problem->first, problem->second);
+      else
+        res.status = problem->first;  // (no body: see the error handler)
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (o_.api_key.empty() || req.path == "/" || req.path == "/health")
       return httplib::Server::HandlerResponse::Unhandled;
     const std::string bearer = "Bearer " + o_.api_key;
@@ -206,8 +245,10 @@ void Server::routes() {
         auto request = parse(req.body);
         if (!request.speaker.empty()) {
           if (!m_.speakers) throw RequestError(400, "speaker", "this model was trained without speaker names");
-          if (!known_speaker(m_, request.speaker))
+          const std::string spelled = corpus_speaker_name(m_, request.speaker);
+          if (spelled.empty())
             throw RequestError(400, "speaker", "'" + request.speaker + "' is not a speaker of the training corpus");
+          request.speaker = spelled;
         }
         std::shared_ptr<Admission::Ticket> ticket = admission_.enter();
         if (!ticket)

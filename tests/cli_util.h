@@ -26,7 +26,7 @@ inline const std::string kPrompt = "cersei lannister: When you play the game of 
 // A tiny model that trains in about a second.
 inline const std::string kShape =
     " --layers 2 --heads 2 --d-model 64 --d-ff 128 --context 64 --batch-size 8 --threads 1";
-inline const std::string kTiny = kShape + " --lr 3e-3 --warmup-steps 20";
+inline const std::string kTiny = kShape + " --lr 3e-3 --warmup 0.05";
 inline const std::string kVocab = " --vocab-size 400";
 
 struct Result {

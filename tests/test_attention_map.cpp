@@ -91,6 +91,9 @@ TEST_F(AttentionMap, SvgHasEveryPanelAndTheModelsWeights) {
   EXPECT_EQ(std::distance(std::sregex_iterator(block.begin(), block.end(), masked), std::sregex_iterator()),
             T * (T - 1) / 2);
   EXPECT_NE(doc.find("masked (future)"), std::string::npos);  // the legend says so
+  // A saved file says what it shows: a heading with the prompt.
+  EXPECT_NE(doc.find("class=\"heading\""), std::string::npos);
+  EXPECT_NE(doc.find("Attention filters (" + std::to_string(T) + " tokens): " + prompt + "</text>"), std::string::npos);
 }
 
 TEST_F(AttentionMap, HostilePromptIsEscapedInSvgAndHtml) {
@@ -104,6 +107,8 @@ TEST_F(AttentionMap, HostilePromptIsEscapedInSvgAndHtml) {
     EXPECT_EQ(sh("xmllint --noout " + out), 0) << ext;
     if (ext == ".html") {
       EXPECT_EQ(sh("xmllint --html --noout " + out + " 2>/dev/null"), 0);
+      // Wide grids shrink to the window instead of hiding heads behind a horizontal scroll.
+      EXPECT_NE(slurp(out).find("svg{max-width:100%;height:auto}"), std::string::npos);
     }
     const std::string doc = slurp(out);
     EXPECT_EQ(doc.find("<script>alert"), std::string::npos) << ext;

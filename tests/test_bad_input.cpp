@@ -128,6 +128,36 @@ TEST_F(BadInput, UnknownConfigKeysSuggestTheNearestOption) {
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
+TEST_F(BadInput, ConfigFilesAreBoundedAndRegular) {
+  // /dev/zero was read for 2.25 GB and then ignored; a FIFO waited forever.
+  expect_one_line_error(run(*dir_, "timeout 60 " + train() + " --config /dev/zero"), "is not a regular file");
+  const auto fifo = dir_->file("config.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  expect_one_line_error(run(*dir_, "timeout 60 " + train() + " --config=" + fifo), "is not a regular file");
+  const auto big = dir_->write("big.toml", "# " + std::string(2u << 20, 'x') + "\n");
+  expect_one_line_error(run(*dir_, train() + " --config " + big), "more than a configuration file's limit");
+  // A huge sample prompt (3 MB took 921 MB) is refused by its length.
+  const auto prompt = dir_->write("prompt.toml", "prompt = \"" + std::string(5000, 'a') + "\"\n");
+  expect_one_line_error(run(*dir_, train() + " --config " + prompt), "--prompt is 5000 bytes");
+}
+
+TEST_F(BadInput, CommandLineErrorsAreOurWordsAndExitOne) {
+  auto r = run(*dir_, kInfer + " -c " + ckpt_ + " -c " + ckpt_ + " -p x");
+  expect_one_line_error(r, "--checkpoint was given 2 values; it takes at most 1");
+  EXPECT_EQ(r.code, 1);
+  r = run(*dir_, kInfer + " -p x");
+  expect_one_line_error(r, "--checkpoint is required");
+  EXPECT_EQ(r.code, 1);
+  r = run(*dir_, kTrain + " --layers four");
+  expect_one_line_error(r, "--layers: 'four' is not a value it takes");
+  EXPECT_EQ(r.code, 1);
+  r = run(*dir_, kInfer + " -c " + ckpt_ + " stray words");
+  expect_one_line_error(r, "unknown argument(s)");
+  EXPECT_EQ(r.code, 1);
+  for (const char* raw : {"At Most", "Could not convert", "The following argument"})
+    EXPECT_EQ(r.err.find(raw), std::string::npos) << r.err;
+}
+
 TEST_F(BadInput, OneBadPipedLineIsSkippedAndTheRestAnswered) {
   const auto input = dir_->write("in.txt", "jon snow: I know\n\xff\xfe broken\narya stark: Not\n");
   auto r = run(*dir_, infer() + " --greedy -n 5 --json < " + input);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <limits>
@@ -159,6 +160,24 @@ TEST_F(Infer, MemorisedLineCompletesGreedilyAndStopsAtEndOfUtterance) {
   EXPECT_GT(j["gen_tokens_per_s"].get<double>(), 0);
 }
 
+TEST_F(Infer, ATerminalGetsRealLineBreaks) {
+  // The exact bytes a terminal receives: the line, then the terminal's own line end.
+  const auto session = run_on_terminal({kInfer, "-c", ckpt_, "--greedy", "--threads", "1", "-p", kPrompt}, {},
+                                       /*hide_log=*/true);
+  EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
+  EXPECT_EQ(session.screen, kLine + "\r\n");
+}
+
+TEST_F(Infer, NoStopBreaksTheLineWhereAnUtteranceEnds) {
+  // The tiny corpus follows the seed line with "arya stark: Not today." on the next line.
+  auto r = infer("-p \"" + kPrompt + "\" --greedy --no-stop -n 30");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, kLine.size() + 1), kLine + "\n") << r.out;
+  EXPECT_GT(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  auto j = nlohmann::json::parse(infer("-p \"" + kPrompt + "\" --greedy --no-stop -n 30 --json").out);
+  EXPECT_EQ(j["completion"].get<std::string>().substr(0, 17), " win or you die.\n");
+}
+
 TEST_F(Infer, CachedEqualsUncachedSeedsRepeatTopK1IsGreedy) {
   auto a = infer("-p \"hodor:\" --greedy --no-stop -n 150");  // past the 64-token context
   auto b = infer("-p \"hodor:\" --greedy --no-stop -n 60 --no-cache");
@@ -214,6 +233,47 @@ TEST_F(Infer, ScoreAgreesWithTrainingEvaluation) {
   EXPECT_TRUE(matched) << "no file scored like the validation set (" << val_loss << ")";
 }
 
+TEST_F(Infer, ScoreReadsStandardInputAndScoresEachLine) {
+  const auto file = run(*dir_, kInfer + " -c " + ckpt_ + " --score " + corpus_ + " --json");
+  ASSERT_EQ(file.code, 0) << file.err;
+  const auto total = nlohmann::json::parse(file.out);
+  for (const std::string stdin_name : {"-", "/dev/stdin"}) {
+    auto piped = run(*dir_, "cat " + corpus_ + " | " + kInfer + " -c " + ckpt_ + " --score " + stdin_name + " --json");
+    ASSERT_EQ(piped.code, 0) << piped.err;
+    auto j = nlohmann::json::parse(piped.out);
+    EXPECT_EQ(j["loss"], total["loss"]);
+    EXPECT_EQ(j["tokens"], total["tokens"]);
+    EXPECT_EQ(j["file"], "-");
+  }
+  // --score-lines: one object per line, in order, then the total.
+  auto r = run(*dir_, "head -n 3 " + corpus_ + " | " + kInfer + " -c " + ckpt_ + " --score - --score-lines --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<nlohmann::json> rows;
+  std::istringstream out(r.out);
+  for (std::string l; std::getline(out, l);) rows.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(rows.size(), 4u) << r.out;
+  std::istringstream corpus(slurp(corpus_));
+  for (int i = 0; i < 3; ++i) {
+    std::string line;
+    std::getline(corpus, line);
+    EXPECT_EQ(rows[i]["line"], i + 1);
+    EXPECT_EQ(rows[i]["text"], line);
+    EXPECT_GT(rows[i]["tokens"].get<int>(), 1);
+    EXPECT_GT(rows[i]["bits_per_char"].get<double>(), 0);
+  }
+  EXPECT_TRUE(rows[3].contains("perplexity"));
+  // The memorised seed line scores far better than a line the model never saw.
+  auto seen = run(*dir_, "echo '" + kLine + "' | " + kInfer + " -c " + ckpt_ + " --score - --score-lines");
+  auto unseen = run(*dir_, "echo 'hodor: Kittens dance quietly under violet moons.' | " + kInfer + " -c " + ckpt_ +
+                               " --score - --score-lines");
+  ASSERT_EQ(seen.code, 0) << seen.err;
+  ASSERT_EQ(unseen.code, 0) << unseen.err;
+  EXPECT_NE(seen.out.find(kLine), std::string::npos) << seen.out;
+  EXPECT_LT(std::stod(seen.out.substr(6)), std::stod(unseen.out.substr(6))) << seen.out << unseen.out;
+  expect_one_line_error(infer("-p x --score-lines"), "--score-lines needs --score");
+  expect_one_line_error(run(*dir_, "printf '' | " + kInfer + " -c " + ckpt_ + " --score -"), "no lines to score");
+}
+
 TEST_F(Infer, BadInputIsOneLineError) {
   auto bytes = slurp(ckpt_);
   expect_one_line_error(run(*dir_, kInfer + " -c " + dir_->file("missing.pt") + " -p x"), "not found");
@@ -235,4 +295,43 @@ TEST_F(Infer, BadInputIsOneLineError) {
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.err.find("top-p"), std::string::npos) << bad.err;
   EXPECT_NE(infer("-p x --temperature 0").code, 0);
+}
+
+// The README's walkthrough, as a new user meets it on a terminal (shortened: a small model, a
+// few steps): every line a program prints ends in a real line break, never in a visible escape.
+TEST(Walkthrough, OnATerminalLinesEndInLineBreaksNotEscapes) {
+  TempDir d;
+  const std::string ckpt = d.file("sample.pt");
+  auto on_terminal = [](std::vector<std::string> argv, const std::vector<Typed>& typing = {}) {
+    auto session = run_on_terminal(argv, typing);
+    EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
+    EXPECT_EQ(session.screen.find("\\x"), std::string::npos) << "an escape on the terminal: " << session.screen;
+    return session.screen;
+  };
+  // Train: the progress line shows how far the run is.
+  const auto train = on_terminal({kTrain, "--out", ckpt, "--max-steps", "60", "--eval-every", "30", "--vocab-size",
+                                  "512", "--layers", "2", "--d-model", "64", "--d-ff", "128", "--threads", "1"});
+  EXPECT_NE(train.find("step 60/60 100% ["), std::string::npos) << train;
+  EXPECT_NE(train.find("(mean of steps 31-60)"), std::string::npos) << train;
+  // Complete, sample, look inside, play a scene, chat.
+  const std::string prompt = "cersei lannister: When you play the game of thrones, you";
+  auto out = on_terminal({kInfer, "-c", ckpt, "-p", prompt, "--greedy", "-n", "20"});
+  EXPECT_NE(out.find(prompt), std::string::npos) << out;  // (the log shares the terminal)
+  EXPECT_NE(out.find("\r\n"), std::string::npos) << out;
+  out = on_terminal(
+      {kInfer, "-c", ckpt, "--speaker", "arya stark", "-p", "", "--top-k", "40", "--num-samples", "3", "-n", "10"});
+  size_t samples = 0;
+  for (size_t at = 0; (at = out.find("arya stark:", at)) != std::string::npos; ++at) ++samples;
+  EXPECT_EQ(samples, 3u) << out;
+  out = on_terminal({kInfer, "-c", ckpt, "-p", prompt, "--attention-map", "-", "--layer", "1", "--head", "1"});
+  EXPECT_NE(out.find("layer 1, head 1"), std::string::npos) << out;
+  out = on_terminal({kInfer, "-c", ckpt, "-p", "jon snow: Winter is", "--turns", "3", "-n", "10"});
+  EXPECT_NE(out.find("jon snow: Winter is"), std::string::npos) << out;
+  EXPECT_GE(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  // The answer ends its line, so the next prompt starts at the left margin.
+  out = on_terminal({kInfer, "-c", ckpt, "--chat", "--as", "Jon Snow", "-n", "10"},
+                    {{"jon snow> ", "Winter is coming.\n"}, {"Winter is coming.\r\n", "\x04"}});
+  const size_t typed = out.find("Winter is coming.\r\n");
+  ASSERT_NE(typed, std::string::npos) << out;
+  EXPECT_NE(out.find("\r\njon snow> ", typed), std::string::npos) << out;
 }

@@ -80,7 +80,8 @@ TEST_F(Dialogue, ChatOverAPipeAnswersInTheScenesOrder) {
   auto r = run(*dir_, "printf 'Winter is coming.\\nSomeone has to be.\\n' | " + kInfer + " -c " + ckpt_ +
                           " --chat --as \"ned stark\" --greedy");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(lines_of(r.out), (std::vector<std::string>{kScene[1], kScene[3]})) << r.out;
+  // The transcript keeps your lines too, as the corpus writes a line.
+  EXPECT_EQ(lines_of(r.out), (std::vector<std::string>{kScene[0], kScene[1], kScene[2], kScene[3]})) << r.out;
 
   // --reply-as chooses who answers; --json shows both sides of the exchange.
   r = run(*dir_, "printf 'Winter is coming.\\n' | " + kInfer + " -c " + ckpt_ +
@@ -95,11 +96,31 @@ TEST_F(Dialogue, ChatOverAPipeAnswersInTheScenesOrder) {
 
 TEST_F(Dialogue, ChatOnAPseudoTerminal) {
   // The second answer needs the first exchange, which the cache carries.
-  const auto session = run_on_terminal(
-      {kInfer, "-c", ckpt_, "--chat", "--as", "ned stark", "--greedy"},
-      {{"ned stark> ", "Winter is coming.\n"}, {"gloomy one.", "Someone has to be.\n"}, {kScene[3], "\x04"}});
+  const auto session =
+      run_on_terminal({kInfer, "-c", ckpt_, "--chat", "--as", "ned stark", "--greedy"},
+                      // Each answer ends its own line (a terminal shows "\r\n"): the next prompt starts a new one.
+                      {{"ned stark> ", "Winter is coming.\n"},
+                       {kScene[1] + "\r\nned stark> ", "Someone has to be.\n"},
+                       {kScene[3] + "\r\nned stark> ", "\x04"}});
   EXPECT_EQ(session.typed, 3u) << session.screen;
   EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
+  EXPECT_EQ(session.screen.find("\\x"), std::string::npos) << session.screen;
+}
+
+TEST_F(Dialogue, SceneOnAPseudoTerminalIsOneLinePerUtterance) {
+  const auto session = run_on_terminal({kInfer, "-c", ckpt_, "-p", "ned stark: Winter", "--turns", "3", "--greedy"}, {},
+                                       /*hide_log=*/true);
+  EXPECT_TRUE(WIFEXITED(session.status) && WEXITSTATUS(session.status) == 0) << session.screen;
+  EXPECT_EQ(session.screen, kScene[0] + "\r\n" + kScene[1] + "\r\n" + kScene[2] + "\r\n" + kScene[3] + "\r\n");
+}
+
+TEST_F(Dialogue, SpeakerNamesMatchIgnoringCaseAndTyposGetASuggestion) {
+  auto r = run(*dir_, "printf 'Winter is coming.\\n' | " + kInfer + " -c " + ckpt_ +
+                          " --chat --as \"Ned Stark\" --reply-as \"ROBERT BARATHEON\" --greedy");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lines_of(r.out), (std::vector<std::string>{kScene[0], kScene[1]})) << r.out;
+  expect_one_line_error(run(*dir_, "echo hi | " + kInfer + " -c " + ckpt_ + " --chat --as \"ned strak\""),
+                        "did you mean 'ned stark'?");
 }
 
 TEST_F(Dialogue, SpeakersAreListedAndChecked) {
@@ -113,7 +134,7 @@ TEST_F(Dialogue, SpeakersAreListedAndChecked) {
   EXPECT_EQ(j["speakers"][0]["speaker"], "ned stark");
   EXPECT_EQ(j["speakers"][0]["lines"], 12);
 
-  expect_one_line_error(run(*dir_, "echo hi | " + kInfer + " -c " + ckpt_ + " --chat --as \"Ned Stark\""),
+  expect_one_line_error(run(*dir_, "echo hi | " + kInfer + " -c " + ckpt_ + " --chat --as \"the hound\""),
                         "not a speaker of the training corpus");
   expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt_ + " --chat"), "--chat needs --as");
   expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt_ + " --as \"ned stark\" -p x"), "--as is for --chat");
@@ -137,7 +158,7 @@ TEST_F(Dialogue, InitFromKeepsTokenizerAndShapeAndStartsAFreshOptimizer) {
   const auto tuned = dir_->file("tuned.pt");
   auto r = run(*dir_, kTrain + " --init-from " + ckpt_ + " --corpus " + corpus_ + " --out " + tuned +
                           " --val-share 0 --max-steps 3 --eval-every 1 --batch-size 4 --threads 1 --lr 1e-4 --min-lr 0 "
-                          "--warmup-steps 0");
+                          "--warmup 0");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("fine-tuning from"), std::string::npos) << r.err;
   const auto base = load_checkpoint(ckpt_), fine = load_checkpoint(tuned);
@@ -185,7 +206,7 @@ TEST(Patience, StopsAtTheFirstEvaluationThatMakesItRunOut) {
   const auto out = d.file("p.pt");
   constexpr int kPatience = 2;
   auto r = run(d, kTrain + " --corpus " + corpus + " --out " + out + kShape +
-                      " --vocab-size 300 --val-share 0.25 --lr 1e-2 --warmup-steps 5 --eval-every 5 --max-steps 3000 "
+                      " --vocab-size 300 --val-share 0.25 --lr 1e-2 --warmup 0.002 --eval-every 5 --max-steps 3000 "
                       "--patience " +
                       std::to_string(kPatience));
   ASSERT_EQ(r.code, 0) << r.err;

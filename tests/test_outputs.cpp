@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "cli_util.h"
+#include "common/output_files.h"
 
 using namespace dracarys::testing;
 
@@ -99,9 +100,9 @@ TEST(Outputs, OneTrainingRunPerOutputAndStaleTemporariesRemoved) {
     _exit(127);
   }
   // Wait until the first run holds its lock, then start a second on the same output.
-  for (int i = 0; i < 100 && slurp(out + ".lock").empty(); ++i)
+  for (int i = 0; i < 100 && slurp(out + ".dracarys-lock").empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_FALSE(slurp(out + ".lock").empty());
+  ASSERT_FALSE(slurp(out + ".dracarys-lock").empty());
   auto second = run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + out);
   expect_one_line_error(second, "being written by another training run (PID " + std::to_string(pid) + ")");
   kill(pid, SIGINT);
@@ -113,8 +114,42 @@ TEST(Outputs, OneTrainingRunPerOutputAndStaleTemporariesRemoved) {
   for (auto& e : std::filesystem::directory_iterator(d.path()))
     tmp_files += e.path().filename().string().rfind("busy.pt.tmp.", 0) == 0;
   EXPECT_EQ(tmp_files, 1) << "only the live process's temporary file remains";
-  EXPECT_FALSE(std::filesystem::exists(out + ".lock")) << "the lock file goes with its run";
+  EXPECT_FALSE(std::filesystem::exists(out + ".dracarys-lock")) << "the lock file goes with its run";
   // The lock is free again.
   auto third = run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + out);
   EXPECT_EQ(third.code, 0) << third.err;
+}
+
+TEST(Outputs, TheLockAndTemporaryNamesNeverTouchAUsersFiles) {
+  TempDir d;
+  const auto corpus = tiny_corpus(d);
+  // `--out Cargo` next to a project's Cargo.lock: the lock is another name, Cargo.lock untouched.
+  const auto cargo_lock = d.write("Cargo.lock", "# a user's lock file\n");
+  auto r = run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + d.file("Cargo"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(slurp(cargo_lock), "# a user's lock file\n");
+  EXPECT_FALSE(std::filesystem::exists(d.file("Cargo.dracarys-lock"))) << "our lock goes with the run";
+
+  // A symbolic link at the lock's name: refused, its target untouched.
+  const auto target = d.write("precious.txt", "keep me\n");
+  ASSERT_EQ(symlink(target.c_str(), d.file("run.pt.dracarys-lock").c_str()), 0);
+  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + d.file("run.pt")),
+                        "is not a lock file of dracarys");
+  EXPECT_EQ(slurp(target), "keep me\n");
+  // A user's file at the lock's name: the same.
+  const auto other = d.write("other.pt.dracarys-lock", "notes\n");
+  expect_one_line_error(run(d, kTrain + " --corpus " + corpus + kQuick + " --out " + d.file("other.pt")),
+                        "is not a lock file of dracarys");
+  EXPECT_EQ(slurp(other), "notes\n");
+
+  // Links planted at every name a save of this process could once have used are not followed.
+  const auto saved = d.file("saved.pt");
+  for (const std::string tag : {".tmp.", ".probe."})
+    ASSERT_EQ(symlink(target.c_str(), (saved + tag + std::to_string(getpid())).c_str()), 0);
+  dracarys::write_file_atomic(saved, "DRACARYS new bytes");
+  EXPECT_EQ(slurp(target), "keep me\n");
+  EXPECT_EQ(slurp(saved), "DRACARYS new bytes");
+  struct stat st {};
+  ASSERT_EQ(lstat(saved.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the output is a file of its own, not a link to the planted target";
 }

@@ -326,6 +326,56 @@ TEST_F(Serve, MalformedRequestsGetAJsonErrorNamingTheField) {
 
 // With both slots held by streams and the one queue place taken, the next request is turned
 // away with 503; hanging up the streams frees their slots, and the waiting request is served.
+// Sends `request` as raw bytes and returns the whole answer (the connection is closed after it).
+static std::string raw_exchange(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  std::string got;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    timeval tv{30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return got;
+}
+
+TEST_F(Serve, RequestFramingIsCheckedBeforeTheBodyIsRead) {
+  const std::string post = "POST /completion HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  // A chunked body was read without any limit (314 MB answered 200): refused before it is read.
+  auto got = raw_exchange(server_->port, post + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 411", 0), 0u) << got;
+  EXPECT_NE(got.find("Content-Length"), std::string::npos) << got;
+  got = raw_exchange(server_->port, post + "Content-Length: -5\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << got;
+  got = raw_exchange(server_->port, post + "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << got;
+  // A form-encoded body past httplib's hidden 8 KB limit gets a message that says what to do.
+  const std::string big = "{\"prompt\": \"" + std::string(9000, 'a') + "\", \"n_predict\": 1}";
+  got = raw_exchange(server_->port, post + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                                        std::to_string(big.size()) + "\r\n\r\n" + big);
+  EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got.substr(0, 300);
+  EXPECT_NE(got.find("application/json"), std::string::npos) << got.substr(0, 300);
+  // 1,300 ranges of the page answered 13.7 MB: ranges are not served.
+  std::string ranges = "bytes=0-";
+  for (int i = 1; i < 1300; ++i) ranges += ",0-";
+  got = raw_exchange(server_->port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: " + ranges + "\r\n\r\n");
+  EXPECT_TRUE(got.rfind("HTTP/1.1 416", 0) == 0 || got.rfind("HTTP/1.1 400", 0) == 0) << got.substr(0, 300);
+  EXPECT_LT(got.size(), 4096u);
+  got = raw_exchange(server_->port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: bytes=0-9\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 416", 0), 0u) << got.substr(0, 300);
+  // The same JSON body as before, framed plainly, is served.
+  got = raw_exchange(server_->port, post +
+                                        "Content-Type: application/json\r\nContent-Length: 33\r\n\r\n"
+                                        "{\"prompt\": \"x\", \"n_predict\": 1}  ");
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got.substr(0, 300);
+}
+
 TEST_F(Serve, QueueLimitAndClientsThatHangUp) {
   ASSERT_TRUE(wait_for(0, 0));
   const std::string endless =
@@ -415,6 +465,7 @@ TEST_F(Serve, RefusesBadStartsInOneLine) {
   expect_one_line_error(run(d, kServe + " -c " + d.file("missing.pt")), "missing.pt");
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port 70000"), "--port");
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --parallel 0"), "--parallel");
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --api-key ''"), "--api-key is empty");
   // The port the test server holds is taken.
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port " + std::to_string(server_->port)), "cannot listen");
 }

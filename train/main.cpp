@@ -91,6 +91,11 @@ int main(int argc, char** argv) {
   if (const char* a = std::getenv("MASTER_ADDR")) o.dist.master_addr = a;
   add_train_options(app, o);
   try {
+    check_config_argument(argc, argv);
+  } catch (const std::exception& e) {
+    return report_error(e);
+  }
+  try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return report_parse_error(app, e);

@@ -4,11 +4,16 @@
 
 #include "common/option_checks.h"
 #include "common/option_table.h"
+#include "data/text.h"
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 namespace dracarys {
@@ -92,8 +97,12 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .stored("min_lr")
             .range(0, 10),
         o.min_lr);
-  visit(OptionSpec("--warmup-steps", opt, "Steps of linear warm-up").stored("warmup_steps").range(0, kManySteps),
-        o.warmup_steps);
+  visit(OptionSpec("--warmup", opt,
+                   "Share of the schedule spent warming up linearly to --lr, e.g. 0.05; the schedule is measured "
+                   "in one unit, steps or the time budget's clock (see --schedule-steps)")
+            .stored("warmup")
+            .range(0, 0.9),
+        o.warmup);
   visit(OptionSpec("--weight-decay", opt, "AdamW weight decay, on weight matrices only")
             .stored("weight_decay")
             .range(0, 100),
@@ -105,8 +114,8 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .range(0, kManySteps),
         o.max_steps);
   visit(OptionSpec("--schedule-steps", opt,
-                   "Steps the learning-rate schedule spans (default: --max-steps; with only a time budget, the "
-                   "schedule follows the clock)")
+                   "Steps the learning-rate schedule (warm-up, then cosine decay to --min-lr) spans (default: "
+                   "--max-steps; with only a time budget, warm-up and decay both follow the clock)")
             .stored("schedule_steps")
             .range(0, kManySteps)
             .no_default(),
@@ -211,6 +220,9 @@ void TrainOptions::validate() const {
     throw std::invalid_argument("give --resume (continue a run) or --init-from (fine-tune from it), not both");
   if (max_steps == 0 && time_budget_s <= 0 && !benchmark && !data_only)
     throw std::invalid_argument("give --max-steps or --time-budget (or both)");
+  if (prompt.size() > kMaxSamplePromptBytes)
+    throw std::invalid_argument("--prompt is " + std::to_string(prompt.size()) + " bytes, more than its limit of " +
+                                std::to_string(kMaxSamplePromptBytes));
   if (model.vocab_size < 64 && !benchmark)
     throw std::invalid_argument("--vocab-size must be at least 64 for a tokenizer with byte fallback");
 }
@@ -229,25 +241,27 @@ std::vector<std::string> fixed_on_resume() {
   return names;
 }
 
-namespace {
-
-// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = up;
-    }
+void check_config_argument(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::string path;
+    if (arg == "--config" && i + 1 < argc)
+      path = argv[i + 1];
+    else if (arg.rfind("--config=", 0) == 0)
+      path = arg.substr(std::string("--config=").size());
+    else
+      continue;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+      throw std::invalid_argument("--config " + path + ": no such file (" + std::strerror(errno) + ")");
+    if (!S_ISREG(st.st_mode))
+      throw std::invalid_argument("--config " + path + " is not a regular file (a folder, device, FIFO or socket)");
+    if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes)
+      throw std::invalid_argument("--config " + path + " is " + std::to_string(st.st_size) +
+                                  " bytes, more than a configuration file's limit of " +
+                                  std::to_string(kMaxConfigBytes) + " bytes");
   }
-  return row[b.size()];
 }
-
-}  // namespace
 
 void check_config_file_keys(const CLI::App& app) {
   const auto* config = app.get_config_ptr();

@@ -16,6 +16,8 @@
 
 namespace dracarys {
 
+constexpr size_t kMaxSamplePromptBytes = 4096;  // --prompt, the evaluation sample's start
+
 struct TrainOptions {
   // data
   std::vector<std::string> corpus;
@@ -32,7 +34,7 @@ struct TrainOptions {
   int64_t batch_size = 16;
   double lr = 2e-3;
   double min_lr = 2e-4;
-  int64_t warmup_steps = 100;
+  double warmup = 0.05;  // share of the schedule spent warming up
   double weight_decay = 0.1;
   double grad_clip = 1.0;
   int64_t max_steps = 0;       // 0 = until the time budget ends
@@ -67,6 +69,14 @@ void add_train_options(CLI::App& app, TrainOptions& o);
 
 // Long names ("layers", "tokenizer", ...) of the options a resumed run may not change.
 std::vector<std::string> fixed_on_resume();
+
+// The largest --config file read (a few hundred bytes hold every option).
+constexpr uint64_t kMaxConfigBytes = 1 << 20;
+
+// Checks the --config file named on the command line before CLI11 reads it: it must be a regular
+// file (a FIFO would wait forever, /dev/zero never end) of at most kMaxConfigBytes. Throws
+// std::invalid_argument naming it.
+void check_config_argument(int argc, const char* const* argv);
 
 // A --config file's keys must be option names: an unknown key (a typo would silently be
 // ignored) throws std::invalid_argument naming it and the nearest known key.

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "train/distributed.h"
+#include "train/progress_line.h"
 #include "train/step.h"
 
 namespace dracarys {
@@ -218,16 +220,17 @@ class Trainer {
   void build_model();
   double train_one_step();
   void show_progress(double loss);
-  void evaluate_and_save(double train_loss);
+  void evaluate_and_save(double train_loss, int64_t steps_since_eval);
   void save(const std::string& path);
   void report_end();
 
   double elapsed() const { return elapsed_before_ + seconds_since(start_time_); }
-  // Position in the learning-rate schedule, 0..1: by steps, or by the clock with only a time budget.
-  double schedule_progress() const {
-    const int64_t span = o_.schedule_steps > 0 ? o_.schedule_steps : o_.max_steps;
-    if (span > 0) return static_cast<double>(step_) / static_cast<double>(span);
-    return elapsed() / o_.time_budget_s;
+  double schedule_progress() const { return schedule_position(schedule_, step_, elapsed()); }
+  // How far the run is towards whichever limit ends it, 0..1 (the progress line's bar).
+  double run_fraction() const {
+    double f = o_.max_steps > 0 ? static_cast<double>(step_) / static_cast<double>(o_.max_steps) : 0.0;
+    if (o_.time_budget_s > 0) f = std::max(f, elapsed() / o_.time_budget_s);
+    return std::clamp(f, 0.0, 1.0);
   }
   bool resuming() const { return !o_.resume.empty(); }
   // The time budget is spent, Ctrl-C or SIGTERM came, or --patience ran out. A single process
@@ -238,6 +241,7 @@ class Trainer {
 
   StopSignalGuard stop_signals_;  // first member: handlers are restored on every way out
   TrainOptions o_;
+  Schedule schedule_;  // of o_, once its stored settings are read
   torch::Device device_;
   std::optional<Checkpoint> start_;  // --resume or --init-from, loaded once by main
   std::optional<Tokenizer> start_tokenizer_;
@@ -265,6 +269,7 @@ class Trainer {
   Clock::time_point start_time_ = Clock::now();
   bool tty_ = false;
   bool patience_ran_out_ = false, stop_after_this_step_ = false;
+  bool metrics_failed_ = false;  // a write to the metrics log failed (reported once)
   double lr_ = 0, synced_progress_ = 0, tokens_per_s_ = 0;
   Clock::time_point last_log_ = Clock::now(), window_start_ = Clock::now();
   int64_t window_steps_ = 0;
@@ -297,11 +302,13 @@ void Trainer::check_and_lock_outputs() {
   lock_.emplace(o_.out);
   const int stale = remove_stale_temporaries(o_.out) + remove_stale_temporaries(best_path(o_.out));
   if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
-  const auto probe = o_.out + ".probe." + std::to_string(::getpid());
-  std::ofstream f(probe);
-  if (!f) throw std::invalid_argument("cannot write to --out " + o_.out + " (is its folder writable?)");
-  f.close();
-  std::filesystem::remove(probe, ignored);
+  // A new file (O_EXCL, an unguessable name) proves the folder writable without following a
+  // link someone planted.
+  std::string probe = o_.out + ".probe." + std::to_string(::getpid()) + ".XXXXXX";
+  const int fd = ::mkostemp(probe.data(), O_CLOEXEC);
+  if (fd < 0) throw std::invalid_argument("cannot write to --out " + o_.out + " (is its folder writable?)");
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 // A fresh model from the seed, or the starting checkpoint's weights (and, resuming, its
@@ -339,7 +346,7 @@ double Trainer::train_one_step() {
   // With only a time budget the schedule follows the clock: rank 0's, in a distributed run,
   // so every rank uses the same learning rate.
   const double progress = schedule_progress();
-  lr_ = learning_rate(o_, step_, dist_->enabled() ? synced_progress_ : progress);
+  lr_ = learning_rate(schedule_, dist_->enabled() ? synced_progress_ : progress);
   set_learning_rate(*optimizer_, lr_);
   auto batch = batcher_->batch(step_, dist_->rank());
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
@@ -355,45 +362,52 @@ double Trainer::train_one_step() {
   return loss;
 }
 
-// The progress line: on a terminal, rewritten in place a few times a second; in a log, every
-// ten seconds.
+// The progress line: on a terminal, rewritten in place a few times a second with a bar; in a
+// log, every ten seconds. Speed is measured over windows of training steps only (an
+// evaluation's time restarts the window).
 void Trainer::show_progress(double loss) {
   ++window_steps_;
   const int64_t tokens_per_step = o_.batch_size * o_.model.context * dist_->world_size();
   const double window_s = seconds_since(window_start_);
+  const double window_rate = static_cast<double>(window_steps_ * tokens_per_step) / std::max(window_s, 1e-9);
   if (window_s >= 2.0) {
-    tokens_per_s_ = static_cast<double>(window_steps_ * tokens_per_step) / window_s;
+    tokens_per_s_ = window_rate;
     window_start_ = Clock::now();
     window_steps_ = 0;
   }
-  const double since_log = seconds_since(last_log_);
-  if (since_log < (tty_ ? kProgressEveryTty : kProgressEveryLog)) return;
-  const std::string left =
-      o_.max_steps > 0 ? fmt::format("step {}/{}", step_, o_.max_steps) : fmt::format("step {}", step_);
-  double remaining = o_.time_budget_s > 0 ? o_.time_budget_s - elapsed() : INFINITY;
-  if (o_.max_steps > 0 && tokens_per_s_ > 0)
-    remaining = std::min(remaining, static_cast<double>((o_.max_steps - step_) * tokens_per_step) / tokens_per_s_);
-  const std::string line =
-      fmt::format("{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", left, loss, lr_, tokens_per_s_,
-                  std::isfinite(remaining) ? fmt::format("{:.0f}s", remaining) : "?");
+  // A terminal also gets the line at each evaluation and at the last step, so it ends full.
+  const bool milestone = tty_ && (step_ % o_.eval_every == 0 || (o_.max_steps > 0 && step_ >= o_.max_steps));
+  if (!milestone && seconds_since(last_log_) < (tty_ ? kProgressEveryTty : kProgressEveryLog)) return;
+  Progress p;
+  p.step = step_;
+  p.max_steps = o_.max_steps;
+  p.fraction = run_fraction();
+  p.elapsed_s = elapsed();
+  p.tokens_per_s = tokens_per_s_ > 0 ? tokens_per_s_ : window_rate;  // the first window, until it closes
+  double remaining = o_.time_budget_s > 0 ? o_.time_budget_s - p.elapsed_s : INFINITY;
+  if (o_.max_steps > 0 && p.tokens_per_s > 0)
+    remaining = std::min(remaining, static_cast<double>((o_.max_steps - step_) * tokens_per_step) / p.tokens_per_s);
+  p.remaining_s = std::isfinite(remaining) ? std::max(0.0, remaining) : -1;
+  p.loss = loss;
+  p.lr = lr_;
   if (tty_)
-    fmt::print(stderr, "\r\033[K{}", line);
+    fmt::print(stderr, "\r\033[K{}", progress_line(p, /*bar=*/true));
   else
-    spdlog::info("{}", line);
+    spdlog::info("{}", progress_line(p, /*bar=*/false));
   last_log_ = Clock::now();
 }
 
 // Rank 0 evaluates on the validation windows, keeps the best checkpoint, counts evaluations
 // without improvement for --patience, prints a sample and saves; the other ranks wait at the
 // next all-reduce.
-void Trainer::evaluate_and_save(double train_loss) {
+void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
   if (!dist_->is_main()) return;
-  std::string line = fmt::format("step {} | train loss {:.4f}", step_, train_loss);
-  nlohmann::json m = {{"step", step_},
-                      {"time_s", elapsed()},
-                      {"train_loss", train_loss},
-                      {"lr", learning_rate(o_, step_, schedule_progress())},
-                      {"tokens_per_s", tokens_per_s_}};
+  // The training loss is the mean since the last evaluation, not the last step's (the progress line's).
+  std::string line = steps_since_eval > 0 ? fmt::format("step {} | train loss {:.4f} (mean of steps {}-{})", step_,
+                                                        train_loss, step_ - steps_since_eval + 1, step_)
+                                          : fmt::format("step {}", step_);
+  nlohmann::json m = {
+      {"step", step_}, {"time_s", elapsed()}, {"train_loss", train_loss}, {"lr", lr_}, {"tokens_per_s", tokens_per_s_}};
   if (!validation_.empty()) {
     auto r = evaluate(model_, validation_, device_);
     line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
@@ -416,6 +430,10 @@ void Trainer::evaluate_and_save(double train_loss) {
   spdlog::info("sample: {}", escape_control(o_.prompt + sample_completion(model_, data_->tokenizer, o_.prompt,
                                                                           o_.seed + static_cast<uint64_t>(step_))));
   metrics_ << m.dump() << "\n" << std::flush;
+  if (!metrics_ && !metrics_failed_) {  // the checkpoints matter more: say so once, and go on
+    metrics_failed_ = true;
+    spdlog::error("cannot write the metrics log {}.metrics.jsonl (disk full?); training goes on without it", o_.out);
+  }
   save(o_.out);
 }
 
@@ -462,6 +480,7 @@ int Trainer::run() {
   // Prepare: the starting checkpoint, the options, the outputs, the data, the model.
   read_starting_checkpoint();
   o_.validate();
+  schedule_ = schedule_of(o_);
   require_memory_for(o_);
   if (o_.corpus.empty()) {
     o_.corpus = {default_corpus_path()};
@@ -502,7 +521,10 @@ int Trainer::run() {
   if (dist_->enabled())
     spdlog::info("effective batch: {} sequences per rank x {} ranks = {}", o_.batch_size, dist_->world_size(),
                  o_.batch_size * dist_->world_size());
-  if (dist_->is_main()) metrics_.open(o_.out + ".metrics.jsonl", resuming() ? std::ios::app : std::ios::trunc);
+  if (dist_->is_main()) {
+    metrics_.open(o_.out + ".metrics.jsonl", resuming() ? std::ios::app : std::ios::trunc);
+    if (!metrics_) throw std::invalid_argument("cannot write the metrics log " + o_.out + ".metrics.jsonl");
+  }
   tty_ = ::isatty(STDERR_FILENO) && dist_->is_main();
   start_time_ = last_log_ = window_start_ = Clock::now();
   synced_progress_ = schedule_progress();
@@ -522,25 +544,32 @@ int Trainer::run() {
     show_progress(loss);
     if (step_ % o_.eval_every == 0) {
       const double average = loss_sum_ / static_cast<double>(loss_count_);
+      const int64_t steps = loss_count_;
       loss_sum_ = 0;  // a new window starts before the save, which records it
       loss_count_ = 0;
-      evaluate_and_save(average);
+      evaluate_and_save(average, steps);
+      window_start_ = Clock::now();  // the evaluation's time is not training speed
+      window_steps_ = 0;
     }
   }
 
   // Finish: evaluate and save the last steps, then say why training stopped.
   if (loss_count_ > 0 || step_ == 0)
-    evaluate_and_save(loss_count_ > 0 ? loss_sum_ / static_cast<double>(loss_count_) : NAN);
+    evaluate_and_save(loss_count_ > 0 ? loss_sum_ / static_cast<double>(loss_count_) : NAN, loss_count_);
   report_end();
   return 0;  // a stop by signal or by --patience saved its checkpoint: that is a success too
 }
 
 }  // namespace
 
-double learning_rate(const TrainOptions& o, int64_t step, double progress) {
-  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps + 1);
-  progress = std::clamp(progress, 0.0, 1.0);
-  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+Schedule schedule_of(const TrainOptions& o) {
+  Schedule s;
+  s.peak_lr = o.lr;
+  s.floor_lr = o.min_lr;
+  s.warmup = o.warmup;
+  s.steps = o.schedule_steps > 0 ? o.schedule_steps : o.max_steps;
+  s.time_budget_s = o.time_budget_s;
+  return s;
 }
 
 int run_training(TrainOptions opts, std::optional<Checkpoint> start, const torch::Device& device) {

@@ -6,6 +6,7 @@
 
 #include "common/checkpoint.h"
 #include "train/options.h"
+#include "train/schedule.h"
 
 namespace dracarys {
 
@@ -17,7 +18,7 @@ int run_training(TrainOptions opts, std::optional<Checkpoint> start, const torch
 // --benchmark: random tokens, no checkpoint; prints a table and one JSON line.
 int run_train_benchmark(const TrainOptions& opts, const torch::Device& device);
 
-// The learning rate at `progress` in [0, 1] of the schedule, after `step` steps.
-double learning_rate(const TrainOptions& o, int64_t step, double progress);
+// The learning-rate schedule the options describe (train/schedule.h).
+Schedule schedule_of(const TrainOptions& o);
 
 }  // namespace dracarys
