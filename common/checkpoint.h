@@ -1,4 +1,4 @@
-// Checkpoints on disk, and the model and optimizer state inside them (LibTorch archives). The
+// Checkpoints on disk, and the model and optimizer state inside them (safetensors layout). The
 // container format is common/checkpoint_format.h. Writes go to a temporary file that is
 // flushed, fsync'ed and renamed over the target: a crash at any moment leaves the previous
 // checkpoint whole.
@@ -21,11 +21,13 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // unknown format version, or corrupted (hash mismatch).
 Checkpoint load_checkpoint(const std::string& path);
 
-// Module and optimizer state to and from archive bytes.
+// A module's parameters and buffers, and AdamW's moments, to and from bytes in the safetensors
+// layout (common/tensor_file.h). Loading checks every tensor's name, dtype and shape against
+// the module before a byte is copied; a tensor missing or left over is a CheckpointError.
 std::string module_bytes(const torch::nn::Module& module);
 void load_module_bytes(torch::nn::Module& module, const std::string& bytes);
-std::string optimizer_bytes(const torch::optim::Optimizer& opt);
-void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes);
+std::string optimizer_bytes(const torch::optim::AdamW& opt);
+void load_optimizer_bytes(torch::optim::AdamW& opt, const std::string& bytes);
 
 // A model rebuilt from a checkpoint, on `device`, in eval mode. Every weight must have the shape
 // the config gives it (CheckpointError otherwise).

@@ -85,6 +85,11 @@ Checkpoint decode_checkpoint(const std::string& buf, const std::string& path, bo
   Reader r{buf, sizeof kMagic, buf.size() - kHashSize, path};
   Checkpoint c;
   c.version = r.get<uint32_t>();
+  if (c.version == 1)
+    throw CheckpointError(path +
+                          ": checkpoint format version 1 (written by an earlier dracarys) stores LibTorch archives, "
+                          "which a crafted file can use to crash the program; it is no longer read. Train it again "
+                          "with this dracarys-train");
   if (c.version != kCheckpointVersion)
     throw CheckpointError(path + ": checkpoint format version " + std::to_string(c.version) +
                           " is not supported (this build reads version " + std::to_string(kCheckpointVersion) + ")");

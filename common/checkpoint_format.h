@@ -5,8 +5,12 @@
 //   SHA-256 of everything above (32 bytes)
 //
 // "meta" is JSON (model config, training settings and state); "tokenizer" is the serialized
-// sentencepiece model, opaque here; "model" and "optimizer" are LibTorch archives. LibTorch's
-// archives carry no checksum, so the trailing hash is what refuses a corrupted file.
+// sentencepiece model (checked by data/tokenizer_model_check.h before sentencepiece reads it);
+// "model" and "optimizer" are named tensors in the safetensors layout (common/tensor_file.h), read
+// by our own bounded parser. The trailing hash refuses a corrupted file; it proves nothing against
+// a crafted one (anyone can recompute it), so every section is checked as untrusted input.
+//
+// Version 1 stored LibTorch archives (pickles, never meant for untrusted input): it is refused.
 //
 // This file holds the container only (no LibTorch), so the parser can be fuzzed on its own.
 #pragma once
@@ -19,7 +23,7 @@
 
 namespace dracarys {
 
-constexpr uint32_t kCheckpointVersion = 1;
+constexpr uint32_t kCheckpointVersion = 2;
 // The largest checkpoint read: weights and buffers at their limit, plus AdamW's two moments.
 constexpr uint64_t kMaxCheckpointBytes = static_cast<uint64_t>(3 * ModelConfig::kMaxModelBytes) + (uint64_t{1} << 30);
 
@@ -32,8 +36,8 @@ struct Checkpoint {
   ModelConfig config;
   std::string meta_json;  // training settings and state; "{}" when none
   std::string tokenizer;  // serialized tokenizer model
-  std::string model;      // LibTorch archive of the model's parameters and buffers
-  std::string optimizer;  // LibTorch archive of the optimizer state; may be empty
+  std::string model;      // the model's parameters and buffers (safetensors layout)
+  std::string optimizer;  // AdamW's moments (safetensors layout); may be empty
 };
 
 // The file's bytes, hash included.

@@ -11,6 +11,7 @@
 #include "data/errors.h"
 #include "data/spm_plugin_api.h"
 #include "data/text.h"
+#include "data/tokenizer_model_check.h"
 
 namespace fs = std::filesystem;
 
@@ -143,8 +144,12 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
 Tokenizer Tokenizer::from_bytes(std::string bytes) {
   const auto* api = plugin().api;
   char* err = nullptr;
+  check_tokenizer_model(bytes);  // before sentencepiece parses a byte of it
   void* h = api->load(bytes.data(), bytes.size(), &err);
-  if (!h) throw DataError("tokenizer model cannot be loaded: " + take_error(err));
+  if (!h) {
+    const std::string reason = take_error(err);
+    throw DataError("the tokenizer model cannot be loaded" + (reason.empty() ? std::string() : ": " + reason));
+  }
   Tokenizer t;
   t.handle_ = std::shared_ptr<void>(h, [api](void* p) { api->release(p); });
   t.bytes_ = std::move(bytes);

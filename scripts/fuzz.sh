@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (Debian's clang, with AddressSanitizer and UBSan) and runs each
-# for a bounded time: the CSV, SubRip and text corpus readers, the checkpoint parser and
-# dracarys-serve's request parsers.
+# for a bounded time: the CSV, SubRip and text corpus readers, the checkpoint parser, the weights
+# reader, the tokenizer model check and dracarys-serve's request parsers.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs it briefly)
 # Seeds live in tests/fuzz/seeds/; what the fuzzers find new goes to build-fuzz/corpus/, and a
 # crash, hang or leak stops the script with the input that caused it saved in build-fuzz/.
@@ -24,10 +24,12 @@ build fuzz_text -DFUZZ_FILE_NAME='"fuzz.txt"' -DDRACARYS_SAMPLE_DIR='"."' tests/
 build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp common/checkpoint_format.cpp common/json_input.cpp \
   model/config.cpp -lcrypto &
 build fuzz_requests tests/fuzz/fuzz_requests.cpp serve/requests.cpp data/text.cpp &
+build fuzz_tensors tests/fuzz/fuzz_tensor_file.cpp common/tensor_file.cpp common/json_input.cpp &
+build fuzz_tokenizer tests/fuzz/fuzz_tokenizer_model.cpp data/tokenizer_model_check.cpp data/text.cpp &
 wait
 
 status=0
-for target in csv srt text checkpoint requests; do
+for target in csv srt text checkpoint requests tensors tokenizer; do
   mkdir -p "$OUT/corpus/$target"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -rss_limit_mb: a reader that balloons is a finding; -timeout: so is one input taking 10 s.

@@ -4,12 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "common/checkpoint_format.h"
 #include "common/json_input.h"
 #include "common/option_checks.h"
+#include "common/tensor_file.h"
 #include "data/corpus.h"
 #include "data/errors.h"
+#include "data/tokenizer_model_check.h"
 
 using namespace dracarys;
 
@@ -60,6 +65,90 @@ TEST(CheckpointFormat, MetadataMustDescribeTheWeightsItCarries) {
   small.config = c.config;
   small.model = tiny().model;
   EXPECT_NE(error_of([&] { decode_checkpoint(encode_checkpoint(small), "t.pt"); }).find("holds only"),
+            std::string::npos);
+}
+
+TEST(TensorFile, RoundTripsEveryDtypeAndPutsDataWhereTheHeaderSays) {
+  const float w[6] = {1.5f, -2, 0, 3, 4, 5};
+  const int64_t step = 42;
+  const bool mask[2] = {true, false};
+  const auto bytes = encode_tensor_file({{"w", DType::kF32, {2, 3}, w, sizeof w},
+                                         {"step", DType::kI64, {}, &step, sizeof step},
+                                         {"mask", DType::kBool, {2}, mask, sizeof mask},
+                                         {"empty", DType::kF32, {0, 4}, nullptr, 0}},
+                                        {{"format", "test"}});
+  uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  EXPECT_EQ((8 + header) % 8, 0u) << "the data starts 8-byte aligned";
+  const auto t = parse_tensor_file(bytes, "test weights");
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t.at("w").shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(std::memcmp(bytes.data() + t.at("w").offset, w, sizeof w), 0);
+  EXPECT_EQ(std::memcmp(bytes.data() + t.at("step").offset, &step, 8), 0);
+  EXPECT_EQ(t.at("mask").dtype, DType::kBool);
+  EXPECT_EQ(t.at("empty").bytes, 0u);
+  for (size_t cut = 0; cut < bytes.size(); ++cut)
+    EXPECT_THROW(parse_tensor_file(bytes.substr(0, cut), "test weights"), std::invalid_argument) << cut;
+}
+
+TEST(TensorFile, RefusesRecordsThatDoNotTileTheData) {
+  auto file = [](const std::string& header, size_t data_bytes) {
+    std::string out(8, '\0');
+    const uint64_t n = header.size();
+    std::memcpy(out.data(), &n, 8);
+    return out + header + std::string(data_bytes, 'x');
+  };
+  auto why = [](const std::string& bytes) { return error_of([&] { parse_tensor_file(bytes, "w"); }); };
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 8)).find("not what its dtype"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8)).find("gaps"), std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                     R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                     4))
+                .find("overlap"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 6)).find("belong to no tensor"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)).find("malformed shape"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,4]}})", 4))
+                .find("not what its dtype"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,4]}})", 4))
+                .find("outside the data"),
+            std::string::npos);
+  EXPECT_NE(why(file(R"([1,2])", 0)).find("not a JSON object"), std::string::npos);
+  EXPECT_NE(why(file(std::string(100, '['), 0)).find("deeper than"), std::string::npos);
+}
+
+TEST(TokenizerModelCheck, AcceptsWhatDracarysTrainsAndRefusesCharmapsAndJunk) {
+  std::ifstream in(std::string(DRACARYS_SOURCE_DIR) + "/tests/fuzz/seeds/tokenizer/bpe-400.model", std::ios::binary);
+  const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(model.size(), 1000u);
+  EXPECT_NO_THROW(check_tokenizer_model(model));
+  // A second normaliser with a precompiled character map (what reached sentencepiece's bug).
+  const std::string normalizer("\x0a\x08identity\x12\x04\xff\xff\xff\x7f", 16);
+  const std::string with_map = model + "\x1a" + std::string(1, static_cast<char>(normalizer.size())) + normalizer;
+  EXPECT_NE(error_of([&] { check_tokenizer_model(with_map); }).find("character map"), std::string::npos);
+  const std::string nfkc("\x0a\x04nfkc", 6);
+  EXPECT_NE(error_of([&] { check_tokenizer_model(model + "\x1a\x06" + nfkc); }).find("not the identity"),
+            std::string::npos);
+  for (size_t cut = 1; cut < model.size(); cut += 7) {
+    // A cut at a field boundary is a shorter model, still well-formed; anywhere else, refused.
+    try {
+      check_tokenizer_model(model.substr(0, cut));
+    } catch (const DataError&) {
+    }
+  }
+  EXPECT_THROW(check_tokenizer_model(""), DataError);
+  EXPECT_THROW(check_tokenizer_model(std::string(64, '\xff')), DataError);
+  // A piece whose score is not finite (field 2, fixed32 NaN).
+  const std::string piece(
+      "\x0a\x01"
+      "a"
+      "\x15\x00\x00\xc0\x7f",
+      8);
+  EXPECT_NE(error_of([&] { check_tokenizer_model("\x0a\x08" + piece + model); }).find("not a finite"),
             std::string::npos);
 }
 

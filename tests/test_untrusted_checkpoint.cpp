@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "cli_util.h"
 #include "common/checkpoint.h"
+#include "common/tensor_file.h"
+#include "data/errors.h"
 
 using namespace dracarys;
 using namespace dracarys::testing;
@@ -39,11 +43,12 @@ Sections read_sections(const std::string& bytes) {
 }
 
 // Writes sections as a checkpoint with a correct hash, as anyone can.
-std::string write_with_valid_hash(const TempDir& d, const std::string& name, const Sections& sections) {
+std::string write_with_valid_hash(const TempDir& d, const std::string& name, const Sections& sections,
+                                  uint32_t version = kCheckpointVersion) {
   std::string buf = "DRACARYS";
   auto put32 = [&](uint32_t v) { buf.append(reinterpret_cast<const char*>(&v), 4); };
   auto put64 = [&](uint64_t v) { buf.append(reinterpret_cast<const char*>(&v), 8); };
-  put32(1);
+  put32(version);
   put32(static_cast<uint32_t>(sections.size()));
   for (const auto& [section, bytes] : sections) {
     put32(static_cast<uint32_t>(section.size()));
@@ -77,6 +82,33 @@ std::string with_meta_text(const TempDir& d, const std::string& base, const std:
   for (auto& [section, bytes] : sections)
     if (section == "meta") bytes = meta;
   return write_with_valid_hash(d, name, sections);
+}
+
+// A real checkpoint with one section replaced by `edit` of its bytes.
+std::string with_section(const TempDir& d, const std::string& base, const std::string& name, const std::string& which,
+                         const std::function<void(std::string&)>& edit) {
+  auto sections = read_sections(slurp(base));
+  for (auto& [section, bytes] : sections)
+    if (section == which) edit(bytes);
+  return write_with_valid_hash(d, name, sections);
+}
+
+// The JSON header of a weights section, and where its data starts.
+std::pair<nlohmann::json, size_t> weights_header(const std::string& bytes) {
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  return {nlohmann::json::parse(bytes.substr(8, n)), 8 + n};
+}
+
+// The weights section re-encoded with `edit` applied to its header (the data stays as it was).
+std::string with_header(const std::string& bytes, const std::function<void(nlohmann::json&)>& edit) {
+  auto [header, data_start] = weights_header(bytes);
+  edit(header);
+  const std::string text = header.dump();
+  std::string out(8, '\0');
+  const uint64_t n = text.size();
+  std::memcpy(out.data(), &n, 8);
+  return out + text + bytes.substr(data_start);
 }
 
 class UntrustedCheckpoint : public ::testing::Test {
@@ -131,7 +163,7 @@ TEST_F(UntrustedCheckpoint, ShapesMustMatchTheWeights) {
   expect_refused(crafted(*dir_, base_, "dff.pt", [](auto& m) { m["model_config"]["d_ff"] = 32; }),
                  "has shape [128, 64], but its model config needs [32, 64]");
   expect_refused(crafted(*dir_, base_, "layers1.pt", [](auto& m) { m["model_config"]["layers"] = 1; }),
-                 "checkpoint weights hold blocks.1, which its model config has no place for");
+                 "checkpoint weights hold blocks.1.");
   expect_refused(crafted(*dir_, base_, "untied.pt", [](auto& m) { m["model_config"]["tied_head"] = false; }),
                  "but its model section holds only");
   expect_refused(crafted(*dir_, base_, "vocab2.pt", [](auto& m) { m["model_config"]["vocab_size"] = 300; }),
@@ -164,4 +196,112 @@ TEST_F(UntrustedCheckpoint, TrainingStateAndSettingsAreChecked) {
       "lr.pt", [](auto& m) { m["train_options"]["lr"] = -1.0; }, "--lr must be");
   refused(
       "threads.pt", [](auto& m) { m["train_options"]["threads"] = 100000; }, "--threads must be");
+}
+
+TEST_F(UntrustedCheckpoint, WeightRecordsAreCheckedAgainstTheBytesBeforeCopying) {
+  // A record cut to 4 bytes loaded before, and greedy text then changed from run to run.
+  std::string first;  // the first tensor's name
+  const auto header = weights_header(read_sections(slurp(base_))[2].second).first;
+  for (const auto& [name, entry] : header.items())
+    if (first.empty() && name != "__metadata__") first = name;
+  expect_refused(with_section(*dir_, base_, "short.pt", "model",
+                              [&](std::string& b) {
+                                b = with_header(b, [&](nlohmann::json& h) {
+                                  auto& offsets = h[first]["data_offsets"];
+                                  offsets[1] = offsets[0].get<uint64_t>() + 4;
+                                });
+                              }),
+                 "not what its dtype and shape need");
+  // Offsets far past the data (a storage offset of 2^31 was read out of bounds).
+  expect_refused(with_section(*dir_, base_, "far.pt", "model",
+                              [&](std::string& b) {
+                                b = with_header(b, [&](nlohmann::json& h) {
+                                  h[first]["data_offsets"] = {2147483648u, 2147483652u};
+                                });
+                              }),
+                 "lies outside the data");
+  expect_refused(
+      with_section(*dir_, base_, "dtype.pt", "model",
+                   [&](std::string& b) { b = with_header(b, [&](nlohmann::json& h) { h[first]["dtype"] = "F16"; }); }),
+      "has a dtype other than F32");
+  expect_refused(with_section(*dir_, base_, "header.pt", "model",
+                              [](std::string& b) {
+                                const uint64_t huge = uint64_t{1} << 40;
+                                std::memcpy(b.data(), &huge, 8);
+                              }),
+                 "past the file or the limit");
+  // A pickle nested a million deep crashed LibTorch's reader: weights are no longer pickles.
+  expect_refused(with_section(*dir_, base_, "pickle.pt", "model",
+                              [](std::string& b) { b = std::string(1000000, '(') + std::string(b.size(), 'x'); }),
+                 "checkpoint weights have a header of");
+}
+
+TEST_F(UntrustedCheckpoint, TheTokenizerIsCheckedBeforeSentencepieceReadsIt) {
+  // sentencepiece's normaliser read out of bounds on a crafted precompiled_charsmap: a model with
+  // one is refused before sentencepiece sees it. (Field 3, the normaliser: name "identity" and a
+  // 4-byte charsmap.)
+  const std::string normalizer = std::string("\x0a\x08identity\x12\x04\xff\xff\xff\x7f", 16);
+  expect_refused(with_section(*dir_, base_, "charsmap.pt", "tokenizer",
+                              [&](std::string& b) {
+                                b += "\x1a" + std::string(1, static_cast<char>(normalizer.size())) + normalizer;
+                              }),
+                 "carries a character map");
+  expect_refused(with_section(*dir_, base_, "spmtrunc.pt", "tokenizer", [](std::string& b) { b.resize(b.size() - 3); }),
+                 "the tokenizer model is not one dracarys writes");
+  expect_refused(with_section(*dir_, base_, "spmjunk.pt", "tokenizer", [](std::string& b) { b = "\x08\x01junk"; }),
+                 "the tokenizer model is not one dracarys writes");
+}
+
+TEST_F(UntrustedCheckpoint, VersionOneIsRefusedWithWhatToDo) {
+  expect_refused(write_with_valid_hash(*dir_, "v1.pt", read_sections(slurp(base_)), 1),
+                 "checkpoint format version 1 (written by an earlier dracarys) stores LibTorch archives");
+}
+
+// Random changes to each section of a real checkpoint, the hash recomputed as an attacker would,
+// then loaded as the programs load it: every outcome is our error or a model whose tensors all
+// have the shapes its config gives, never a crash.
+TEST_F(UntrustedCheckpoint, MutatedSectionsEndInOurErrorOrAWholeModel) {
+  const auto sections = read_sections(slurp(base_));
+  std::mt19937_64 rng(2024);
+  int refused = 0, loaded = 0;
+  for (int round = 0; round < 400; ++round) {
+    auto mutated = sections;
+    auto& bytes = mutated[static_cast<size_t>(round) % mutated.size()].second;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !bytes.empty(); ++e) {
+      const size_t at = rng() % bytes.size();
+      switch (rng() % 4) {
+        case 0:
+          bytes[at] = static_cast<char>(rng());  // a byte changed
+          break;
+        case 1:
+          bytes.resize(at);  // cut short
+          break;
+        case 2:
+          bytes.insert(at, std::string(1 + rng() % 8, static_cast<char>(rng())));  // bytes inserted
+          break;
+        default:
+          bytes[at] ^= static_cast<char>(1u << (rng() % 8));  // a bit flipped
+      }
+    }
+    const auto path = write_with_valid_hash(*dir_, "mutated.pt", mutated);
+    try {
+      auto ckpt = load_checkpoint(path);
+      auto model = load_model(ckpt, torch::kCPU);
+      auto tokenizer = load_tokenizer(ckpt);
+      const Transformer fresh(ckpt.config);
+      auto expected = fresh->named_parameters();
+      for (const auto& p : model->named_parameters())
+        ASSERT_EQ(p.value().sizes(), expected[p.key()].sizes()) << p.key();
+      ++loaded;
+    } catch (const CheckpointError&) {
+      ++refused;
+    } catch (const DataError&) {
+      ++refused;
+    } catch (const std::invalid_argument&) {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_EQ(refused + loaded, 400);
 }
