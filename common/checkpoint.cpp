@@ -27,6 +27,9 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 Checkpoint load_checkpoint(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw CheckpointError(path + ": checkpoint not found");
+  // The magic first: a large file that is not a checkpoint is refused before it is read.
+  if (!is_checkpoint_file(path) && std::filesystem::is_regular_file(path, ec))
+    throw CheckpointError(path + ": not a dracarys checkpoint");
   std::string buf;
   try {
     buf = read_file(path, kMaxCheckpointBytes);
@@ -184,8 +187,11 @@ std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt) {
   if (!meta.contains("speakers")) return speakers;
   const auto& list = meta["speakers"];
   if (!list.is_object()) throw bad();
+  if (list.size() > kMaxSpeakers)
+    throw CheckpointError("checkpoint lists " + std::to_string(list.size()) + " speakers, more than the limit of " +
+                          std::to_string(kMaxSpeakers));
   for (const auto& [name, count] : list.items()) {
-    if (!count.is_number_integer() || count.get<int64_t>() < 0) throw bad();
+    if (!count.is_number_integer() || count.get<int64_t>() < 0 || name.size() > kMaxSpeakerNameBytes) throw bad();
     speakers[name] = count.get<int64_t>();
   }
   return speakers;

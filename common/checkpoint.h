@@ -35,6 +35,11 @@ Transformer load_model(const Checkpoint& ckpt, const torch::Device& device);
 // The checkpoint's tokenizer; its vocabulary must be the model's.
 Tokenizer load_tokenizer(const Checkpoint& ckpt);
 
+// A checkpoint lists at most this many speakers, each named in at most kMaxSpeakerNameBytes
+// (the show has a few hundred): a longer list is refused, so that a crafted one cannot fill
+// the memory of a server that hands it out on every /props.
+constexpr size_t kMaxSpeakers = 65536, kMaxSpeakerNameBytes = 256;
+
 // The speakers of the corpus the checkpoint was trained on, with their utterance counts (empty
 // for a checkpoint written before they were stored). Throws CheckpointError when malformed.
 std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt);

@@ -45,7 +45,7 @@ std::string CorpusStats::summary() const {
   return s.str();
 }
 
-std::string read_file(const std::string& path, uint64_t max_bytes) {
+std::string read_file(const std::string& path, uint64_t max_bytes, const std::string& limit_hint) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
@@ -63,7 +63,7 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
     problem = "is not a regular file (a device, FIFO or socket)";
   else if (static_cast<uint64_t>(st.st_size) > max_bytes)
     problem = "is " + std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes) +
-              " bytes (--max-file-mb raises it)";
+              " bytes" + (limit_hint.empty() ? "" : " (" + limit_hint + ")");
   if (problem.empty()) {
     text.resize(static_cast<size_t>(st.st_size));
     size_t got = 0;
@@ -108,7 +108,8 @@ class Collector {
     if (raw.size() > opts_.max_utterance_bytes)
       throw DataError(path_ + ": an utterance of " + std::to_string(raw.size()) + " bytes (in " + episode +
                       ") is longer than the limit of " + std::to_string(opts_.max_utterance_bytes) +
-                      " bytes; is a quote left open? (--max-utterance-bytes raises the limit)");
+                      " bytes; is a quote left open?" +
+                      (opts_.name_limit_options ? " (--max-utterance-bytes raises the limit)" : ""));
     std::string text = opts_.keep_cues ? std::string(raw) : strip_cues(raw);
     if (!opts_.keep_cues && text.size() != raw.size()) ++corpus_.stats.cues_removed;
     text = collapse_whitespace(text);
@@ -359,7 +360,9 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
       files.push_back(path);
     }
     for (const auto& f : files) {
-      read_text_of(f.string(), read_file(f.string(), opts.max_file_bytes), out);
+      read_text_of(f.string(),
+                   read_file(f.string(), opts.max_file_bytes, opts.name_limit_options ? "--max-file-mb raises it" : ""),
+                   out);
       ++corpus.stats.files;
     }
   }

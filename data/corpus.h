@@ -46,6 +46,7 @@ struct CorpusOptions {
   uint64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files are refused
   uint64_t max_utterance_bytes = 65536;            // a longer utterance is an error naming its file
   std::vector<std::string> only_speakers;          // keep only these speakers' lines (empty: everyone)
+  bool name_limit_options = false;  // refusals name --max-file-mb and --max-utterance-bytes (dracarys-train's)
 };
 
 struct CorpusStats {
@@ -89,6 +90,8 @@ std::string default_corpus_path();
 // Reads a whole regular file of at most `max_bytes`. Throws DataError naming the path when it
 // is missing, a folder, not a regular file (a FIFO would wait forever, /dev/zero never ends),
 // larger than the limit, or unreadable.
-std::string read_file(const std::string& path, uint64_t max_bytes = kDefaultMaxFileBytes);
+// `limit_hint` ends the message of a file over the limit (say which option raises it).
+std::string read_file(const std::string& path, uint64_t max_bytes = kDefaultMaxFileBytes,
+                      const std::string& limit_hint = "");
 
 }  // namespace dracarys

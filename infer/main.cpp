@@ -24,8 +24,9 @@ using namespace dracarys;
 
 namespace {
 
-constexpr int64_t kMaxNewTokens = 1 << 20;  // per completion
-constexpr int64_t kMaxTurns = 10000;        // utterances of one --turns scene
+constexpr int64_t kMaxNewTokens = 1 << 20;                       // per completion
+constexpr int64_t kMaxTurns = 10000;                             // utterances of one --turns scene
+constexpr uint64_t kMaxTokenizerFileBytes = uint64_t{64} << 20;  // a larger file is not a tokenizer we wrote
 
 // Every option of dracarys-infer.
 struct InferOptions {
@@ -132,7 +133,7 @@ void check_outputs(const InferOptions& o) {
   if (!o.export_tokenizer.empty())
     check_output_path(o.export_tokenizer, "--export-tokenizer", [](const std::string& path) {
       try {
-        Tokenizer::from_bytes(read_file(path));  // a sentencepiece model: ours to replace
+        Tokenizer::from_bytes(read_file(path, kMaxTokenizerFileBytes));  // a sentencepiece model: ours to replace
         return true;
       } catch (const std::exception&) {
         return false;

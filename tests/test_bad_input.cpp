@@ -113,6 +113,10 @@ TEST_F(BadInput, CorpusFilesMustBeRegularAndBounded) {
                         "an utterance of 70000 bytes (in " + long_line + "#1) is longer than the limit of 65536 bytes");
   auto r = run(*dir_, kTrain + " --corpus " + long_line + " --max-utterance-bytes 80000" + rest);
   EXPECT_EQ(r.code, 0) << r.err;
+  // dracarys-infer has no such option, so it does not suggest one.
+  r = run(*dir_, kInfer + " -c " + ckpt_ + " --score " + long_line);
+  expect_one_line_error(r, "is longer than the limit of 65536 bytes; is a quote left open?");
+  EXPECT_EQ(r.err.find("--max-utterance-bytes"), std::string::npos) << r.err;
 }
 
 TEST_F(BadInput, UnknownConfigKeysSuggestTheNearestOption) {

@@ -305,3 +305,19 @@ TEST_F(UntrustedCheckpoint, MutatedSectionsEndInOurErrorOrAWholeModel) {
   EXPECT_GT(refused, 0);
   EXPECT_EQ(refused + loaded, 400);
 }
+
+TEST_F(UntrustedCheckpoint, SpeakerListsAndHugeFilesAreBounded) {
+  // 1.2 million speakers made the server idle at 554 MB: a list past the limit is refused.
+  expect_refused(crafted(*dir_, base_, "speakers.pt",
+                         [](auto& m) {
+                           for (size_t i = 0; i <= kMaxSpeakers; ++i) m["speakers"]["s" + std::to_string(i)] = 1;
+                         }),
+                 "more than the limit of 65536", /*train_too=*/false);
+  // A 6 GB file that is not a checkpoint was read whole before it was refused: under a 4 GB
+  // address-space limit that read failed; the magic is now checked first.
+  const auto big = dir_->file("big.bin");
+  ASSERT_EQ(std::system(("truncate -s 6G " + big).c_str()), 0);
+  expect_one_line_error(run(*dir_, "ulimit -v 4000000; " + kInfer + " -c " + big + " -p x --threads 1"),
+                        "not a dracarys checkpoint");
+  std::filesystem::remove(big);
+}

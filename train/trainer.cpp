@@ -4,14 +4,18 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "common/evaluate.h"
@@ -84,6 +88,7 @@ TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given)
   corpus_options.speakers = !o.no_speakers;
   corpus_options.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
   corpus_options.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
+  corpus_options.name_limit_options = true;
   corpus_options.only_speakers = split_speaker_list(o.speakers);
   auto corpus = load_corpus(o.corpus, corpus_options);
   spdlog::info("corpus: {}", corpus.stats.summary());
@@ -204,6 +209,21 @@ void require_memory_for(const TrainOptions& o) {
         "a training step of this model and batch needs about {:.1f} GB, more than this machine's {:.1f} GB; lower "
         "--batch-size or --context, or the model's size",
         needed / 1e9, physical / 1e9));
+}
+
+// The speakers a checkpoint can list (see kMaxSpeakers): the most frequent, with names short
+// enough; the rest still train, they are only left out of the list.
+void keep_listable_speakers(std::map<std::string, int64_t>& speakers) {
+  for (auto it = speakers.begin(); it != speakers.end();)
+    it = it->first.size() > kMaxSpeakerNameBytes ? speakers.erase(it) : std::next(it);
+  if (speakers.size() <= kMaxSpeakers) return;
+  std::vector<std::pair<int64_t, std::string>> by_count;
+  for (const auto& [name, count] : speakers) by_count.emplace_back(count, name);
+  std::nth_element(by_count.begin(), by_count.begin() + kMaxSpeakers, by_count.end(), std::greater<>());
+  spdlog::warn("the corpus has {} speakers; the checkpoint lists the {} with the most lines", speakers.size(),
+               kMaxSpeakers);
+  speakers.clear();
+  for (size_t i = 0; i < kMaxSpeakers; ++i) speakers[by_count[i].second] = by_count[i].first;
 }
 
 // One training run, as named steps: prepare (checkpoint, outputs, data, model), then a loop of
@@ -343,10 +363,12 @@ void Trainer::build_model() {
 
 // One optimisation step on this step's batch. Returns the loss before the update.
 double Trainer::train_one_step() {
-  // With only a time budget the schedule follows the clock: rank 0's, in a distributed run,
-  // so every rank uses the same learning rate.
+  // By steps, every rank computes the same position itself. With only a time budget the
+  // schedule follows the clock: rank 0's, in a distributed run (from the previous step's
+  // all-reduce), so every rank uses the same learning rate.
   const double progress = schedule_progress();
-  lr_ = learning_rate(schedule_, dist_->enabled() ? synced_progress_ : progress);
+  const bool by_clock = schedule_.steps == 0;
+  lr_ = learning_rate(schedule_, dist_->enabled() && by_clock ? synced_progress_ : progress);
   set_learning_rate(*optimizer_, lr_);
   auto batch = batcher_->batch(step_, dist_->rank());
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
@@ -513,6 +535,7 @@ int Trainer::run() {
   }
   for (const auto& [name, count] : data_->speakers)
     if (!resuming()) speakers_[name] += count;  // a fine-tune adds its corpus's speakers to the base model's
+  keep_listable_speakers(speakers_);
   o_.model.vocab_size = data_->tokenizer.vocab_size();
   batcher_.emplace(data_->train.ids, o_.model.context, o_.batch_size, o_.seed);
   validation_ = eval_batches(data_->validation, data_->tokenizer.chars_per_token(), o_.model.context, o_.batch_size,

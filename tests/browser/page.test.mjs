@@ -24,7 +24,7 @@ function trainTinyModel() {
   execFileSync(join(binDir, "dracarys-train"),
                ["--corpus", join(dir, "scene.txt"), "--out", ckpt, "--layers", "2", "--heads", "2",
                 "--d-model", "64", "--d-ff", "128", "--context", "64", "--batch-size", "8", "--threads", "1",
-                "--lr", "3e-3", "--warmup-steps", "20", "--vocab-size", "300", "--val-share", "0",
+                "--lr", "3e-3", "--warmup", "0.05", "--vocab-size", "300", "--val-share", "0",
                 "--max-steps", "600", "--eval-every", "600"], { stdio: ["ignore", "ignore", "ignore"] });
   return ckpt;
 }
