@@ -56,6 +56,19 @@ void add_serve_options(CLI::App& app, ServeOptions& o) {
   app.add_option("--max-body-bytes", o.server.max_body_bytes, "Largest request body accepted (413 past it)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{64} << 20));
+  app.add_option("--max-connections", o.server.connections.max_connections,
+                 "Connections open at once, from all clients; past it a new one gets 503")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{4096}));
+  app.add_option("--max-connections-per-client", o.server.connections.max_per_client,
+                 "Connections open at once from one address")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{4096}));
+  app.add_option_function<int>(
+         "--request-timeout",
+         [&o](int seconds) { o.server.connections.request_deadline = std::chrono::seconds(seconds); },
+         "Seconds a client has to send a request's headers and body (slow clients are cut off; default 10)")
+      ->check(CLI::Range(1, 3600));
   add_runtime_options(app, o.runtime);
 }
 

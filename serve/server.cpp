@@ -117,11 +117,12 @@ std::optional<std::pair<int, std::string>> framing_problem(const httplib::Reques
 }  // namespace
 
 Server::Server(LoadedModel& model, ServerOptions options)
-    : m_(model), o_(std::move(options)), admission_(o_.parallel, o_.queue), http_(std::make_unique<httplib::Server>()) {
-  // One connection thread per request that may be running or waiting, and a few for the page,
-  // /health and the requests turned away.
-  const size_t threads = static_cast<size_t>(o_.parallel + o_.queue + 4);
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    : m_(model),
+      o_(std::move(options)),
+      admission_(o_.parallel, o_.queue),
+      http_(std::make_unique<GuardedHttpServer>(o_.connections)) {
+  // A thread per connection allowed (the guard sizes the pool): slow clients cannot take the
+  // threads that /health and the page need.
   http_->set_payload_max_length(o_.max_body_bytes);
   // httplib's default also sets SO_REUSEPORT, with which a second server would share a port
   // already in use instead of being refused: only SO_REUSEADDR (a quick restart) is kept.

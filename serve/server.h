@@ -16,11 +16,8 @@
 
 #include "common/loaded_model.h"
 #include "serve/admission.h"
+#include "serve/guarded_http.h"
 #include "serve/requests.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace dracarys {
 
@@ -32,7 +29,8 @@ struct ServerOptions {
   int queue = 32;       // requests that may wait for a free slot; past that, 503
   size_t max_body_bytes = 1 << 20;
   RequestLimits limits;
-  std::string model_name;  // reported in responses (the checkpoint's file name)
+  ConnectionLimits connections;  // slow and numerous clients (serve/guarded_http.h)
+  std::string model_name;        // reported in responses (the checkpoint's file name)
 };
 
 class Server {
@@ -56,7 +54,7 @@ class Server {
   Admission admission_;
   std::atomic<bool> stopping_{false};
   int listen_socket_ = -1;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<GuardedHttpServer> http_;
 };
 
 }  // namespace dracarys

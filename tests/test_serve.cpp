@@ -376,6 +376,80 @@ TEST_F(Serve, RequestFramingIsCheckedBeforeTheBodyIsRead) {
   EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got.substr(0, 300);
 }
 
+// A connection that sends nothing yet (or a byte at a time).
+static int open_connection(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_F(Serve, SlowClientsNeitherStarveHealthNorOutstayTheirDeadline) {
+  ServerProcess guarded;
+  ASSERT_TRUE(guarded.start(kServe, {"-c", ckpt_, "--request-timeout", "3"}, dir_->file("guarded.log")));
+  // Slowloris: 100 connections, each sending its request a byte at a time, twice a second.
+  std::vector<int> slow;
+  for (int i = 0; i < 100; ++i) slow.push_back(open_connection(guarded.port));
+  std::atomic<bool> attacking{true};
+  std::thread attacker([&] {
+    const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    for (size_t at = 0; attacking && at < request.size(); ++at) {
+      for (int fd : slow) [[maybe_unused]] auto n = send(fd, &request[at], 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  });
+  // Throughout, /health answers within a second.
+  for (int i = 0; i < 16; ++i) {
+    httplib::Client c("127.0.0.1", guarded.port);
+    c.set_connection_timeout(1);
+    c.set_read_timeout(1);
+    const auto start = std::chrono::steady_clock::now();
+    auto res = c.Get("/health");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(res) << "no answer during the attack, try " << i;
+    EXPECT_EQ(res->status, 200);
+    EXPECT_LT(seconds, 1.0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  // Past the 3-second deadline the server has closed every slow connection.
+  int closed = 0;
+  for (int fd : slow) {
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+    }
+    closed += n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+  attacking = false;
+  attacker.join();
+  for (int fd : slow) close(fd);
+  EXPECT_EQ(closed, 100);
+}
+
+TEST_F(Serve, ConnectionsAreBoundedInAllAndPerClient) {
+  ServerProcess bounded;
+  ASSERT_TRUE(bounded.start(kServe, {"-c", ckpt_, "--max-connections", "3", "--max-connections-per-client", "3"},
+                            dir_->file("bounded.log")));
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(open_connection(bounded.port));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the server has counted them
+  auto got = raw_exchange(bounded.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 503", 0), 0u) << got;
+  EXPECT_NE(got.find("too many connections"), std::string::npos) << got;
+  for (int fd : held) close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  got = raw_exchange(bounded.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+}
+
 TEST_F(Serve, QueueLimitAndClientsThatHangUp) {
   ASSERT_TRUE(wait_for(0, 0));
   const std::string endless =
