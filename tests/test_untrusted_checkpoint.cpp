@@ -196,6 +196,11 @@ TEST_F(UntrustedCheckpoint, TrainingStateAndSettingsAreChecked) {
       "lr.pt", [](auto& m) { m["train_options"]["lr"] = -1.0; }, "--lr must be");
   refused(
       "threads.pt", [](auto& m) { m["train_options"]["threads"] = 100000; }, "--threads must be");
+  // A float where an integer belongs was converted (undefined behaviour for 1e30).
+  refused(
+      "huge.pt", [](auto& m) { m["train_options"]["batch_size"] = 1e30; }, "setting 'batch_size' has the wrong type");
+  refused(
+      "flag.pt", [](auto& m) { m["train_options"]["no_speakers"] = 1; }, "setting 'no_speakers' has the wrong type");
 }
 
 TEST_F(UntrustedCheckpoint, WeightRecordsAreCheckedAgainstTheBytesBeforeCopying) {

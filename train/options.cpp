@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 namespace dracarys {
 
@@ -28,6 +29,22 @@ void add_to_app(CLI::App& app, const OptionSpec& spec, PositionalKind& kind) {
          spec.flag, [&kind](const std::string& s) { kind = positional_kind_from_string(s); }, spec.help)
       ->check(CLI::IsMember(spec.choices))
       ->group(spec.group);
+}
+
+// Whether a stored value has the JSON type of the field it is read into: nlohmann's get<>
+// would convert a float such as 1e30 into an integer field, which is undefined behaviour.
+template <class T>
+bool json_fits(const nlohmann::json& v) {
+  if constexpr (std::is_same_v<T, bool>)
+    return v.is_boolean();
+  else if constexpr (std::is_integral_v<T>)
+    return v.is_number_integer();
+  else if constexpr (std::is_floating_point_v<T>)
+    return v.is_number();
+  else if constexpr (std::is_same_v<T, std::string>)
+    return v.is_string();
+  else
+    return true;  // lists: get<> checks their elements' types itself
 }
 
 // The member a stored setting reads and writes.
@@ -202,9 +219,11 @@ void TrainOptions::update_from_json(const nlohmann::json& j,
     if (spec.key.empty() || !j.contains(spec.key)) return;
     if (keep_current && keep_current(spec.long_name())) return;
     auto& field = stored_member(member);
+    using Field = std::decay_t<decltype(field)>;
     try {
-      field = j.at(spec.key).get<std::decay_t<decltype(field)>>();
-    } catch (const nlohmann::json::exception&) {
+      if (!json_fits<Field>(j.at(spec.key))) throw std::domain_error("wrong type");
+      field = j.at(spec.key).get<Field>();
+    } catch (const std::exception&) {
       throw std::invalid_argument("the stored training setting '" + spec.key + "' has the wrong type");
     }
   });
