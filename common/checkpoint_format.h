@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "data/errors.h"
 #include "model/config.h"
 
 namespace dracarys {
@@ -28,7 +29,8 @@ constexpr uint32_t kCheckpointVersion = 2;
 constexpr uint64_t kMaxCheckpointBytes = static_cast<uint64_t>(3 * ModelConfig::kMaxModelBytes) + (uint64_t{1} << 30);
 
 struct CheckpointError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit CheckpointError(const std::string& message) : std::runtime_error(visible_nul(message)) {}
+  explicit CheckpointError(const char* message) : std::runtime_error(message) {}
 };
 
 struct Checkpoint {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/json_input.h"
+#include "data/errors.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the tensor files are little-endian, as this machine");
 
@@ -41,7 +42,9 @@ bool element_count(const std::vector<int64_t>& shape, uint64_t limit, uint64_t& 
 // One header entry, checked against the data's size.
 TensorEntry read_entry(const std::string& name, const nlohmann::json& j, size_t data_start, size_t data_size,
                        const std::string& what) {
-  auto bad = [&](const std::string& why) { return std::invalid_argument(what + ": tensor '" + name + "' " + why); };
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument(what + ": tensor '" + visible_nul(name) + "' " + why);
+  };
   if (!j.is_object() || !j.contains("dtype") || !j.contains("shape") || !j.contains("data_offsets"))
     throw bad("lacks its dtype, shape or data_offsets");
   const auto& dtype = j["dtype"];

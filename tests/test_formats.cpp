@@ -152,6 +152,13 @@ TEST(TokenizerModelCheck, AcceptsWhatDracarysTrainsAndRefusesCharmapsAndJunk) {
             std::string::npos);
 }
 
+TEST(Errors, MessagesKeepTheirTextPastANulByte) {
+  const DataError e(std::string("speaker 'a\0b' has no line", 25));
+  EXPECT_EQ(std::string(e.what()), "speaker 'a\\x00b' has no line");
+  const CheckpointError c(std::string("weights hold x\0y", 16));
+  EXPECT_EQ(std::string(c.what()), "weights hold x\\x00y");
+}
+
 TEST(JsonInput, DepthAndSizeAreBounded) {
   EXPECT_EQ(parse_untrusted_json(R"({"a":[1,{"b":"[[[["}]})", "x")["a"][1]["b"], "[[[[");
   EXPECT_NE(error_of([] {
