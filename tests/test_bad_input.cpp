@@ -139,7 +139,7 @@ TEST_F(BadInput, ConfigFilesAreBoundedAndRegular) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
   expect_one_line_error(run(*dir_, "timeout 60 " + train() + " --config=" + fifo), "is not a regular file");
   const auto big = dir_->write("big.toml", "# " + std::string(2u << 20, 'x') + "\n");
-  expect_one_line_error(run(*dir_, train() + " --config " + big), "more than a configuration file's limit");
+  expect_one_line_error(run(*dir_, train() + " --config " + big), "more than the limit of 1048576 bytes");
   // A huge sample prompt (3 MB took 921 MB) is refused by its length.
   const auto prompt = dir_->write("prompt.toml", "prompt = \"" + std::string(5000, 'a') + "\"\n");
   expect_one_line_error(run(*dir_, train() + " --config " + prompt), "--prompt is 5000 bytes");

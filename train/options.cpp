@@ -4,9 +4,9 @@
 
 #include "common/option_checks.h"
 #include "common/option_table.h"
+#include "data/corpus.h"
+#include "data/errors.h"
 #include "data/text.h"
-
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -270,15 +270,11 @@ void check_config_argument(int argc, const char* const* argv) {
       path = arg.substr(std::string("--config=").size());
     else
       continue;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0)
-      throw std::invalid_argument("--config " + path + ": no such file (" + std::strerror(errno) + ")");
-    if (!S_ISREG(st.st_mode))
-      throw std::invalid_argument("--config " + path + " is not a regular file (a folder, device, FIFO or socket)");
-    if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes)
-      throw std::invalid_argument("--config " + path + " is " + std::to_string(st.st_size) +
-                                  " bytes, more than a configuration file's limit of " +
-                                  std::to_string(kMaxConfigBytes) + " bytes");
+    try {
+      read_file(path, kMaxConfigBytes);  // a regular file within the limit (a FIFO is refused, not waited on)
+    } catch (const DataError& e) {
+      throw std::invalid_argument("--config " + std::string(e.what()));
+    }
   }
 }
 

@@ -73,9 +73,9 @@ std::vector<std::string> fixed_on_resume();
 // The largest --config file read (a few hundred bytes hold every option).
 constexpr uint64_t kMaxConfigBytes = 1 << 20;
 
-// Checks the --config file named on the command line before CLI11 reads it: it must be a regular
-// file (a FIFO would wait forever, /dev/zero never end) of at most kMaxConfigBytes. Throws
-// std::invalid_argument naming it.
+// Checks the --config file named on the command line before CLI11 reads it, as read_file checks
+// a corpus file: a regular file (a FIFO would wait forever, /dev/zero never end) of at most
+// kMaxConfigBytes. Throws std::invalid_argument naming it.
 void check_config_argument(int argc, const char* const* argv);
 
 // A --config file's keys must be option names: an unknown key (a typo would silently be
