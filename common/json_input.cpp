@@ -41,6 +41,9 @@ nlohmann::json parse_untrusted_json(const std::string& text, const std::string& 
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw std::invalid_argument(what + " is not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception&) {
+    // out_of_range: a number past what a double or a 64-bit integer holds, such as 2e400.
+    throw std::invalid_argument(what + " holds a number too large to read");
   }
 }
 

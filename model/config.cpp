@@ -82,6 +82,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw std::invalid_argument("model config is not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception&) {
+    throw std::invalid_argument("model config holds a number too large to read");
   }
   if (!j.is_object()) throw std::invalid_argument("model config must be a JSON object");
   ModelConfig c;

@@ -167,6 +167,10 @@ TEST(JsonInput, DepthAndSizeAreBounded) {
             std::string::npos);
   EXPECT_NE(error_of([] { parse_untrusted_json("{\"a\": tru", "meta"); }).find("meta is not valid JSON (at byte"),
             std::string::npos);
+  EXPECT_EQ(error_of([] { parse_untrusted_json("{\"da\":[2,2e0000489658439]}", "meta"); }),
+            "meta holds a number too large to read");
+  EXPECT_EQ(error_of([] { ModelConfig::from_json("{\"layers\":1e999}"); }),
+            "model config holds a number too large to read");
   EXPECT_NE(
       error_of([] { parse_untrusted_json(std::string(kMaxJsonBytes + 1, ' '), "meta"); }).find("more than the limit"),
       std::string::npos);
