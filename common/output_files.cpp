@@ -20,16 +20,7 @@ namespace {
 
 constexpr size_t kHeadBytes = 4096;  // what the recognisers look at
 
-// The first `n` bytes of a regular file ("" when it cannot be read).
-std::string head_of(const std::string& path, size_t n = kHeadBytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return "";
-  std::string buf(n, '\0');
-  const ssize_t got = ::read(fd, buf.data(), n);
-  ::close(fd);
-  buf.resize(got > 0 ? static_cast<size_t>(got) : 0);
-  return buf;
-}
+std::string head_of(const std::string& path, size_t n = kHeadBytes) { return file_head(path, n); }
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
@@ -41,6 +32,16 @@ std::string folder_of(const std::string& path) {
 bool process_alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH); }
 
 }  // namespace
+
+std::string file_head(const std::string& path, size_t n) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return "";
+  std::string buf(n, '\0');
+  const ssize_t got = ::read(fd, buf.data(), n);
+  ::close(fd);
+  buf.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  return buf;
+}
 
 bool is_checkpoint_file(const std::string& path) { return starts_with(head_of(path, 8), "DRACARYS"); }
 

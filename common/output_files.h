@@ -23,6 +23,9 @@ using IsOurs = std::function<bool(const std::string& path)>;
 // which `ours` is false.
 void check_output_path(const std::string& path, const std::string& option, const IsOurs& ours);
 
+// The first `n` bytes of a file, or fewer ("" when it cannot be read); for recognisers.
+std::string file_head(const std::string& path, size_t n);
+
 // Recognisers for check_output_path. Each reads at most the file's first few kilobytes.
 bool is_checkpoint_file(const std::string& path);     // starts with the checkpoint magic
 bool is_metrics_file(const std::string& path);        // empty, or JSON lines

@@ -81,33 +81,43 @@ class Fields {
   std::string_view rest_;
 };
 
-void check_piece(std::string_view message) {
+TokenizerPiece read_piece(std::string_view message) {
+  TokenizerPiece piece;
   Field f;
   bool has_text = false;
   for (Fields fields(message); fields.next(f);) {
     if (f.number == 1 && f.wire == kBytes) {
       if (f.bytes.empty() || f.bytes.size() > kMaxPieceBytes || !valid_utf8(f.bytes))
         throw bad("a piece is empty, longer than " + std::to_string(kMaxPieceBytes) + " bytes or not UTF-8");
+      piece.text = std::string(f.bytes);
       has_text = true;
     } else if (f.number == 2 && f.wire == kFixed32) {
       float score;
       const auto bits = static_cast<uint32_t>(f.number_value);
       std::memcpy(&score, &bits, sizeof score);
       if (!std::isfinite(score)) throw bad("a piece's score is not a finite number");
+      piece.score = score;
     } else if (f.number == 3 && f.wire == kVarint) {
       if (f.number_value < 1 || f.number_value > 6) throw bad("a piece has an unknown type");
+      piece.type = static_cast<int>(f.number_value);
     } else {
       throw bad("a piece has an unexpected field " + std::to_string(f.number));
     }
   }
   if (!has_text) throw bad("a piece has no text");
+  return piece;
 }
 
-void check_trainer_spec(std::string_view message) {
+TokenizerKind read_trainer_spec(std::string_view message) {
   Field f;
-  for (Fields fields(message); fields.next(f);)
-    if (f.number == 3 && (f.wire != kVarint || (f.number_value != 1 && f.number_value != 2)))
+  auto kind = TokenizerKind::kUnigram;
+  for (Fields fields(message); fields.next(f);) {
+    if (f.number != 3) continue;
+    if (f.wire != kVarint || (f.number_value != 1 && f.number_value != 2))
       throw bad("its model type is neither unigram nor BPE");
+    kind = static_cast<TokenizerKind>(f.number_value);
+  }
+  return kind;
 }
 
 // The normaliser (and the denormaliser): identity, with no character map and no rules.
@@ -125,7 +135,10 @@ void check_normalizer(std::string_view message, bool is_denormalizer) {
 
 }  // namespace
 
-void check_tokenizer_model(std::string_view bytes) {
+void check_tokenizer_model(std::string_view bytes) { (void)read_tokenizer_model(bytes); }
+
+TokenizerModel read_tokenizer_model(std::string_view bytes) {
+  TokenizerModel model;
   Field f;
   size_t pieces = 0;
   bool normalizer = false;
@@ -133,9 +146,9 @@ void check_tokenizer_model(std::string_view bytes) {
     const bool message = f.wire == kBytes;
     if (f.number == 1 && message) {
       if (++pieces > kMaxPieces) throw bad("it has more than " + std::to_string(kMaxPieces) + " pieces");
-      check_piece(f.bytes);
+      model.pieces.push_back(read_piece(f.bytes));
     } else if (f.number == 2 && message) {
-      check_trainer_spec(f.bytes);
+      model.kind = read_trainer_spec(f.bytes);
     } else if (f.number == 3 && message) {
       check_normalizer(f.bytes, false);
       normalizer = true;
@@ -147,6 +160,7 @@ void check_tokenizer_model(std::string_view bytes) {
   }
   if (pieces == 0) throw bad("it has no pieces");
   if (!normalizer) throw bad("it has no normaliser");
+  return model;
 }
 
 }  // namespace dracarys

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace dracarys {
 
@@ -22,5 +24,20 @@ constexpr size_t kMaxPieces = size_t{1} << 20;  // ModelConfig::kMaxVocab
 
 // Throws DataError with a one-line reason when `bytes` is not a tokenizer model of that shape.
 void check_tokenizer_model(std::string_view bytes);
+
+// What a checked model holds, for writing it in another format (dracarys-export's GGUF).
+enum class TokenizerKind { kUnigram = 1, kBpe = 2 };  // trainer_spec.model_type; unigram when absent
+struct TokenizerPiece {
+  std::string text;  // "▁the", "<0x0A>", "</s>"
+  float score = 0;   // BPE: merge priority (higher first); unigram: log probability
+  int type = 1;      // sentencepiece's: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+};
+struct TokenizerModel {
+  TokenizerKind kind = TokenizerKind::kUnigram;
+  std::vector<TokenizerPiece> pieces;  // in id order
+};
+
+// Checks `bytes` as check_tokenizer_model does and returns its kind and pieces.
+TokenizerModel read_tokenizer_model(std::string_view bytes);
 
 }  // namespace dracarys

@@ -1,0 +1,149 @@
+#include "export/gguf_gpt2.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "common/output_files.h"
+
+namespace dracarys {
+
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;  // LibTorch's LayerNorm default, which the model uses
+constexpr char kMarkerKey[] = "dracarys.export";
+constexpr char kModelfileHeader[] = "# ollama Modelfile written by dracarys-export\n";
+
+// ggml's file types (general.file_type): what most matrices are stored as.
+uint32_t file_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+      return 0;
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ8_0:
+      return 7;
+  }
+  return 0;
+}
+
+torch::Tensor find(Transformer& model, const std::string& name) {
+  const auto parameters = model->named_parameters();
+  if (const auto* p = parameters.find(name)) return *p;
+  const auto buffers = model->named_buffers();
+  if (const auto* b = buffers.find(name)) return *b;
+  throw std::logic_error("the model has no tensor " + name);
+}
+
+NamedTensor out(const std::string& name, const torch::Tensor& t) {
+  return {name, t.detach().to(torch::kCPU, torch::kFloat32).contiguous()};
+}
+
+void add_block(Transformer& model, int64_t i, std::vector<NamedTensor>& tensors) {
+  const std::string ours = "blocks." + std::to_string(i) + ".", theirs = "blk." + std::to_string(i) + ".";
+  const std::pair<const char*, const char*> names[] = {
+      {"ln_attn", "attn_norm"}, {"attn.qkv", "attn_qkv"}, {"attn.proj", "attn_output"},
+      {"ln_ff", "ffn_norm"},    {"ff.up", "ffn_up"},      {"ff.down", "ffn_down"},
+  };
+  for (const auto& [from, to] : names) {
+    tensors.push_back(out(theirs + to + ".weight", find(model, ours + from + ".weight")));
+    tensors.push_back(out(theirs + to + ".bias", find(model, ours + from + ".bias")));
+  }
+}
+
+void add_tokenizer(GgufWriter& w, const TokenizerModel& tokenizer) {
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  for (const auto& p : tokenizer.pieces) {
+    pieces.push_back(p.text);
+    scores.push_back(p.score);
+    types.push_back(p.type);  // sentencepiece's numbering is llama.cpp's
+  }
+  w.add_string("tokenizer.ggml.model", "llama");
+  w.add_strings("tokenizer.ggml.tokens", pieces);
+  w.add_f32s("tokenizer.ggml.scores", scores);
+  w.add_i32s("tokenizer.ggml.token_type", types);
+  // dracarys trains with <unk> = 0, </s> = 1 and no BOS; </s> ends every line.
+  w.add_u32("tokenizer.ggml.unknown_token_id", 0);
+  w.add_u32("tokenizer.ggml.eos_token_id", 1);
+  w.add_u32("tokenizer.ggml.bos_token_id", 1);
+  w.add_bool("tokenizer.ggml.add_bos_token", false);
+  w.add_bool("tokenizer.ggml.add_eos_token", false);
+  w.add_bool("tokenizer.ggml.add_space_prefix", false);
+}
+
+}  // namespace
+
+std::vector<NamedTensor> gpt2_tensors(Transformer& model) {
+  torch::NoGradGuard no_grad;
+  const ModelConfig& c = model->config();
+  const torch::Tensor embedding = find(model, "embed.weight");
+  std::vector<NamedTensor> tensors;
+  // The input side multiplies the looked-up row by √d_model; llama.cpp reads it as it is.
+  tensors.push_back(out("token_embd.weight", embedding * std::sqrt(static_cast<double>(c.d_model))));
+  tensors.push_back(out("position_embd.weight", find(model, "pos.table")));
+  for (int64_t i = 0; i < c.layers; ++i) add_block(model, i, tensors);
+  tensors.push_back(out("output_norm.weight", find(model, "ln_final.weight")));
+  tensors.push_back(out("output_norm.bias", find(model, "ln_final.bias")));
+  tensors.push_back(out("output.weight", model->head_weight()));  // unscaled, even when tied
+  return tensors;
+}
+
+void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer) {
+  if (tokenizer.kind != TokenizerKind::kBpe)
+    throw std::invalid_argument(
+        "this checkpoint's tokenizer is unigram, which llama.cpp cannot reproduce: its sentencepiece tokenizer "
+        "merges pieces by score, as BPE does, and would split text differently. Train with --tokenizer bpe "
+        "(the default) to export");
+  if (static_cast<int64_t>(tokenizer.pieces.size()) != config.vocab_size)
+    throw std::invalid_argument("the checkpoint's tokenizer has " + std::to_string(tokenizer.pieces.size()) +
+                                " pieces but its model " + std::to_string(config.vocab_size));
+  if (tokenizer.pieces.size() < 2 || tokenizer.pieces[0].type != 2 || tokenizer.pieces[1].text != "</s>")
+    throw std::invalid_argument("the checkpoint's tokenizer does not have <unk> at 0 and </s> at 1, as dracarys "
+                                "trains it");
+}
+
+std::string gpt2_gguf(const ModelConfig& c, const TokenizerModel& tokenizer, const std::vector<NamedTensor>& tensors,
+                      GgmlType type, const std::string& name) {
+  check_exportable(c, tokenizer);
+  GgufWriter w;
+  w.add_string("general.architecture", "gpt2");
+  w.add_string(kMarkerKey, "1");  // recognised by is_exported_gguf; llama.cpp ignores it
+  w.add_string("general.name", name);
+  w.add_u32("general.file_type", file_type(type));
+  w.add_u32("gpt2.context_length", static_cast<uint32_t>(c.context));
+  w.add_u32("gpt2.embedding_length", static_cast<uint32_t>(c.d_model));
+  w.add_u32("gpt2.feed_forward_length", static_cast<uint32_t>(c.d_ff));
+  w.add_u32("gpt2.block_count", static_cast<uint32_t>(c.layers));
+  w.add_u32("gpt2.attention.head_count", static_cast<uint32_t>(c.heads));
+  w.add_f32("gpt2.attention.layer_norm_epsilon", kLayerNormEps);
+  add_tokenizer(w, tokenizer);
+  for (const auto& t : tensors) {
+    std::vector<int64_t> ne(t.value.sizes().rbegin(), t.value.sizes().rend());  // ggml: row length first
+    GgmlType as = ne.size() == 1 ? GgmlType::kF32 : type;
+    if (as == GgmlType::kQ8_0 && ne[0] % kQ8BlockSize != 0) as = GgmlType::kF16;
+    w.add_tensor(t.name, ne, as, t.value.data_ptr<float>());
+  }
+  return w.bytes();
+}
+
+std::string ollama_modelfile(const ModelConfig& config, const std::string& gguf_file_name) {
+  return std::string(kModelfileHeader) + "FROM ./" + gguf_file_name +
+         "\n"
+         "# The model knows positions up to its context; llama.cpp stops at a position beyond it.\n"
+         "PARAMETER num_ctx " +
+         std::to_string(config.context) +
+         "\n"
+         "PARAMETER stop \"</s>\"\n"
+         "# A completer, not a chat model: the prompt goes in as it is.\n"
+         "TEMPLATE \"{{ .Prompt }}\"\n";
+}
+
+bool is_exported_gguf(const std::string& path) {
+  const std::string head = file_head(path, 4096);
+  return head.compare(0, 4, "GGUF") == 0 && head.find(kMarkerKey) != std::string::npos;
+}
+
+bool is_exported_modelfile(const std::string& path) { return file_head(path, 4096).rfind(kModelfileHeader, 0) == 0; }
+
+}  // namespace dracarys
