@@ -27,7 +27,9 @@ void put_string(std::string& out, const std::string& s) {
   out += s;
 }
 
-void pad_to_alignment(std::string& out) { out.append((kGgufAlignment - out.size() % kGgufAlignment) % kGgufAlignment, '\0'); }
+void pad_to_alignment(std::string& out) {
+  out.append((kGgufAlignment - out.size() % kGgufAlignment) % kGgufAlignment, '\0');
+}
 
 }  // namespace
 
@@ -38,7 +40,7 @@ uint16_t fp16_bits(float x) {
   const int exponent = static_cast<int>((f >> 23) & 0xff);
   uint32_t mantissa = f & 0x7fffff;
   if (exponent == 0xff) return static_cast<uint16_t>(sign | 0x7c00 | (mantissa ? 0x200 : 0));  // inf, NaN
-  const int e = exponent - 127 + 15;  // the half's biased exponent
+  const int e = exponent - 127 + 15;                         // the half's biased exponent
   if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00);  // too large: infinity
   // Keep the top bits of the mantissa (with its implicit 1 for a subnormal half) and round the
   // dropped ones to nearest, ties to even. A carry may run into the exponent, as it should.
@@ -119,8 +121,7 @@ void GgufWriter::add_i32s(const std::string& key, const std::vector<int32_t>& va
   ++metadata_count_;
 }
 
-void GgufWriter::add_tensor(const std::string& name, const std::vector<int64_t>& ne, GgmlType type,
-                            const float* data) {
+void GgufWriter::add_tensor(const std::string& name, const std::vector<int64_t>& ne, GgmlType type, const float* data) {
   int64_t count = 1;
   for (int64_t n : ne) count *= n;
   if (type == GgmlType::kQ8_0 && ne[0] % kQ8BlockSize != 0)

@@ -99,8 +99,9 @@ void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer
     throw std::invalid_argument("the checkpoint's tokenizer has " + std::to_string(tokenizer.pieces.size()) +
                                 " pieces but its model " + std::to_string(config.vocab_size));
   if (tokenizer.pieces.size() < 2 || tokenizer.pieces[0].type != 2 || tokenizer.pieces[1].text != "</s>")
-    throw std::invalid_argument("the checkpoint's tokenizer does not have <unk> at 0 and </s> at 1, as dracarys "
-                                "trains it");
+    throw std::invalid_argument(
+        "the checkpoint's tokenizer does not have <unk> at 0 and </s> at 1, as dracarys "
+        "trains it");
 }
 
 std::string gpt2_gguf(const ModelConfig& c, const TokenizerModel& tokenizer, const std::vector<NamedTensor>& tensors,

@@ -30,10 +30,17 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 # puppeteer-core, pinned by tests/browser/package-lock.json, from the npm registry; it drives
 # Debian's Chromium and downloads no browser.
+# node-llama-cpp 3.21.1 with its prebuilt Linux x64 llama.cpp, pinned by tests/llama/package-lock.json:
+# tests/test_export.cpp runs exported GGUF files in it. Nothing is downloaded or built beyond npm's
+# packages (the other platforms' optional builds are left out).
 browser_modules() {
   if [ ! -d tests/browser/node_modules/puppeteer-core ]; then
     echo "setup: installing tests/browser's npm packages"
     (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if [ ! -d tests/llama/node_modules/@node-llama-cpp/linux-x64 ]; then
+    echo "setup: installing tests/llama's npm packages"
+    (cd tests/llama && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --omit=optional --no-audit --no-fund --loglevel=error)
   fi
 }
 
