@@ -162,3 +162,91 @@ TEST(Distributed, SilentMasterPortAndBadValuesAreBounded) {
         << slurp(d.file("rank1.err"));
   }
 }
+
+namespace {
+
+// Two "hosts" on this machine: network namespaces A and B joined by a veth pair, 10.231.N.1 and
+// 10.231.N.2, both under the machine's one hostname (which /etc/hosts maps to a loopback
+// address, as on a stock host). Needs root and `ip`; `ok` is false where they cannot be made.
+struct TwoHosts {
+  std::string a, b, link_a, link_b, addr_a, addr_b;
+  bool ok = false;
+  TwoHosts() {
+    const std::string id = std::to_string(getpid() % 100000), net = std::to_string(getpid() % 250);
+    a = "drc" + id + "a", b = "drc" + id + "b", link_a = "drc" + id + "A", link_b = "drc" + id + "B";
+    addr_a = "10.231." + net + ".1", addr_b = "10.231." + net + ".2";
+    if (geteuid() != 0) return;
+    const std::string cmds[] = {
+        "ip netns add " + a,
+        "ip netns add " + b,
+        "ip link add " + link_a + " type veth peer name " + link_b,
+        "ip link set " + link_a + " netns " + a,
+        "ip link set " + link_b + " netns " + b,
+        "ip -n " + a + " addr add " + addr_a + "/24 dev " + link_a,
+        "ip -n " + b + " addr add " + addr_b + "/24 dev " + link_b,
+        "ip -n " + a + " link set " + link_a + " up",
+        "ip -n " + b + " link set " + link_b + " up",
+        "ip -n " + a + " link set lo up",
+        "ip -n " + b + " link set lo up",
+    };
+    for (const auto& c : cmds)
+      if (std::system((c + " > /dev/null 2>&1").c_str()) != 0) return;
+    ok = true;
+  }
+  ~TwoHosts() {
+    std::system(("ip netns del " + a + " > /dev/null 2>&1; ip netns del " + b + " > /dev/null 2>&1").c_str());
+  }
+};
+
+// Starts one rank inside a namespace, with `env` (VAR=value ...) before the program.
+pid_t start_rank_in(const TempDir& d, const std::string& ns, int rank, const std::string& master, int p,
+                    const std::string& env, const std::string& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "exec ip netns exec " + ns + " env WORLD_SIZE=2 RANK=" + std::to_string(rank) +
+                            " MASTER_ADDR=" + master + " MASTER_PORT=" + std::to_string(p) + " " + env + " " + kTrain +
+                            args + " > /dev/null 2> " + d.file("rank" + std::to_string(rank) + ".err");
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
+  TwoHosts hosts;
+  if (!hosts.ok) GTEST_SKIP() << "network namespaces cannot be made here (needs root and `ip`)";
+  TempDir d;
+  auto c = corpus(d);
+  const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3 --dist-timeout 30";
+  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
+            0);
+  const auto one = weights(d.file("one.pt"));
+  // Three ways to name the link: the automatic choice (the route to rank 0), the option, and
+  // PyTorch's environment variable.
+  const std::pair<std::string, std::string> ways[] = {
+      {"", ""},
+      {"", " --dist-interface " + hosts.link_b},
+      {"GLOO_SOCKET_IFNAME=" + hosts.link_a, ""},
+  };
+  int n = 0;
+  for (const auto& [env, option] : ways) {
+    const int p = port(10 + n++);
+    const std::string out = d.file("two" + std::to_string(n) + ".pt");
+    auto r0 = start_rank_in(d, hosts.a, 0, hosts.addr_a, p, env, common + " --batch-size 4 --out " + out);
+    auto r1 = start_rank_in(d, hosts.b, 1, hosts.addr_a, p, "", common + option + " --batch-size 4 --out " + out);
+    ASSERT_EQ(wait_exit(r0), 0) << env << option << ": " << slurp(d.file("rank0.err"));
+    ASSERT_EQ(wait_exit(r1), 0) << env << option << ": " << slurp(d.file("rank1.err"));
+    auto two = weights(out);
+    for (auto& [name, t] : one) EXPECT_TRUE(torch::allclose(t, two[name], 1e-5, 1e-5)) << name;
+  }
+  // A rank told to use loopback while rank 0 is on another host fails at once, naming the fix.
+  const auto t0 = Clock::now();
+  auto r1 = start_rank_in(d, hosts.b, 1, hosts.addr_a, port(19), "", common + " --dist-interface lo --out x.pt");
+  EXPECT_EQ(wait_exit(r1), 1);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(20));
+  const std::string err = slurp(d.file("rank1.err"));
+  EXPECT_NE(err.find("loopback address 127.0.0.1"), std::string::npos) << err;
+  EXPECT_NE(err.find("--dist-interface NAME"), std::string::npos) << err;
+}

@@ -69,16 +69,18 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   const double tokens_per_s = rates[rates.size() / 2];  // all ranks together
   const int64_t calls = dist.allreduce_calls() - calls_before;
   const double allreduce_ms = calls > 0 ? 1e3 * (dist.allreduce_seconds() - allreduce_before) / calls : 0.0;
-  if (!dist.is_main()) return 0;  // rank 0 measures the peak and reports
   // Model FLOPs per token: 6N for the matrix multiplies of forward + backward, plus 12·L·T·d
   // for attention's score and weighted-sum products (N counts a tied embedding once).
   const double n_params = static_cast<double>(c.parameter_count());
   const double flops_per_token = 6.0 * n_params + 12.0 * c.layers * c.context * c.d_model;
   const double model_flops = tokens_per_s * flops_per_token;
-  const double peak_ref = matmul_flops(1024, 1024, 1024, device);
+  // The job's peak: every rank measures its own at once, on its own threads, and they add up (two
+  // ranks sharing one machine each measure about half of it).
+  const double peak_ref = dist.sum_across_ranks(matmul_flops(1024, 1024, 1024, device));
   const int64_t rows = o.batch_size * c.context;
-  const double peak_model = matmul_flops(rows, c.d_model, c.d_ff, device);
+  const double peak_model = dist.sum_across_ranks(matmul_flops(rows, c.d_model, c.d_ff, device));
   const double peak = std::max(peak_ref, peak_model);
+  if (!dist.is_main()) return 0;  // rank 0 reports
   nlohmann::json j = {{"benchmark", "train"},
                       {"device", device.str()},
                       {"config", nlohmann::json::parse(c.to_json())},

@@ -1,6 +1,7 @@
 #include "train/distributed.h"
 
 #include "common/option_checks.h"
+#include "train/dist_address.h"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -81,6 +82,10 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
   opts.validate();
   if (!enabled()) return;
   impl_ = std::make_unique<Impl>();
+  // Before any waiting: a rank that would advertise an address its peers cannot reach fails now.
+  const DistAddressChoice where =
+      choose_dist_address(opts.master_addr, opts.master_port, opts.interface, std::getenv("GLOO_SOCKET_IFNAME"));
+  spdlog::info("rank {}: all-reduce over {} (chosen by {})", opts.rank, where.address, where.reason);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000));
   const std::string cannot_join = "rank " + std::to_string(opts.rank) + " could not join the process group at " +
                                   opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
@@ -101,9 +106,7 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(opts.master_addr, so);
     auto go = c10d::ProcessGroupGloo::Options::create();
     go->timeout = timeout;
-    const bool loopback = opts.master_addr == "127.0.0.1" || opts.master_addr == "localhost";
-    go->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                   : c10d::ProcessGroupGloo::createDefaultDevice());
+    go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(where.address));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, opts.rank, opts.world_size, go);
   } catch (const std::exception& e) {
     throw std::runtime_error(cannot_join + ": " + error_text(e));
@@ -159,6 +162,17 @@ void Distributed::broadcast_parameters(Transformer& model) {
     p.copy_(buf[0].narrow(0, off, p.numel()).view_as(p));
     off += p.numel();
   }
+}
+
+double Distributed::sum_across_ranks(double value) {
+  if (!enabled()) return value;
+  std::vector<torch::Tensor> buf = {torch::tensor({value}, torch::kDouble)};
+  try {
+    impl_->group->allreduce(buf)->wait();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("distributed: summing a figure across ranks failed: " + error_text(e));
+  }
+  return buf[0].item<double>();
 }
 
 void Distributed::sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals) {

@@ -21,6 +21,7 @@ struct DistOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   double timeout_s = 120;  // a rank that dies or never connects fails the others after this
+  std::string interface;   // network interface for the all-reduce; empty: see train/dist_address.h
 
   void validate() const;  // throws std::invalid_argument naming the option
 };
@@ -57,6 +58,8 @@ class Distributed {
   void require_same(const std::string& key, const std::string& value);
   // Rank 0 publishes `value`; the others receive it.
   std::string share_from_main(const std::string& key, const std::string& value);
+  // The sum of every rank's `value` (its own value when not distributed).
+  double sum_across_ranks(double value);
   // Copies rank 0's parameters to every rank.
   void broadcast_parameters(Transformer& model);
   // Averages gradients across ranks and combines the signals (bad_loss: this rank's loss).

@@ -192,6 +192,11 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
   visit(OptionSpec("--dist-timeout", dist,
                    "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing"),
         o.dist.timeout_s);
+  visit(OptionSpec("--dist-interface", dist,
+                   "Network interface this rank's all-reduce uses (env GLOO_SOCKET_IFNAME); default: the one "
+                   "that routes to --master-addr")
+            .no_default(),
+        o.dist.interface);
 }
 
 }  // namespace
