@@ -224,23 +224,28 @@ TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
             0);
   const auto one = weights(d.file("one.pt"));
   // Three ways to name the link: the automatic choice (the route to rank 0), the option, and
-  // PyTorch's environment variable.
+  // PyTorch's environment variable; then the all-reduce after the backward pass instead of
+  // behind it, which must give the same weights bit for bit.
   const std::pair<std::string, std::string> ways[] = {
       {"", ""},
       {"", " --dist-interface " + hosts.link_b},
       {"GLOO_SOCKET_IFNAME=" + hosts.link_a, ""},
+      {"", " --no-overlap"},
   };
   int n = 0;
   for (const auto& [env, option] : ways) {
     const int p = port(10 + n++);
     const std::string out = d.file("two" + std::to_string(n) + ".pt");
-    auto r0 = start_rank_in(d, hosts.a, 0, hosts.addr_a, p, env, common + " --batch-size 4 --out " + out);
+    const std::string for_both = option == " --no-overlap" ? option : "";
+    auto r0 = start_rank_in(d, hosts.a, 0, hosts.addr_a, p, env, common + for_both + " --batch-size 4 --out " + out);
     auto r1 = start_rank_in(d, hosts.b, 1, hosts.addr_a, p, "", common + option + " --batch-size 4 --out " + out);
     ASSERT_EQ(wait_exit(r0), 0) << env << option << ": " << slurp(d.file("rank0.err"));
     ASSERT_EQ(wait_exit(r1), 0) << env << option << ": " << slurp(d.file("rank1.err"));
     auto two = weights(out);
     for (auto& [name, t] : one) EXPECT_TRUE(torch::allclose(t, two[name], 1e-5, 1e-5)) << name;
   }
+  const auto overlapped = weights(d.file("two1.pt")), after = weights(d.file("two4.pt"));
+  for (auto& [name, t] : overlapped) EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
   // A rank told to use loopback while rank 0 is on another host fails at once, naming the fix.
   const auto t0 = Clock::now();
   auto r1 = start_rank_in(d, hosts.b, 1, hosts.addr_a, port(19), "", common + " --dist-interface lo --out x.pt");

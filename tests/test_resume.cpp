@@ -97,3 +97,27 @@ TEST(Resume, SplitRunsEqualTheUninterruptedRunBitForBit) {
     expect_identical(full, read_state(part), std::to_string(split) + " steps, then resumed to 30");
   }
 }
+
+TEST(Resume, GradientAccumulationResumesBitForBitAndMatchesTheLargerBatch) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string shape = " --layers 2 --heads 2 --d-model 64 --d-ff 128 --context 64 --threads 1 --lr 3e-3";
+  const std::string common =
+      " --corpus " + corpus + shape + kVocab + " --schedule-steps 12 --eval-every 6 --val-share 0 --dropout 0.1";
+  const std::string accum = common + " --batch-size 4 --grad-accum 2";
+  ASSERT_EQ(run(d, kTrain + accum + " --max-steps 12 --out " + d.file("full.pt")).code, 0);
+  const auto full = read_state(d.file("full.pt"));
+  // Stopped after 5 of 12 steps, then resumed: the same micro-batches, masks and sums.
+  ASSERT_EQ(run(d, kTrain + accum + " --max-steps 5 --out " + d.file("part.pt")).code, 0);
+  auto r = run(d, kTrain + " --resume " + d.file("part.pt") + " --max-steps 12");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("4 sequences x 2 micro-batches per rank x 1 rank(s) = 8"), std::string::npos) << r.err;
+  expect_identical(full, read_state(d.file("part.pt")), "5 accumulated steps, then resumed to 12");
+  // Two micro-batches of 4 are the batch of 8 (the same windows), up to the order of the sums.
+  const std::string plain = " --corpus " + corpus + shape + kVocab + " --schedule-steps 12 --val-share 0";
+  ASSERT_EQ(run(d, kTrain + plain + " --batch-size 8 --max-steps 12 --out " + d.file("b8.pt")).code, 0);
+  ASSERT_EQ(run(d, kTrain + plain + " --batch-size 4 --grad-accum 2 --max-steps 12 --out " + d.file("b4x2.pt")).code,
+            0);
+  const auto b8 = read_state(d.file("b8.pt")), b4x2 = read_state(d.file("b4x2.pt"));
+  for (const auto& [name, w] : b8.weights) EXPECT_TRUE(torch::allclose(w, b4x2.weights.at(name), 1e-4, 1e-5)) << name;
+}

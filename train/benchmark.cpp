@@ -45,11 +45,12 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   model->train();
   Distributed dist(o.dist);
   dist.broadcast_parameters(model);
+  dist.attach(model, o.overlap_allreduce);
   auto optimizer = make_optimizer(model, o);
   auto step = [&] {
-    auto batch = torch::randint(0, c.vocab_size, {o.batch_size, c.context + 1}, torch::kLong).to(device);
+    auto batch = torch::randint(0, c.vocab_size, {o.batch_size * o.grad_accum, c.context + 1}, torch::kLong).to(device);
     return train_step(model, optimizer, batch.narrow(1, 0, c.context), batch.narrow(1, 1, c.context), o.grad_clip,
-                      &dist);
+                      o.grad_accum, &dist);
   };
   // Warm-up (excluded): allocator, BLAS pools, first-touch of optimizer state.
   auto t0 = Clock::now();
@@ -62,8 +63,9 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   for (int64_t w = 0; w < o.benchmark_windows; ++w) {
     auto ws = Clock::now();
     for (int i = 0; i < steps_per_window; ++i) step();
-    rates.push_back(static_cast<double>(steps_per_window * o.batch_size * c.context * dist.world_size()) /
-                    std::chrono::duration<double>(Clock::now() - ws).count());
+    rates.push_back(
+        static_cast<double>(steps_per_window * o.batch_size * o.grad_accum * c.context * dist.world_size()) /
+        std::chrono::duration<double>(Clock::now() - ws).count());
   }
   std::sort(rates.begin(), rates.end());
   const double tokens_per_s = rates[rates.size() / 2];  // all ranks together
@@ -81,25 +83,28 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   const double peak_model = dist.sum_across_ranks(matmul_flops(rows, c.d_model, c.d_ff, device));
   const double peak = std::max(peak_ref, peak_model);
   if (!dist.is_main()) return 0;  // rank 0 reports
-  nlohmann::json j = {{"benchmark", "train"},
-                      {"device", device.str()},
-                      {"config", nlohmann::json::parse(c.to_json())},
-                      {"batch_size", o.batch_size},
-                      {"parameters", c.parameter_count()},
-                      {"tokens_per_s", tokens_per_s},
-                      {"step_s", static_cast<double>(o.batch_size * c.context * dist.world_size()) / tokens_per_s},
-                      {"model_flops_per_token", flops_per_token},
-                      {"model_flops_per_s", model_flops},
-                      {"peak_flops_per_s", peak},
-                      {"peak_flops_per_s_1024", peak_ref},
-                      {"peak_flops_per_s_model_shape", peak_model},
-                      {"mfu", model_flops / peak},
-                      {"windows", rates.size()},
-                      {"steps_per_window", steps_per_window},
-                      {"peak_rss_mb", peak_rss_mb()},
-                      {"world_size", dist.world_size()},
-                      {"allreduce_ms_per_step", allreduce_ms},
-                      {"allreduce_bytes_per_step", dist.bytes_per_step()}};
+  nlohmann::json j = {
+      {"benchmark", "train"},
+      {"device", device.str()},
+      {"config", nlohmann::json::parse(c.to_json())},
+      {"batch_size", o.batch_size},
+      {"parameters", c.parameter_count()},
+      {"tokens_per_s", tokens_per_s},
+      {"grad_accum", o.grad_accum},
+      {"overlap_allreduce", o.overlap_allreduce},
+      {"step_s", static_cast<double>(o.batch_size * o.grad_accum * c.context * dist.world_size()) / tokens_per_s},
+      {"model_flops_per_token", flops_per_token},
+      {"model_flops_per_s", model_flops},
+      {"peak_flops_per_s", peak},
+      {"peak_flops_per_s_1024", peak_ref},
+      {"peak_flops_per_s_model_shape", peak_model},
+      {"mfu", model_flops / peak},
+      {"windows", rates.size()},
+      {"steps_per_window", steps_per_window},
+      {"peak_rss_mb", peak_rss_mb()},
+      {"world_size", dist.world_size()},
+      {"allreduce_ms_per_step", allreduce_ms},
+      {"allreduce_bytes_per_step", dist.bytes_per_step()}};
 
   spdlog::info("train benchmark: {:.0f} tokens/s, {:.1f} GFLOP/s model, peak {:.1f} GFLOP/s, MFU {:.1f}%", tokens_per_s,
                model_flops / 1e9, peak / 1e9, 100.0 * model_flops / peak);

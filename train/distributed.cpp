@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -18,9 +19,11 @@
 namespace dracarys {
 
 namespace {
-// Gradients are packed into buckets of at most this many floats (32 MB): a few large
-// all-reduces per step instead of one per parameter.
-constexpr int64_t kBucketFloats = 8 << 20;
+// Gradients are packed into buckets of about this many floats (4 MB): a few all-reduces per
+// step instead of one per parameter, small enough that the first starts early in the backward pass.
+constexpr int64_t kBucketFloats = 1 << 20;
+constexpr int64_t kSignals = 3;  // want stop, bad loss, rank 0's schedule position
+using Clock = std::chrono::steady_clock;
 
 std::string error_text(const std::exception& e) {
   std::string s = e.what();
@@ -73,9 +76,25 @@ class StartupWatchdog {
 
 }  // namespace
 
+// The gradients' buckets and the all-reduces in flight (see attach()).
+struct GradientBuckets {
+  std::vector<torch::Tensor> params;         // the model's parameters, in their order
+  std::vector<size_t> bucket_of, offset;     // per parameter: its bucket, its first float there
+  std::vector<std::vector<size_t>> members;  // per bucket: its parameters
+  std::vector<torch::Tensor> flat;           // per bucket: the packed gradients (+ signals in the last)
+  bool overlap = true;                       // launch each bucket as soon as it is full, during the backward pass
+  bool armed = false;                        // between begin_gradient_sync() and finish_gradient_sync()
+  std::vector<size_t> pending;               // per bucket: gradients still to come
+  std::vector<bool> seen;                    // per parameter: packed this step
+  std::vector<c10::intrusive_ptr<c10d::Work>> work;
+  size_t next_launch = 0;
+  std::array<float, 3> signals{};  // want stop, bad loss, rank 0's schedule position
+};
+
 struct Distributed::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  GradientBuckets grads;
 };
 
 Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
@@ -175,62 +194,125 @@ double Distributed::sum_across_ranks(double value) {
   return buf[0].item<double>();
 }
 
-void Distributed::sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals) {
-  signals.set_local(bad_loss);
+void Distributed::attach(Transformer& model, bool overlap) {
   if (!enabled()) return;
-  auto t0 = std::chrono::steady_clock::now();
-  auto params = model->parameters();
-  // Bucket boundaries: consecutive parameters until a bucket holds kBucketFloats.
-  std::vector<std::pair<size_t, size_t>> buckets;
-  size_t first = 0;
+  auto& g = impl_->grads;
+  g.params = model->parameters();
+  g.overlap = overlap;
+  // Buckets in reverse order of the parameters, as the backward pass produces their gradients:
+  // bucket 0 holds the last parameters (the top blocks), the last bucket the embedding and the
+  // three signals.
+  const size_t n = g.params.size();
+  g.bucket_of.assign(n, 0);
+  g.offset.assign(n, 0);
+  std::vector<size_t> current;
   int64_t size = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
-    size += params[i].numel();
-    if (size >= kBucketFloats || i + 1 == params.size()) {
-      buckets.emplace_back(first, i + 1);
-      first = i + 1;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = n - 1 - k;
+    g.bucket_of[i] = g.members.size();
+    g.offset[i] = size;
+    current.push_back(i);
+    size += g.params[i].numel();
+    if (size >= kBucketFloats || k + 1 == n) {
+      g.members.push_back(current);
+      g.flat.push_back(torch::zeros({size + (k + 1 == n ? kSignals : 0)}, g.params[i].options()));
+      current.clear();
       size = 0;
     }
   }
   bytes_per_step_ = 0;
-  for (size_t b = 0; b < buckets.size(); ++b) {
-    std::vector<torch::Tensor> flat;
-    for (size_t i = buckets[b].first; i < buckets[b].second; ++i) {
-      auto& p = params[i];
-      flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
-    }
-    const bool last = b + 1 == buckets.size();
-    if (last)
-      flat.push_back(torch::tensor({signals.want_stop ? 1.0f : 0.0f, bad_loss ? 1.0f : 0.0f,
-                                    is_main() ? static_cast<float>(signals.progress) : 0.0f},
-                                   params[0].options()));
-    std::vector<torch::Tensor> bucket = {torch::cat(flat)};
-    bytes_per_step_ += bucket[0].numel() * static_cast<int64_t>(bucket[0].element_size());
+  for (const auto& f : g.flat) bytes_per_step_ += f.numel() * static_cast<int64_t>(f.element_size());
+  for (size_t i = 0; i < n; ++i)
+    g.params[i].register_hook([this, i](const torch::Tensor& grad) { on_gradient(i, grad); });
+}
+
+void Distributed::begin_gradient_sync(bool bad_loss, const StepSignals& signals) {
+  if (!enabled()) return;
+  auto& g = impl_->grads;
+  g.armed = true;
+  g.signals = {signals.want_stop ? 1.0f : 0.0f, bad_loss ? 1.0f : 0.0f,
+               is_main() ? static_cast<float>(signals.progress) : 0.0f};
+  g.pending.assign(g.members.size(), 0);
+  for (size_t b = 0; b < g.members.size(); ++b) g.pending[b] = g.members[b].size();
+  g.seen.assign(g.params.size(), false);
+  g.work.assign(g.members.size(), c10::intrusive_ptr<c10d::Work>());
+  g.next_launch = 0;
+}
+
+// A parameter's gradient of the last backward pass is ready (before autograd adds it to .grad).
+void Distributed::on_gradient(size_t i, const torch::Tensor& grad) {
+  auto& g = impl_->grads;
+  if (!g.armed || g.seen[i]) return;
+  g.seen[i] = true;
+  auto& p = g.params[i];
+  auto slot = g.flat[g.bucket_of[i]].narrow(0, g.offset[i], p.numel());
+  // With accumulation, .grad holds the earlier micro-batches: pack the sum autograd will store.
+  if (p.grad().defined())
+    slot.copy_((p.grad() + grad).reshape({-1}));
+  else
+    slot.copy_(grad.reshape({-1}));
+  --g.pending[g.bucket_of[i]];
+  if (g.overlap) launch_ready_buckets();
+}
+
+// Starts the all-reduce of each bucket whose gradients are all packed, strictly in bucket order
+// (every rank must issue the same collectives in the same order).
+void Distributed::launch_ready_buckets() {
+  auto& g = impl_->grads;
+  while (g.next_launch < g.members.size() && g.pending[g.next_launch] == 0) {
+    const size_t b = g.next_launch++;
+    if (b + 1 == g.members.size())
+      for (int64_t k = 0; k < kSignals; ++k) g.flat[b][g.flat[b].numel() - kSignals + k] = g.signals[k];
+    std::vector<torch::Tensor> bucket = {g.flat[b]};
     try {
-      impl_->group->allreduce(bucket)->wait();
+      g.work[b] = impl_->group->allreduce(bucket);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distributed: all-reduce failed on rank " + std::to_string(opts_.rank) + ": " +
+                               error_text(e));
+    }
+  }
+}
+
+void Distributed::finish_gradient_sync(StepSignals& signals) {
+  if (!enabled()) return;
+  auto& g = impl_->grads;
+  const auto waiting_since = Clock::now();  // what the all-reduce adds to the step starts here
+  // A parameter that got no gradient this step contributes zeros (or what it accumulated).
+  for (size_t i = 0; i < g.params.size(); ++i)
+    if (!g.seen[i]) {
+      auto slot = g.flat[g.bucket_of[i]].narrow(0, g.offset[i], g.params[i].numel());
+      if (g.params[i].grad().defined())
+        slot.copy_(g.params[i].grad().reshape({-1}));
+      else
+        slot.zero_();
+      g.seen[i] = true;
+      --g.pending[g.bucket_of[i]];
+    }
+  launch_ready_buckets();
+  for (size_t b = 0; b < g.members.size(); ++b) {
+    try {
+      g.work[b]->wait();
       ++allreduce_calls_;
     } catch (const std::exception& e) {
       throw std::runtime_error("distributed: all-reduce failed on rank " + std::to_string(opts_.rank) +
                                " (another rank died, hung or lost its connection): " + error_text(e));
     }
-    auto& sum = bucket[0];
-    int64_t off = 0;
-    for (size_t i = buckets[b].first; i < buckets[b].second; ++i) {
-      auto& p = params[i];
-      auto avg = sum.narrow(0, off, p.numel()).view_as(p) / static_cast<double>(opts_.world_size);
+    for (size_t i : g.members[b]) {
+      auto& p = g.params[i];
+      auto avg = g.flat[b].narrow(0, g.offset[i], p.numel()).view_as(p) / static_cast<double>(opts_.world_size);
       if (p.grad().defined())
         p.mutable_grad().copy_(avg);
       else
         p.mutable_grad() = avg.clone();
-      off += p.numel();
-    }
-    if (last) {
-      signals.any_stop = sum[off].item<float>() > 0;
-      signals.any_bad = sum[off + 1].item<float>() > 0;
-      signals.main_progress = sum[off + 2].item<float>();
     }
   }
-  allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto& tail = g.flat.back();
+  const int64_t at = tail.numel() - kSignals;
+  signals.any_stop = tail[at].item<float>() > 0;
+  signals.any_bad = tail[at + 1].item<float>() > 0;
+  signals.main_progress = tail[at + 2].item<float>();
+  g.armed = false;
+  allreduce_s_ += std::chrono::duration<double>(Clock::now() - waiting_since).count();
 }
 
 }  // namespace dracarys

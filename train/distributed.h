@@ -2,8 +2,9 @@
 // group (on CPU) for collectives. With world size 1 nothing here is created or called.
 //
 // Every step each rank computes gradients on its own slice of the global batch; the gradients
-// are averaged with an all-reduce over a few large flat buckets, so every rank applies the
-// same update and holds the same weights. Three extra numbers ride along in the last bucket:
+// are averaged with an all-reduce over flat buckets of about 4 MB, each started during the
+// backward pass as soon as its gradients are ready, so every rank applies the same update and
+// holds the same weights. Three extra numbers ride along in the last bucket:
 // "some rank wants to stop" (Ctrl-C, time budget), "some rank saw a non-finite loss", and
 // rank 0's schedule position, so all ranks stop at the same step and use the same learning rate.
 #pragma once
@@ -62,14 +63,26 @@ class Distributed {
   double sum_across_ranks(double value);
   // Copies rank 0's parameters to every rank.
   void broadcast_parameters(Transformer& model);
-  // Averages gradients across ranks and combines the signals (bad_loss: this rank's loss).
-  void sync_gradients(Transformer& model, bool bad_loss, StepSignals& signals);
+  // Gradient averaging, in three calls around the backward pass that produces the step's
+  // gradients (the last micro-batch's, with accumulation):
+  //   attach(model)              once: buckets of parameters in reverse order, a hook on each
+  //   begin_gradient_sync(...)   before that backward pass: arms the hooks with this rank's signals
+  //   finish_gradient_sync(...)  after it: waits for every bucket, writes the averaged gradients
+  // With `overlap`, a bucket's all-reduce starts as soon as its last gradient is ready, behind
+  // the rest of the backward pass; without, all start after it. The sums are the same.
+  void attach(Transformer& model, bool overlap);
+  void begin_gradient_sync(bool bad_loss, const StepSignals& signals);
+  void finish_gradient_sync(StepSignals& signals);
 
-  double allreduce_seconds() const { return allreduce_s_; }  // total so far
+  // Total so far of the time finish_gradient_sync() waited: what the all-reduce added to the steps.
+  double allreduce_seconds() const { return allreduce_s_; }
   int64_t allreduce_calls() const { return allreduce_calls_; }
   int64_t bytes_per_step() const { return bytes_per_step_; }
 
  private:
+  void on_gradient(size_t index, const torch::Tensor& grad);
+  void launch_ready_buckets();
+
   struct Impl;
   DistOptions opts_;
   std::unique_ptr<Impl> impl_;

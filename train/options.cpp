@@ -108,7 +108,16 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
         NegatedFlag{o.model.tied_head});
 
   const char* opt = "Optimisation";
-  visit(OptionSpec("--batch-size", opt, "Sequences per step").stored("batch_size").range(1, 1 << 16), o.batch_size);
+  visit(OptionSpec("--batch-size", opt, "Sequences per step (per micro-batch with --grad-accum)")
+            .stored("batch_size")
+            .range(1, 1 << 16),
+        o.batch_size);
+  visit(OptionSpec("--grad-accum", opt,
+                   "Micro-batches of --batch-size whose gradients add up to one optimizer step (and one "
+                   "all-reduce): a larger batch in the same memory, fewer exchanges over a slow link")
+            .stored("grad_accum")
+            .range(1, 1024),
+        o.grad_accum);
   visit(OptionSpec("--lr", opt, "Peak learning rate (AdamW)").stored("lr").above(0, 10), o.lr);
   visit(OptionSpec("--min-lr", opt, "Learning rate at the end of the cosine decay (at most --lr)")
             .stored("min_lr")
@@ -192,6 +201,10 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
   visit(OptionSpec("--dist-timeout", dist,
                    "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing"),
         o.dist.timeout_s);
+  visit(OptionSpec("--no-overlap", dist,
+                   "Start the gradients' all-reduce after the whole backward pass instead of behind it "
+                   "(the same sums; for comparison)"),
+        NegatedFlag{o.overlap_allreduce});
   visit(OptionSpec("--dist-interface", dist,
                    "Network interface this rank's all-reduce uses (env GLOO_SOCKET_IFNAME); default: the one "
                    "that routes to --master-addr")

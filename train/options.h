@@ -32,6 +32,8 @@ struct TrainOptions {
   ModelConfig model;
   // optimisation
   int64_t batch_size = 16;
+  int64_t grad_accum = 1;         // micro-batches of batch_size per optimizer step
+  bool overlap_allreduce = true;  // all-reduce behind the backward pass (distributed)
   double lr = 2e-3;
   double min_lr = 2e-4;
   double warmup = 0.05;  // share of the schedule spent warming up

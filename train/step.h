@@ -17,12 +17,13 @@ void set_learning_rate(torch::optim::AdamW& opt, double lr);
 // step counts are sane. Throws std::invalid_argument.
 void check_optimizer_state(torch::optim::AdamW& opt);
 
-// Forward, cross-entropy, backward, gradient averaging across ranks (when `dist` is enabled),
-// gradient clipping (when grad_clip > 0), AdamW update. Returns this rank's loss before the
-// update; when any rank's loss is not finite, returns NaN and updates nothing. `signals`
-// carries stop wishes and the schedule position between ranks (see distributed.h).
+// Forward, cross-entropy, backward (for each of `micro_batches` equal slices of the batch, the
+// gradients adding up), gradient averaging across ranks (when `dist` is enabled; it runs behind
+// the last backward pass), gradient clipping (when grad_clip > 0), AdamW update. Returns this
+// rank's mean loss before the update; when any rank's loss is not finite, returns NaN and updates
+// nothing. `signals` carries stop wishes and the schedule position between ranks (distributed.h).
 double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
-                  const torch::Tensor& targets, double grad_clip, Distributed* dist = nullptr,
-                  StepSignals* signals = nullptr);
+                  const torch::Tensor& targets, double grad_clip, int64_t micro_batches = 1,
+                  Distributed* dist = nullptr, StepSignals* signals = nullptr);
 
 }  // namespace dracarys

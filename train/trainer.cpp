@@ -357,6 +357,7 @@ void Trainer::build_model() {
     loss_count_ = state_.value("loss_count", int64_t{0});
   }
   dist_->broadcast_parameters(model_);  // every rank starts from rank 0's weights
+  dist_->attach(model_, o_.overlap_allreduce);
   model_->train();
   spdlog::info("model: {} parameters, {}", o_.model.parameter_count(), o_.model.to_json());
 }
@@ -378,7 +379,7 @@ double Trainer::train_one_step() {
   signals.want_stop = wants_stop();
   signals.progress = progress;
   const double loss = train_step(model_, *optimizer_, batch.inputs.to(device_), batch.targets.to(device_), o_.grad_clip,
-                                 dist_.get(), &signals);
+                                 o_.grad_accum, dist_.get(), &signals);
   synced_progress_ = signals.main_progress;
   if (signals.any_stop) stop_after_this_step_ = true;
   return loss;
@@ -389,7 +390,7 @@ double Trainer::train_one_step() {
 // evaluation's time restarts the window).
 void Trainer::show_progress(double loss) {
   ++window_steps_;
-  const int64_t tokens_per_step = o_.batch_size * o_.model.context * dist_->world_size();
+  const int64_t tokens_per_step = o_.batch_size * o_.grad_accum * o_.model.context * dist_->world_size();
   const double window_s = seconds_since(window_start_);
   const double window_rate = static_cast<double>(window_steps_ * tokens_per_step) / std::max(window_s, 1e-9);
   if (window_s >= 2.0) {
@@ -537,11 +538,14 @@ int Trainer::run() {
     if (!resuming()) speakers_[name] += count;  // a fine-tune adds its corpus's speakers to the base model's
   keep_listable_speakers(speakers_);
   o_.model.vocab_size = data_->tokenizer.vocab_size();
-  batcher_.emplace(data_->train.ids, o_.model.context, o_.batch_size, o_.seed);
+  batcher_.emplace(data_->train.ids, o_.model.context, o_.batch_size * o_.grad_accum, o_.seed);
   validation_ = eval_batches(data_->validation, data_->tokenizer.chars_per_token(), o_.model.context, o_.batch_size,
                              o_.eval_windows);
   build_model();
-  if (dist_->enabled())
+  if (o_.grad_accum > 1)
+    spdlog::info("effective batch: {} sequences x {} micro-batches per rank x {} rank(s) = {}", o_.batch_size,
+                 o_.grad_accum, dist_->world_size(), o_.batch_size * o_.grad_accum * dist_->world_size());
+  else if (dist_->enabled())
     spdlog::info("effective batch: {} sequences per rank x {} ranks = {}", o_.batch_size, dist_->world_size(),
                  o_.batch_size * dist_->world_size());
   if (dist_->is_main()) {
