@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "common/option_table.h"
 #include "common/output_files.h"
+#include "data/text.h"
 #include "export/gguf_gpt2.h"
 
 using namespace dracarys;
@@ -65,7 +66,8 @@ int export_checkpoint(const ExportOptions& o) {
   const ModelConfig& config = m.model->config();
   check_exportable(config, tokenizer);
 
-  const std::string name = std::filesystem::path(o.checkpoint).stem().string();
+  std::string name = std::filesystem::path(o.checkpoint).stem().string();  // general.name: UTF-8
+  if (!valid_utf8(name)) name = "dracarys";
   const std::string gguf = gpt2_gguf(config, tokenizer, gpt2_tensors(m.model), ggml_type(o.type), name);
   write_file_atomic(o.out, gguf);
   spdlog::info("wrote {} ({:.2f} MiB, llama.cpp architecture gpt2, matrices as {})", o.out,
