@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 namespace dracarys {
 
@@ -89,37 +90,39 @@ void append_q8_0(const float* x, int64_t n, std::string& out) {
   }
 }
 
-void GgufWriter::add_u32(const std::string& key, uint32_t value) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kU32), put(metadata_, value), ++metadata_count_;
-}
-void GgufWriter::add_f32(const std::string& key, float value) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kF32), put(metadata_, value), ++metadata_count_;
-}
-void GgufWriter::add_bool(const std::string& key, bool value) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kBool), put<uint8_t>(metadata_, value ? 1 : 0);
+void GgufWriter::begin(const std::string& key, uint32_t value_type) {
+  put_string(metadata_, key);
+  put<uint32_t>(metadata_, value_type);
   ++metadata_count_;
+}
+
+void GgufWriter::add_u32(const std::string& key, uint32_t value) { begin(key, kU32), put(metadata_, value); }
+void GgufWriter::add_f32(const std::string& key, float value) { begin(key, kF32), put(metadata_, value); }
+void GgufWriter::add_bool(const std::string& key, bool value) {
+  begin(key, kBool), put<uint8_t>(metadata_, value ? 1 : 0);
 }
 void GgufWriter::add_string(const std::string& key, const std::string& value) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kString), put_string(metadata_, value), ++metadata_count_;
+  begin(key, kString), put_string(metadata_, value);
 }
+
+template <class T>
+void GgufWriter::add_array(const std::string& key, uint32_t element_type, const std::vector<T>& values) {
+  begin(key, kArray);
+  put<uint32_t>(metadata_, element_type);
+  put<uint64_t>(metadata_, values.size());
+  for (const auto& v : values) {
+    if constexpr (std::is_same_v<T, std::string>)
+      put_string(metadata_, v);
+    else
+      put(metadata_, v);
+  }
+}
+
 void GgufWriter::add_strings(const std::string& key, const std::vector<std::string>& values) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kArray), put<uint32_t>(metadata_, kString);
-  put<uint64_t>(metadata_, values.size());
-  for (const auto& v : values) put_string(metadata_, v);
-  ++metadata_count_;
+  add_array(key, kString, values);
 }
-void GgufWriter::add_f32s(const std::string& key, const std::vector<float>& values) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kArray), put<uint32_t>(metadata_, kF32);
-  put<uint64_t>(metadata_, values.size());
-  for (float v : values) put(metadata_, v);
-  ++metadata_count_;
-}
-void GgufWriter::add_i32s(const std::string& key, const std::vector<int32_t>& values) {
-  put_string(metadata_, key), put<uint32_t>(metadata_, kArray), put<uint32_t>(metadata_, kI32);
-  put<uint64_t>(metadata_, values.size());
-  for (int32_t v : values) put(metadata_, v);
-  ++metadata_count_;
-}
+void GgufWriter::add_f32s(const std::string& key, const std::vector<float>& values) { add_array(key, kF32, values); }
+void GgufWriter::add_i32s(const std::string& key, const std::vector<int32_t>& values) { add_array(key, kI32, values); }
 
 void GgufWriter::add_tensor(const std::string& name, const std::vector<int64_t>& ne, GgmlType type, const float* data) {
   int64_t count = 1;

@@ -52,6 +52,10 @@ class GgufWriter {
   std::string bytes() const;
 
  private:
+  void begin(const std::string& key, uint32_t value_type);  // a metadata record's key and type
+  template <class T>
+  void add_array(const std::string& key, uint32_t element_type, const std::vector<T>& values);
+
   std::string metadata_;  // the key/value records, back to back
   uint64_t metadata_count_ = 0;
   std::string tensor_infos_;

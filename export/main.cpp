@@ -64,7 +64,6 @@ int export_checkpoint(const ExportOptions& o) {
   auto m = load_for_inference(o.checkpoint, torch::Device(torch::kCPU));
   const TokenizerModel tokenizer = read_tokenizer_model(m.tokenizer.bytes());
   const ModelConfig& config = m.model->config();
-  check_exportable(config, tokenizer);
 
   std::string name = std::filesystem::path(o.checkpoint).stem().string();  // general.name: UTF-8
   if (!valid_utf8(name)) name = "dracarys";
