@@ -64,14 +64,15 @@ struct Reader {
 std::string encode_checkpoint(const Checkpoint& c) {
   std::string buf(kMagic, sizeof kMagic);
   put<uint32_t>(buf, c.version);
-  const bool has_opt = !c.optimizer.empty();
-  put<uint32_t>(buf, has_opt ? 4 : 3);
+  const bool has_opt = !c.optimizer.empty(), has_muon = !c.muon.empty();
+  put<uint32_t>(buf, 3 + (has_opt ? 1 : 0) + (has_muon ? 1 : 0));
   nlohmann::json meta = nlohmann::json::parse(c.meta_json.empty() ? "{}" : c.meta_json);
   meta["model_config"] = nlohmann::json::parse(c.config.to_json());
   put_section(buf, "meta", meta.dump());
   put_section(buf, "tokenizer", c.tokenizer);
   put_section(buf, "model", c.model);
   if (has_opt) put_section(buf, "optimizer", c.optimizer);
+  if (has_muon) put_section(buf, "muon", c.muon);
   buf += sha256(buf.data(), buf.size());
 
   return buf;
@@ -111,6 +112,8 @@ Checkpoint decode_checkpoint(const std::string& buf, const std::string& path, bo
       c.model = std::move(bytes);
     else if (name == "optimizer")
       c.optimizer = std::move(bytes);
+    else if (name == "muon")
+      c.muon = std::move(bytes);
   }
   if (meta.empty() || c.model.empty() || c.tokenizer.empty())
     throw CheckpointError(path + ": checkpoint lacks its meta, tokenizer or model section");

@@ -1,12 +1,12 @@
 // The one checkpoint format: a single self-contained file.
 //
 //   "DRACARYS" | u32 format version | u32 section count
-//   sections: u32 name length, name, u64 size, bytes       ("meta", "tokenizer", "model", "optimizer")
+//   sections: u32 name length, name, u64 size, bytes  ("meta", "tokenizer", "model", "optimizer", "muon")
 //   SHA-256 of everything above (32 bytes)
 //
 // "meta" is JSON (model config, training settings and state); "tokenizer" is the serialized
 // sentencepiece model (checked by data/tokenizer_model_check.h before sentencepiece reads it);
-// "model" and "optimizer" are named tensors in the safetensors layout (common/tensor_file.h), read
+// "model", "optimizer" and "muon" are named tensors in the safetensors layout (common/tensor_file.h), read
 // by our own bounded parser. The trailing hash refuses a corrupted file; it proves nothing against
 // a crafted one (anyone can recompute it), so every section is checked as untrusted input.
 //
@@ -40,6 +40,7 @@ struct Checkpoint {
   std::string tokenizer;  // serialized tokenizer model
   std::string model;      // the model's parameters and buffers (safetensors layout)
   std::string optimizer;  // AdamW's moments (safetensors layout); may be empty
+  std::string muon;       // Muon's momentum (safetensors layout); only with --optimizer muon
 };
 
 // The file's bytes, hash included.

@@ -72,11 +72,24 @@ void add_tokenizer(GgufWriter& w, const TokenizerModel& tokenizer) {
   w.add_bool("tokenizer.ggml.add_space_prefix", false);
 }
 
+// llama.cpp's gpt2 is absolute positions, LayerNorm, plain attention, GELU and plain logits.
+void check_gpt2_architecture(const ModelConfig& config) {
+  const auto cannot_run = [](const std::string& what) {
+    return std::invalid_argument("llama.cpp's gpt2 architecture cannot run " + what +
+                                 "; train without it to export (it stays an option of dracarys itself)");
+  };
+  if (config.positional == PositionalKind::Rotary) throw cannot_run("rotary positions (--positions rope)");
+  if (config.qk_norm) throw cannot_run("normalised queries and keys (--qk-norm)");
+  if (config.activation != Activation::Gelu) throw cannot_run("the relu2 activation (--activation relu2)");
+  if (config.logit_softcap > 0) throw cannot_run("soft-capped logits (--logit-softcap)");
+}
+
 }  // namespace
 
 std::vector<NamedTensor> gpt2_tensors(Transformer& model) {
   torch::NoGradGuard no_grad;
   const ModelConfig& c = model->config();
+  check_gpt2_architecture(c);
   const torch::Tensor embedding = find(model, "embed.weight");
   std::vector<NamedTensor> tensors;
   // The input side multiplies the looked-up row by √d_model; llama.cpp reads it as it is.
@@ -90,6 +103,7 @@ std::vector<NamedTensor> gpt2_tensors(Transformer& model) {
 }
 
 void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer) {
+  check_gpt2_architecture(config);
   if (tokenizer.kind != TokenizerKind::kBpe)
     throw std::invalid_argument(
         "this checkpoint's tokenizer is unigram, which llama.cpp cannot reproduce: its sentencepiece tokenizer "

@@ -35,9 +35,11 @@ struct NamedTensor {
 };
 
 // The model's tensors as llama.cpp's gpt2 reads them, in the order above.
+// (Throws std::invalid_argument, as check_exportable, for a model gpt2 cannot run.)
 std::vector<NamedTensor> gpt2_tensors(Transformer& model);
 
-// Throws std::invalid_argument naming what llama.cpp's gpt2 and its tokenizer cannot run: a
+// Throws std::invalid_argument naming what llama.cpp's gpt2 and its tokenizer cannot run: rotary
+// positions, QK-norm, ReLU² or soft-capped logits (none of them in its graph); a
 // unigram tokenizer (llama.cpp's sentencepiece tokenizer merges pieces by score, as BPE does, so
 // it splits text differently from a unigram model's Viterbi search), or a vocabulary that does
 // not match the model.

@@ -1,6 +1,7 @@
 #include "model/attention.h"
 
 #include "model/init.h"
+#include "model/rotary.h"
 
 #include <cmath>
 #include <limits>
@@ -8,7 +9,12 @@
 namespace dracarys {
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg)
-    : heads_(cfg.heads), head_dim_(cfg.head_dim()), d_model_(cfg.d_model), context_(cfg.context) {
+    : heads_(cfg.heads),
+      head_dim_(cfg.head_dim()),
+      d_model_(cfg.d_model),
+      context_(cfg.context),
+      qk_norm_(cfg.qk_norm),
+      rotary_(cfg.positional == PositionalKind::Rotary) {
   qkv_ = register_module("qkv", torch::nn::Linear(cfg.d_model, 3 * cfg.d_model));
   proj_ = register_module("proj", torch::nn::Linear(cfg.d_model, cfg.d_model));
   attn_dropout_ = register_module("attn_dropout", torch::nn::Dropout(cfg.dropout));
@@ -16,6 +22,24 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg)
   // Added to the scores before the softmax: exp(-inf) = 0, so a position never sees its future.
   causal_mask_ = register_buffer(
       "causal_mask", torch::full({cfg.context, cfg.context}, -std::numeric_limits<float>::infinity()).triu(1));
+  if (rotary_) {
+    auto tables = rotary_tables(cfg.context, head_dim_);
+    rotary_cos_ = register_buffer("rotary_cos", tables.cos);
+    rotary_sin_ = register_buffer("rotary_sin", tables.sin);
+  }
+}
+
+torch::Tensor CausalSelfAttentionImpl::normalise(const torch::Tensor& x) {
+  return x * torch::rsqrt(x.square().mean(-1, /*keepdim=*/true) + kNormEps);
+}
+
+torch::Tensor CausalSelfAttentionImpl::normalise_and_rotate(torch::Tensor x, int64_t past) const {
+  if (qk_norm_) x = normalise(x);
+  if (rotary_) {
+    const int64_t T = x.size(-2);
+    x = rotate(x, rotary_cos_.narrow(0, past, T), rotary_sin_.narrow(0, past, T));
+  }
+  return x;
 }
 
 void CausalSelfAttentionImpl::init_weights(double residual_std) {
@@ -40,9 +64,17 @@ torch::Tensor CausalSelfAttentionImpl::forward_reference(const torch::Tensor& x,
   auto q = qkv.select(2, 0).transpose(1, 2);
   auto k = qkv.select(2, 1).transpose(1, 2);
   auto v = qkv.select(2, 2).transpose(1, 2);
+  const int64_t past = cache ? cache->length : 0;
+
+  // normalise Q and K (qk_norm): each head's query and key vectors scaled to unit RMS
+  if (qk_norm_) q = normalise(q), k = normalise(k);
+  // rotate Q and K (rotary positions): the vector at position p turns by p·θ (model/rotary.h)
+  if (rotary_) {
+    auto cos = rotary_cos_.narrow(0, past, T), sin = rotary_sin_.narrow(0, past, T);
+    q = rotate(q, cos, sin), k = rotate(k, cos, sin);
+  }
 
   // With a cache, the new keys and values join those of the positions seen before.
-  const int64_t past = cache ? cache->length : 0;
   if (cache) {
     cache->append(k.reshape({B * H, T, dk}), v.reshape({B * H, T, dk}), context_);
     k = cache->keys().view({B, H, past + T, dk});

@@ -1,7 +1,12 @@
 // Multi-head causal self-attention, written out by hand.
 //
-//   x ─► Q, K, V projections ─► per head: softmax(Q·Kᵀ/√d_k + causal mask) ─► dropout ─► ·V
+//   x ─► Q, K, V projections ─► [normalise Q, K] ─► [rotate Q, K]
+//     ─► per head: softmax(Q·Kᵀ/√d_k + causal mask) ─► dropout ─► ·V
 //     ─► heads concatenated ─► output projection
+//
+// The boxes in brackets are options of the model's config: QK-norm (qk_norm) scales each head's
+// query and key vectors to unit RMS; rotary positions (positional = rope) turn them by their
+// position (model/rotary.h).
 //
 // The softmax rows are each head's "attention filter": row t says how much position t
 // draws from each position ≤ t. forward() can hand them back for inspection.
@@ -38,13 +43,23 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   void init_weights(double residual_std);
   void set_kernels(Kernels kernels) { kernels_ = kernels; }
 
+  // QK-norm's box: each vector along the last dimension divided by its root mean square.
+  static torch::Tensor normalise(const torch::Tensor& x);
+  static constexpr double kNormEps = 1e-6;
+
  private:
+  // The optional boxes between the projections and the scores, on Q or K of the T positions
+  // from `past` on, in any layout whose last two dimensions are [T, d_k].
+  torch::Tensor normalise_and_rotate(torch::Tensor x, int64_t past) const;
+
   int64_t heads_, head_dim_, d_model_, context_;
+  bool qk_norm_, rotary_;
   Kernels kernels_ = Kernels::kFast;
   torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
   torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
   torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};
-  torch::Tensor causal_mask_;  // [context, context]: 0 on and below the diagonal, -inf above
+  torch::Tensor causal_mask_;              // [context, context]: 0 on and below the diagonal, -inf above
+  torch::Tensor rotary_cos_, rotary_sin_;  // rotary positions only: [context, d_k/2] each
 };
 TORCH_MODULE(CausalSelfAttention);
 

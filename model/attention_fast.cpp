@@ -17,6 +17,7 @@ torch::Tensor CausalSelfAttentionImpl::forward_fast(const torch::Tensor& x, Laye
   auto q = qkv[0], k = qkv[1], v = qkv[2];
 
   const int64_t past = cache ? cache->length : 0;
+  if (qk_norm_ || rotary_) q = normalise_and_rotate(q, past), k = normalise_and_rotate(k, past);
   if (cache) {
     cache->append(k, v, context_);
     k = cache->keys();

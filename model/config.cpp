@@ -5,12 +5,31 @@
 
 namespace dracarys {
 
-std::string to_string(PositionalKind kind) { return kind == PositionalKind::Sinusoidal ? "sinusoidal" : "learned"; }
+std::string to_string(PositionalKind kind) {
+  switch (kind) {
+    case PositionalKind::Sinusoidal:
+      return "sinusoidal";
+    case PositionalKind::Learned:
+      return "learned";
+    case PositionalKind::Rotary:
+      return "rope";
+  }
+  return "?";
+}
 
 PositionalKind positional_kind_from_string(const std::string& name) {
   if (name == "sinusoidal") return PositionalKind::Sinusoidal;
   if (name == "learned") return PositionalKind::Learned;
-  throw std::invalid_argument("positional encoding must be 'sinusoidal' or 'learned', got '" + name + "'");
+  if (name == "rope") return PositionalKind::Rotary;
+  throw std::invalid_argument("positions must be 'sinusoidal', 'learned' or 'rope', got '" + name + "'");
+}
+
+std::string to_string(Activation activation) { return activation == Activation::Gelu ? "gelu" : "relu2"; }
+
+Activation activation_from_string(const std::string& name) {
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "relu2") return Activation::Relu2;
+  throw std::invalid_argument("activation must be 'gelu' or 'relu2', got '" + name + "'");
 }
 
 Kernels kernels_from_string(const std::string& name) {
@@ -38,6 +57,13 @@ void ModelConfig::validate() const {
                                 std::to_string(heads) + ")");
   if (!(dropout >= 0.0 && dropout < 1.0))
     throw std::invalid_argument("dropout must be in [0, 1), got " + std::to_string(dropout));
+  if (!(logit_softcap >= 0.0 && logit_softcap <= kMaxLogitSoftcap))
+    throw std::invalid_argument("logit_softcap must be 0 (off) or positive up to " +
+                                std::to_string(static_cast<int64_t>(kMaxLogitSoftcap)) + ", got " +
+                                std::to_string(logit_softcap));
+  if (positional == PositionalKind::Rotary && head_dim() % 2 != 0)
+    throw std::invalid_argument("rotary positions turn pairs of a head's dimensions: d_model / heads (" +
+                                std::to_string(head_dim()) + ") must be even");
   if (model_bytes() > kMaxModelBytes)
     throw std::invalid_argument("this model would need " + std::to_string(static_cast<int64_t>(model_bytes() / 1e9)) +
                                 " GB for its weights and attention masks, above the limit of " +
@@ -47,6 +73,7 @@ void ModelConfig::validate() const {
 int64_t ModelConfig::buffer_count() const {
   int64_t n = layers * context * context;  // causal masks
   if (positional == PositionalKind::Sinusoidal) n += context * d_model;
+  if (positional == PositionalKind::Rotary) n += layers * context * head_dim();  // cos and sin, d_k/2 each
   return n;
 }
 
@@ -73,6 +100,11 @@ std::string ModelConfig::to_json() const {
       {"layers", layers},      {"heads", heads},           {"d_model", d_model}, {"d_ff", d_ff},
       {"context", context},    {"vocab_size", vocab_size}, {"dropout", dropout}, {"positional", to_string(positional)},
       {"tied_head", tied_head}};
+  // Written only when they differ from the default, so that older readers still read the rest.
+  if (activation != Activation::Gelu) j["activation"] = to_string(activation);
+  if (qk_norm) j["qk_norm"] = true;
+  if (logit_softcap > 0) j["logit_softcap"] = logit_softcap;
+  if (zero_init) j["zero_init"] = true;
   return j.dump();
 }
 
@@ -114,9 +146,15 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     } else if (k == "positional") {
       if (!it->is_string()) throw wrong_type("a string");
       c.positional = positional_kind_from_string(it->get<std::string>());
-    } else if (k == "tied_head") {
+    } else if (k == "tied_head" || k == "qk_norm" || k == "zero_init") {
       if (!it->is_boolean()) throw wrong_type("true or false");
-      c.tied_head = it->get<bool>();
+      (k == "tied_head" ? c.tied_head : k == "qk_norm" ? c.qk_norm : c.zero_init) = it->get<bool>();
+    } else if (k == "activation") {
+      if (!it->is_string()) throw wrong_type("a string");
+      c.activation = activation_from_string(it->get<std::string>());
+    } else if (k == "logit_softcap") {
+      if (!it->is_number()) throw wrong_type("a number");
+      c.logit_softcap = it->get<double>();
     } else {
       throw std::invalid_argument("unknown model config key '" + k + "'");
     }
@@ -127,7 +165,9 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
 
 bool ModelConfig::operator==(const ModelConfig& o) const {
   return layers == o.layers && heads == o.heads && d_model == o.d_model && d_ff == o.d_ff && context == o.context &&
-         vocab_size == o.vocab_size && dropout == o.dropout && positional == o.positional && tied_head == o.tied_head;
+         vocab_size == o.vocab_size && dropout == o.dropout && positional == o.positional && tied_head == o.tied_head &&
+         activation == o.activation && qk_norm == o.qk_norm && logit_softcap == o.logit_softcap &&
+         zero_init == o.zero_init;
 }
 
 }  // namespace dracarys

@@ -6,7 +6,13 @@
 
 namespace dracarys {
 
-enum class PositionalKind { Sinusoidal, Learned };
+// How the model knows where a token stands: a table added to the embeddings (sinusoidal, or
+// learned), or rotary: each head's queries and keys turned by an angle that grows with the
+// position, so that a query-key score depends on their distance only (model/rotary.h).
+enum class PositionalKind { Sinusoidal, Learned, Rotary };
+
+// The feed-forward block's non-linearity: GELU (GPT-2's), or ReLU² = max(0, x)² (the speedrun's).
+enum class Activation { Gelu, Relu2 };
 
 // Which code computes attention: the reference, box by box as in the diagram, or the fast one
 // (the default). Same arithmetic; see model/attention.h.
@@ -23,6 +29,10 @@ struct ModelConfig {
   double dropout = 0.0;       // on attention weights, residual branches and embeddings
   PositionalKind positional = PositionalKind::Sinusoidal;
   bool tied_head = true;  // decoder head reuses the token embedding's weight
+  Activation activation = Activation::Gelu;
+  bool qk_norm = false;        // each head's queries and keys scaled to unit RMS before Q·Kᵀ
+  double logit_softcap = 0.0;  // > 0: logits = cap · tanh(logits / cap); 0: off
+  bool zero_init = false;      // attention's output and the feed-forward's down projection start at 0
 
   // Upper bounds. A config may come from an untrusted file: these, and the byte limit on what
   // the config implies, are checked before anything is allocated.
@@ -51,6 +61,11 @@ struct ModelConfig {
 };
 
 std::string to_string(PositionalKind kind);
-PositionalKind positional_kind_from_string(const std::string& name);
+PositionalKind positional_kind_from_string(const std::string& name);  // "sinusoidal", "learned", "rope"
+std::string to_string(Activation activation);
+Activation activation_from_string(const std::string& name);  // "gelu", "relu2"
+
+// The bounds of the few settings that are numbers rather than sizes.
+constexpr double kMaxLogitSoftcap = 1e4;
 
 }  // namespace dracarys

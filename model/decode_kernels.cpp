@@ -52,6 +52,24 @@ void gelu(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
 }
 
+void relu2(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = std::max(x[i], 0.0f);
+    x[i] = r * r;
+  }
+}
+
+void rms_normalise(float* x, int64_t n, double eps) {
+  double square_sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) square_sum += static_cast<double>(x[i]) * x[i];
+  const auto inv_rms = static_cast<float>(1.0 / std::sqrt(square_sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv_rms;
+}
+
+void softcap(float* logits, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
+}
+
 DRACARYS_VECTOR_CLONES
 void attend_one(const float* q, const float* K, const float* V, int64_t length, int64_t dk, float scale, float* scores,
                 float* out) {

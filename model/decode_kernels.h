@@ -22,6 +22,15 @@ void layer_norm(const float* x, const float* gamma, const float* beta, double ep
 // x = GELU(x) = x · Φ(x), the exact (erf) form, in place.
 void gelu(float* x, int64_t n);
 
+// x = max(0, x)², in place (the ReLU² activation).
+void relu2(float* x, int64_t n);
+
+// x = x / √(mean(x²) + eps), in place (QK-norm).
+void rms_normalise(float* x, int64_t n, double eps);
+
+// logits = cap · tanh(logits / cap), in place (logit soft-capping).
+void softcap(float* logits, int64_t n, float cap);
+
 // One query's attention over one head's keys and values of `length` positions:
 //   scores[t] = K[t]·q · scale,  w = softmax(scores),  out = Σ_t w[t] · V[t].
 // q: [dk]; K, V: [length, dk] rows; scores: room for `length` floats (receives w); out: [dk].

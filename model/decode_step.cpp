@@ -6,6 +6,7 @@
 //
 // forward() stays the reference; tests/test_model.cpp checks this step against it.
 #include "model/decode_kernels.h"
+#include "model/rotary.h"
 #include "model/transformer.h"
 
 #include <cmath>
@@ -58,7 +59,14 @@ void CausalSelfAttentionImpl::decode_one(const float* x, LayerKVCache& cache, fl
   Scratch& s = scratch();
   float* qkv = room_for(s.qkv, 3 * d);
   kernels::matvec(data(qkv_->weight), data(qkv_->bias), x, qkv, 3 * d, d);
-  const float *q = qkv, *k = q + d, *v = k + d;
+  float *q = qkv, *k = q + d, *v = k + d;
+  // normalise, then rotate each head's query and key (the config's optional boxes)
+  const int64_t position = cache.length;
+  for (int64_t h = 0; h < H; ++h)
+    for (float* vec : {q + h * dk, k + h * dk}) {
+      if (qk_norm_) kernels::rms_normalise(vec, dk, kNormEps);
+      if (rotary_) rotate_one(vec, data(rotary_cos_) + position * dk / 2, data(rotary_sin_) + position * dk / 2, dk);
+    }
   cache.append_one(k, v, H, dk, context_);
 
   // Per head: softmax(K·q/√d_k)·V over every cached position (the newest sees them all: no mask)
@@ -78,7 +86,10 @@ void FeedForwardImpl::decode_one(const float* x, float* out) {
   const int64_t d = up_->weight.size(1), d_ff = up_->weight.size(0);
   float* hidden = room_for(scratch().hidden, d_ff);
   kernels::matvec(data(up_->weight), data(up_->bias), x, hidden, d_ff, d);
-  kernels::gelu(hidden, d_ff);
+  if (activation_ == Activation::Gelu)
+    kernels::gelu(hidden, d_ff);
+  else
+    kernels::relu2(hidden, d_ff);
   kernels::matvec(data(down_->weight), data(down_->bias), hidden, out, d, d_ff);
 }
 
@@ -109,9 +120,12 @@ torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
   // token embedding ·√d_model + positional encoding: the residual stream x, [d_model]
   float* x = room_for(scratch().x, d);
   const float* embedding = data(embed_->weight) + token * d;
-  const float* encoding = pos_(position, 1).data_ptr<float>();
   const auto scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
-  for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale + encoding[i];
+  for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale;
+  if (adds_positions()) {
+    const float* encoding = pos_(position, 1).data_ptr<float>();
+    for (int64_t i = 0; i < d; ++i) x[i] += encoding[i];
+  }
 
   for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x, cache.layers[i]);
 
@@ -119,6 +133,8 @@ torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
   layer_norm(ln_final_, x, x, d);
   auto logits = torch::empty({cfg_.vocab_size});
   kernels::matvec(data(head), nullptr, x, logits.data_ptr<float>(), cfg_.vocab_size, d);
+  if (cfg_.logit_softcap > 0)
+    kernels::softcap(logits.data_ptr<float>(), cfg_.vocab_size, static_cast<float>(cfg_.logit_softcap));
   return logits;
 }
 

@@ -7,7 +7,7 @@
 
 namespace dracarys {
 
-// Position-wise feed-forward: Linear(d_model -> d_ff), GELU, Linear(d_ff -> d_model), dropout.
+// Position-wise feed-forward: Linear(d_model -> d_ff), GELU or ReLU², Linear(d_ff -> d_model), dropout.
 class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& cfg);
@@ -16,6 +16,7 @@ class FeedForwardImpl : public torch::nn::Module {
   void init_weights(double residual_std);       // model/init.h; residual_std for the down projection
 
  private:
+  Activation activation_;
   torch::nn::Linear up_{nullptr}, down_{nullptr};  // d_model -> d_ff -> d_model
   torch::nn::Dropout dropout_{nullptr};
 };

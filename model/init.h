@@ -17,7 +17,10 @@ inline double residual_std(int64_t layers) { return kStd / std::sqrt(2.0 * stati
 
 inline void linear(torch::nn::Linear& layer, double std) {
   torch::NoGradGuard no_grad;
-  layer->weight.normal_(0.0, std);
+  if (std > 0)
+    layer->weight.normal_(0.0, std);
+  else
+    layer->weight.zero_();  // a zero-initialised projection (ModelConfig::zero_init)
   if (layer->bias.defined()) layer->bias.zero_();
 }
 

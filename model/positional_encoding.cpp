@@ -7,8 +7,9 @@
 namespace dracarys {
 
 PositionalEncodingImpl::PositionalEncodingImpl(const ModelConfig& cfg) {
+  if (cfg.positional == PositionalKind::Rotary) return;  // no table: attention rotates Q and K
   if (cfg.positional == PositionalKind::Learned) {
-    table_ = register_parameter("table", torch::randn({cfg.context, cfg.d_model}) * 0.02);
+    table_ = register_parameter("table", torch::empty({cfg.context, cfg.d_model}));  // drawn by init_weights
     return;
   }
   // PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))
@@ -24,7 +25,7 @@ PositionalEncodingImpl::PositionalEncodingImpl(const ModelConfig& cfg) {
 }
 
 void PositionalEncodingImpl::init_weights() {
-  if (!table_.requires_grad()) return;  // sinusoidal: a buffer, not learned
+  if (!table_.defined() || !table_.requires_grad()) return;  // sinusoidal: a buffer, not learned
   torch::NoGradGuard no_grad;
   table_.normal_(0.0, init::kStd);
 }

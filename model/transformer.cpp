@@ -28,7 +28,9 @@ void TransformerImpl::init_weights() {
   torch::NoGradGuard no_grad;
   embed_->weight.normal_(0.0, init::kStd);
   pos_->init_weights();
-  const double residual_std = init::residual_std(cfg_.layers);
+  // zero_init: the projections into the residual stream start at 0, so each block starts as the
+  // identity and learns what to add.
+  const double residual_std = cfg_.zero_init ? 0.0 : init::residual_std(cfg_.layers);
   for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->init_weights(residual_std);
   if (head_) head_->weight.normal_(0.0, init::kStd);
 }
@@ -47,7 +49,8 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   TORCH_CHECK(start + T <= cfg_.context, "sequence of ", start + T, " tokens exceeds the context of ", cfg_.context);
   if (cache && cache->layers.size() != blocks_->size()) cache->layers.resize(blocks_->size());
 
-  auto x = embed_(tokens) * std::sqrt(static_cast<double>(cfg_.d_model)) + pos_(start, T);
+  auto x = embed_(tokens) * std::sqrt(static_cast<double>(cfg_.d_model));  // token embedding
+  if (adds_positions()) x = x + pos_(start, T);                            // + positional encoding
   x = dropout_(x);
   if (attention) attention->clear();
   for (size_t i = 0; i < blocks_->size(); ++i) {
@@ -57,7 +60,9 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
     if (attention) attention->push_back(weights);
   }
   x = ln_final_(x);
-  return torch::matmul(x, head_weight().t());  // decoder head: [B, T, vocab]
+  auto logits = torch::matmul(x, head_weight().t());  // decoder head: [B, T, vocab]
+  if (cfg_.logit_softcap > 0) logits = cfg_.logit_softcap * torch::tanh(logits / cfg_.logit_softcap);
+  return logits;
 }
 
 }  // namespace dracarys

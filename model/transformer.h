@@ -3,6 +3,9 @@
 //   tokens ─► token embedding (×√d_model) ─► + positional encoding ─► dropout
 //          ─► N × DecoderBlock (attention, feed-forward) ─► final LayerNorm
 //          ─► decoder head (logits over the vocabulary; tied to the embedding by default)
+//          ─► [soft cap: cap · tanh(logits / cap)]
+//
+// With rotary positions there is no table to add: attention turns Q and K instead.
 #pragma once
 
 #include <torch/torch.h>
@@ -43,6 +46,8 @@ class TransformerImpl : public torch::nn::Module {
 
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
   const ModelConfig& config() const { return cfg_; }
+  // Whether a positional table is added to the embeddings (not with rotary positions).
+  bool adds_positions() const { return cfg_.positional != PositionalKind::Rotary; }
   // The decoder head's weight: the embedding matrix itself when tied.
   torch::Tensor head_weight() const;
 

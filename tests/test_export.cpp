@@ -167,6 +167,26 @@ TEST(Gguf, Gpt2TensorsFoldTheEmbeddingScaleAndKeepAnUnscaledHead) {
     EXPECT_NE(std::string(e.what()).find("unigram"), std::string::npos);
   }
   tok.kind = TokenizerKind::kBpe;
+  // What llama.cpp's gpt2 cannot run is refused by name; zero_init changes only the start.
+  auto refused_for = [&](ModelConfig m, const std::string& needle) {
+    try {
+      check_exportable(m, tok);
+      ADD_FAILURE() << "exported a model with " << needle;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  ModelConfig m = c;
+  m.positional = PositionalKind::Rotary;
+  refused_for(m, "rope");
+  m = c, m.qk_norm = true;
+  refused_for(m, "qk-norm");
+  m = c, m.activation = Activation::Relu2;
+  refused_for(m, "relu2");
+  m = c, m.logit_softcap = 30;
+  refused_for(m, "logit-softcap");
+  m = c, m.zero_init = true;
+  EXPECT_NO_THROW(check_exportable(m, tok));
   tok.pieces.pop_back();
   EXPECT_THROW(check_exportable(c, tok), std::invalid_argument);
 }

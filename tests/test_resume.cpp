@@ -20,13 +20,26 @@ struct RunState {
   std::map<std::string, torch::Tensor> weights;
   std::vector<torch::Tensor> optimizer;   // per parameter: exp_avg, exp_avg_sq, and the step as a tensor
   std::map<int64_t, double> logged_loss;  // step -> train_loss in the metrics file
+  std::string adamw_bytes, muon_bytes;    // the optimizer's sections as stored
 };
+
+RunState read_metrics(const std::string& path, RunState& s) {
+  std::ifstream metrics(path + ".metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    auto j = nlohmann::json::parse(line);
+    s.logged_loss[j["step"].get<int64_t>()] = j["train_loss"].get<double>();
+  }
+  return s;
+}
 
 RunState read_state(const std::string& path) {
   RunState s;
   auto ckpt = load_checkpoint(path);
   auto model = load_model(ckpt, torch::kCPU);
   for (auto& p : model->named_parameters()) s.weights[p.key()] = p.value().detach().clone();
+  s.adamw_bytes = ckpt.optimizer;
+  s.muon_bytes = ckpt.muon;
+  if (!ckpt.muon.empty()) return read_metrics(path, s);  // AdamW then holds other groups: the bytes are compared
   // The optimizer's archive is keyed by parameter order in its two groups (decayed 2-D weights,
   // then the rest), as train/step.cpp builds it.
   std::vector<torch::Tensor> decay, rest;
@@ -44,12 +57,7 @@ RunState read_state(const std::string& path) {
       s.optimizer.push_back(st.exp_avg_sq().clone());
       s.optimizer.push_back(torch::tensor(st.step(), torch::kLong));
     }
-  std::ifstream metrics(path + ".metrics.jsonl");
-  for (std::string line; std::getline(metrics, line);) {
-    auto j = nlohmann::json::parse(line);
-    s.logged_loss[j["step"].get<int64_t>()] = j["train_loss"].get<double>();
-  }
-  return s;
+  return read_metrics(path, s);
 }
 
 void expect_identical(const RunState& a, const RunState& b, const std::string& what) {
@@ -62,6 +70,8 @@ void expect_identical(const RunState& a, const RunState& b, const std::string& w
   ASSERT_EQ(a.optimizer.size(), b.optimizer.size()) << what;
   for (size_t i = 0; i < a.optimizer.size(); ++i)
     EXPECT_TRUE(torch::equal(a.optimizer[i], b.optimizer[i])) << what << ": optimizer state " << i << " differs";
+  EXPECT_TRUE(a.adamw_bytes == b.adamw_bytes) << what << ": AdamW's stored state differs";
+  EXPECT_TRUE(a.muon_bytes == b.muon_bytes) << what << ": Muon's stored state differs";
   // Steps logged by both runs (a split run also logs the step it stopped at).
   int compared = 0;
   for (const auto& [step, loss] : a.logged_loss)
@@ -120,4 +130,28 @@ TEST(Resume, GradientAccumulationResumesBitForBitAndMatchesTheLargerBatch) {
             0);
   const auto b8 = read_state(d.file("b8.pt")), b4x2 = read_state(d.file("b4x2.pt"));
   for (const auto& [name, w] : b8.weights) EXPECT_TRUE(torch::allclose(w, b4x2.weights.at(name), 1e-4, 1e-5)) << name;
+}
+
+// The learning-speed options (Muon, rotary positions, QK-norm, ReLU², soft-capped logits, zero
+// initial projections, the wsd schedule) resume bit for bit too; the optimizer and the model's
+// options cannot change on --resume.
+TEST(Resume, MuonAndTheNewModelOptionsResumeBitForBit) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string common = " --corpus " + corpus + kTiny + kVocab +
+                             " --schedule-steps 12 --eval-every 6 --val-share 0 --dropout 0.1 --optimizer muon "
+                             "--positions rope --qk-norm --activation relu2 --logit-softcap 30 --zero-init "
+                             "--schedule wsd --cooldown 0.5";
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 12 --out " + d.file("full.pt")).code, 0);
+  const auto full = read_state(d.file("full.pt"));
+  EXPECT_FALSE(full.muon_bytes.empty());
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 5 --out " + d.file("part.pt")).code, 0);
+  auto r = run(d, kTrain + " --resume " + d.file("part.pt") + " --max-steps 12");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_identical(full, read_state(d.file("part.pt")), "5 Muon steps, then resumed to 12");
+  for (const std::string change : {" --optimizer adamw", " --positions sinusoidal", " --activation gelu"}) {
+    auto refused = run(d, kTrain + " --resume " + d.file("part.pt") + " --max-steps 14" + change);
+    EXPECT_NE(refused.code, 0) << change;
+    EXPECT_NE(refused.err.find("--resume"), std::string::npos) << change << ": " << refused.err;
+  }
 }

@@ -116,3 +116,30 @@ TEST(ProgressLine, UnknownsShowAsQuestionMarksNeverAsNegativeOrZero) {
   EXPECT_EQ(clock_time(59.6), "01:00");
   EXPECT_EQ(clock_time(NAN), "?");
 }
+
+// wsd: warm-up, a stable stretch at the peak, then a straight line down to the floor over the
+// last `cooldown` of the run, by steps or by the clock alike.
+TEST(Schedule, WsdHoldsThePeakThenDecaysStraightToTheFloor) {
+  Schedule s = timed(600);
+  s.shape = ScheduleShape::kWsd;
+  s.cooldown = 0.3;
+  EXPECT_DOUBLE_EQ(learning_rate(s, 0.025), s.peak_lr / 2);  // half-way up the warm-up
+  for (double p : {0.05, 0.2, 0.5, 0.69}) EXPECT_DOUBLE_EQ(learning_rate(s, p), s.peak_lr) << p;
+  EXPECT_NEAR(learning_rate(s, 0.85), (s.peak_lr + s.floor_lr) / 2, 1e-12);  // half-way down
+  EXPECT_DOUBLE_EQ(learning_rate(s, 1.0), s.floor_lr);
+  // A slow machine gets the same shape: the peak holds until 70% of the budget, whatever the speed.
+  const auto slow = rates_of_timed_run(s, 6.0), fast = rates_of_timed_run(s, 0.5);
+  auto last_at_peak = [&](const std::vector<double>& r) {
+    size_t last = 0;
+    for (size_t i = 0; i < r.size(); ++i)
+      if (r[i] == s.peak_lr) last = i;
+    return static_cast<double>(last + 1) / static_cast<double>(r.size());
+  };
+  EXPECT_NEAR(last_at_peak(slow), 0.7, 0.02);
+  EXPECT_NEAR(last_at_peak(fast), 0.7, 0.01);
+  // By steps, the last step trains at the floor.
+  Schedule by_steps = s;
+  by_steps.steps = 100;
+  EXPECT_DOUBLE_EQ(learning_rate(by_steps, schedule_position(by_steps, 99, 0)), s.floor_lr);
+  EXPECT_THROW(schedule_shape_from_string("linear"), std::invalid_argument);
+}

@@ -36,7 +36,8 @@ void refuse_contradictions(const TrainOptions& now, const TrainOptions& from_ckp
   for (const auto& name : fixed_on_resume())
     if (given(name) && name != except && now_values.at(name) != ckpt_values.at(name))
       throw std::invalid_argument("--" + name + " " + now_values.at(name).dump() + " contradicts " + path +
-                                  ", whose model has " + ckpt_values.at(name).dump() + "; leave it out");
+                                  ", whose run has " + ckpt_values.at(name).dump() +
+                                  " (it cannot change on --resume); leave it out");
 }
 
 // --resume: the checkpoint's model and stored settings; options given now win where they may
@@ -44,7 +45,11 @@ void refuse_contradictions(const TrainOptions& now, const TrainOptions& from_ckp
 TrainOptions settings_for_resume(const TrainOptions& now, const Checkpoint& ckpt, const Given& given) {
   TrainOptions o = now;
   o.model = ckpt.config;
-  o.update_from_json(stored_settings(ckpt), given);
+  // The stored fixed settings are read even when given now, so that a contradiction shows.
+  const auto fixed = fixed_on_resume();
+  o.update_from_json(stored_settings(ckpt), [&](const std::string& name) {
+    return given(name) && std::find(fixed.begin(), fixed.end(), name) == fixed.end();
+  });
   refuse_contradictions(now, o, given, now.resume);
   if (!given("out")) o.out = now.resume;
   return o;

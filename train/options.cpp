@@ -23,10 +23,16 @@ namespace {
 
 constexpr double kManySteps = double(int64_t{1} << 40);  // beyond any run, far below overflow
 
-// --positional: a word on the command line, an enum in the config.
+// --positions and --activation: a word on the command line, an enum in the config.
 void add_to_app(CLI::App& app, const OptionSpec& spec, PositionalKind& kind) {
   app.add_option_function<std::string>(
          spec.flag, [&kind](const std::string& s) { kind = positional_kind_from_string(s); }, spec.help)
+      ->check(CLI::IsMember(spec.choices))
+      ->group(spec.group);
+}
+void add_to_app(CLI::App& app, const OptionSpec& spec, Activation& activation) {
+  app.add_option_function<std::string>(
+         spec.flag, [&activation](const std::string& s) { activation = activation_from_string(s); }, spec.help)
       ->check(CLI::IsMember(spec.choices))
       ->group(spec.group);
 }
@@ -54,6 +60,14 @@ T& stored_member(T& member) {
 }
 double& stored_member(Duration d) { return d.seconds; }
 bool& stored_member(NegatedFlag f) { return f.value; }
+
+// A member as a user writes it: the model's enums by their words.
+template <class T>
+nlohmann::json as_written(const T& member) {
+  return member;
+}
+nlohmann::json as_written(PositionalKind kind) { return to_string(kind); }
+nlohmann::json as_written(Activation activation) { return to_string(activation); }
 
 // Every option of dracarys-train, once: its flag, group, help, stored key, what --resume does
 // with it, and its range. The model's shape is stored as the checkpoint's model config instead.
@@ -102,10 +116,25 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
   visit(shape("--context", "Tokens the model sees at once"), o.model.context);
   visit(shape("--vocab-size", "Tokenizer vocabulary (sentencepiece, with byte fallback)"), o.model.vocab_size);
   visit(shape("--dropout", "Dropout on attention weights, residual branches and embeddings"), o.model.dropout);
-  visit(shape("--positional", "Positional encoding: sinusoidal (default) or learned").one_of({"sinusoidal", "learned"}),
+  visit(shape("--positional,--positions",
+              "Positions: a sinusoidal table added to the embeddings (default), a learned one, or rope (rotary: "
+              "attention turns each head's Q and K by their position; llama.cpp's gpt2 cannot run it)")
+            .one_of({"sinusoidal", "learned", "rope"}),
         o.model.positional);
   visit(shape("--untied-head", "Give the decoder head its own weights instead of reusing the embedding"),
         NegatedFlag{o.model.tied_head});
+  visit(shape("--activation", "Feed-forward non-linearity: gelu (default) or relu2 (max(0,x)^2)")
+            .one_of({"gelu", "relu2"}),
+        o.model.activation);
+  visit(shape("--qk-norm", "Scale each head's queries and keys to unit RMS before their scores (QK-norm)"),
+        o.model.qk_norm);
+  visit(shape("--logit-softcap", "Soft-cap the logits at this value: cap*tanh(logits/cap) (0 = off)")
+            .range(0, kMaxLogitSoftcap),
+        o.model.logit_softcap);
+  visit(shape("--zero-init",
+              "Start attention's output projection and the feed-forward's down projection at zero, so that "
+              "every block starts as the identity"),
+        o.model.zero_init);
 
   const char* opt = "Optimisation";
   visit(OptionSpec("--batch-size", opt, "Sequences per step (per micro-batch with --grad-accum)")
@@ -118,8 +147,30 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .stored("grad_accum")
             .range(1, 1024),
         o.grad_accum);
-  visit(OptionSpec("--lr", opt, "Peak learning rate (AdamW)").stored("lr").above(0, 10), o.lr);
-  visit(OptionSpec("--min-lr", opt, "Learning rate at the end of the cosine decay (at most --lr)")
+  visit(OptionSpec("--optimizer", opt,
+                   "adamw, or muon: Muon (orthogonalised momentum) for the decoder blocks' weight matrices and "
+                   "AdamW for the embedding, head, biases and norms")
+            .stored("optimizer", R::kFixed)
+            .one_of({"adamw", "muon"}),
+        o.optimizer);
+  visit(OptionSpec("--lr", opt, "Peak learning rate of AdamW").stored("lr").above(0, 10), o.lr);
+  visit(OptionSpec("--muon-lr", opt, "Peak learning rate of Muon (--optimizer muon); the schedule scales it as --lr")
+            .stored("muon_lr")
+            .above(0, 10),
+        o.muon_lr);
+  visit(OptionSpec("--muon-momentum", opt, "Muon's momentum").stored("muon_momentum").range(0, 0.999), o.muon_momentum);
+  visit(OptionSpec("--schedule", opt,
+                   "Learning-rate schedule after the warm-up: cosine (decay from the start) or wsd (stable at the "
+                   "peak, then a straight decay over the last --cooldown of the run)")
+            .stored("schedule")
+            .one_of({"cosine", "wsd"}),
+        o.schedule);
+  visit(OptionSpec("--cooldown", opt, "Share of the schedule wsd spends decaying to --min-lr")
+            .stored("cooldown")
+            .range(0, 1),
+        o.cooldown);
+  visit(OptionSpec("--min-lr", opt,
+                   "Learning rate at the end of the decay (at most --lr; Muon's ends at the same share of --muon-lr)")
             .stored("min_lr")
             .range(0, 10),
         o.min_lr);
@@ -226,7 +277,8 @@ nlohmann::json TrainOptions::to_json() const {
 nlohmann::json TrainOptions::values_by_name() const {
   nlohmann::json j = nlohmann::json::object();
   TrainOptions copy = *this;
-  for_each_option(copy, [&j](const OptionSpec& spec, auto member) { j[spec.long_name()] = stored_member(member); });
+  for_each_option(
+      copy, [&j](const OptionSpec& spec, auto member) { j[spec.long_name()] = as_written(stored_member(member)); });
   return j;
 }
 

@@ -32,11 +32,16 @@ struct TrainOptions {
   ModelConfig model;
   // optimisation
   int64_t batch_size = 16;
-  int64_t grad_accum = 1;         // micro-batches of batch_size per optimizer step
-  bool overlap_allreduce = true;  // all-reduce behind the backward pass (distributed)
-  double lr = 2e-3;
+  int64_t grad_accum = 1;           // micro-batches of batch_size per optimizer step
+  bool overlap_allreduce = true;    // all-reduce behind the backward pass (distributed)
+  std::string optimizer = "adamw";  // adamw, or muon for the blocks' matrices (train/optimizer.h)
+  double lr = 2e-3;                 // AdamW's peak rate
+  double muon_lr = 0.02;            // Muon's peak rate
+  double muon_momentum = 0.95;
   double min_lr = 2e-4;
-  double warmup = 0.05;  // share of the schedule spent warming up
+  std::string schedule = "cosine";  // cosine or wsd (train/schedule.h)
+  double cooldown = 0.3;            // wsd: share of the schedule spent decaying
+  double warmup = 0.05;             // share of the schedule spent warming up
   double weight_decay = 0.1;
   double grad_clip = 1.0;
   int64_t max_steps = 0;       // 0 = until the time budget ends

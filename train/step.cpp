@@ -5,40 +5,11 @@
 
 namespace dracarys {
 
-torch::optim::AdamW make_optimizer(Transformer& model, const TrainOptions& o) {
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  auto opts = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).eps(1e-8);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
-  return torch::optim::AdamW(std::move(groups), opts);
-}
-
-void set_learning_rate(torch::optim::AdamW& opt, double lr) {
-  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-}
-
-void check_optimizer_state(torch::optim::AdamW& opt) {
-  for (auto& group : opt.param_groups())
-    for (auto& p : group.params()) {
-      auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
-      if (it == opt.state().end()) continue;  // a parameter that has not been updated yet
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      const bool ok = st.step() >= 0 && st.exp_avg().defined() && st.exp_avg_sq().defined() &&
-                      st.exp_avg().sizes() == p.sizes() && st.exp_avg_sq().sizes() == p.sizes() &&
-                      st.exp_avg().scalar_type() == p.scalar_type() && st.exp_avg_sq().scalar_type() == p.scalar_type();
-      if (!ok) throw std::invalid_argument("the checkpoint's optimizer state does not fit its model's parameters");
-    }
-}
-
-double train_step(Transformer& model, torch::optim::AdamW& opt, const torch::Tensor& inputs,
-                  const torch::Tensor& targets, double grad_clip, int64_t micro_batches, Distributed* dist,
-                  StepSignals* signals) {
+double train_step(Transformer& model, Optimizer& opt, const torch::Tensor& inputs, const torch::Tensor& targets,
+                  double grad_clip, int64_t micro_batches, Distributed* dist, StepSignals* signals) {
   // Drop the old gradients instead of zero-filling them: backward then writes fresh tensors
   // rather than adding into zeros (LibTorch 1.13's zero_grad() has no set_to_none).
-  for (auto& group : opt.param_groups())
-    for (auto& p : group.params()) p.mutable_grad().reset();
+  opt.drop_gradients();
   const bool distributed = dist && dist->enabled();
   StepSignals none;
   StepSignals& sig = signals ? *signals : none;

@@ -273,7 +273,7 @@ class Trainer {
   std::vector<Batch> validation_;
   std::map<std::string, int64_t> speakers_;  // stored in every checkpoint (dracarys-infer --list-speakers)
   Transformer model_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;
   std::ofstream metrics_;
 
   // The counters a checkpoint saves, so that a resumed run continues exactly.
@@ -338,16 +338,13 @@ void Trainer::build_model() {
   model_ = Transformer(o_.model);
   model_->set_kernels(kernels_from_string(o_.runtime.kernels));
   model_->to(device_);
-  optimizer_ = std::make_unique<torch::optim::AdamW>(make_optimizer(model_, o_));
+  optimizer_ = std::make_unique<Optimizer>(model_, o_);
   if (start_) {
     load_module_bytes(*model_, start_->model);
     model_->to(device_);
   }
   if (resuming()) {
-    if (!start_->optimizer.empty()) {
-      load_optimizer_bytes(*optimizer_, start_->optimizer);
-      check_optimizer_state(*optimizer_);
-    }
+    optimizer_->load_from(*start_);
     step_ = state_.value("step", int64_t{0});
     elapsed_before_ = state_.value("elapsed_s", 0.0);
     best_val_ = state_.value("best_val_loss", INFINITY);
@@ -370,7 +367,7 @@ double Trainer::train_one_step() {
   const double progress = schedule_progress();
   const bool by_clock = schedule_.steps == 0;
   lr_ = learning_rate(schedule_, dist_->enabled() && by_clock ? synced_progress_ : progress);
-  set_learning_rate(*optimizer_, lr_);
+  optimizer_->set_rate_factor(lr_ / schedule_.peak_lr);
   auto batch = batcher_->batch(step_, dist_->rank());
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
   torch::manual_seed(o_.seed * kSeedStride + static_cast<uint64_t>(step_) +
@@ -465,7 +462,7 @@ void Trainer::save(const std::string& path) {
   c.config = o_.model;
   c.tokenizer = data_->tokenizer.bytes();
   c.model = module_bytes(*model_);
-  c.optimizer = optimizer_bytes(*optimizer_);
+  optimizer_->save_to(c);
   nlohmann::json meta;
   meta["train_options"] = o_.to_json();
   meta["state"] = {{"step", step_},
@@ -591,6 +588,8 @@ int Trainer::run() {
 
 Schedule schedule_of(const TrainOptions& o) {
   Schedule s;
+  s.shape = schedule_shape_from_string(o.schedule);
+  s.cooldown = o.cooldown;
   s.peak_lr = o.lr;
   s.floor_lr = o.min_lr;
   s.warmup = o.warmup;
