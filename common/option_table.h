@@ -67,7 +67,7 @@ struct OptionSpec {
 struct Duration {  // written "90s", "10m", "1h30m" or plain seconds; stored as seconds
   double& seconds;
 };
-struct NegatedFlag {  // a flag that turns `value` off, e.g. --untied-head for tied_head
+struct NegatedFlag {  // a flag that turns `value` off, e.g. --no-overlap for overlap_allreduce
   bool& value;
 };
 

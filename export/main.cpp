@@ -11,7 +11,7 @@
 #include "common/option_table.h"
 #include "common/output_files.h"
 #include "data/text.h"
-#include "export/gguf_gpt2.h"
+#include "export/llama_model.h"
 
 using namespace dracarys;
 
@@ -67,10 +67,10 @@ int export_checkpoint(const ExportOptions& o) {
 
   std::string name = std::filesystem::path(o.checkpoint).stem().string();  // general.name: UTF-8
   if (!valid_utf8(name)) name = "dracarys";
-  const std::string gguf = gpt2_gguf(config, tokenizer, gpt2_tensors(m.model), ggml_type(o.type), name);
+  const std::string gguf = llama_gguf(config, tokenizer, llama_tensors(m.model), ggml_type(o.type), name);
   write_file_atomic(o.out, gguf);
-  spdlog::info("wrote {} ({:.2f} MiB, llama.cpp architecture gpt2, matrices as {})", o.out,
-               static_cast<double>(gguf.size()) / (1 << 20), o.type);
+  spdlog::info("wrote {} ({:.2f} MiB, llama.cpp architecture {}, matrices as {})", o.out,
+               static_cast<double>(gguf.size()) / (1 << 20), llama_architecture(config), o.type);
   if (!modelfile.empty()) {
     write_file_atomic(modelfile, ollama_modelfile(config, std::filesystem::path(o.out).filename().string()));
     spdlog::info("wrote {} (for ollama: ollama create NAME -f {})", modelfile, modelfile);
@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
       "  dracarys-export -c got.pt -o got.gguf                (and got.Modelfile for ollama)\n"
       "  dracarys-export -c got.pt -o got-q8.gguf --type q8_0\n"
       "  llama-cli -m got.gguf -p \"cersei lannister: When you play the game of thrones, you\" -n 40 -c 128\n"
-      "The model goes out as llama.cpp's gpt2 architecture; the tokenizer as its sentencepiece type (BPE "
+      "The model goes out as llama.cpp's gpt2 architecture (gptneox with rotary positions); the tokenizer as its "
+      "sentencepiece type (BPE "
       "tokenizers only). A position past the model's context is more than llama.cpp can run: give it "
       "the context (-c / num_ctx) that the Modelfile sets."};
   app.get_formatter()->column_width(30);

@@ -15,7 +15,7 @@
 #include "cli_util.h"
 #include "common/loaded_model.h"
 #include "export/gguf_file.h"
-#include "export/gguf_gpt2.h"
+#include "export/llama_model.h"
 #include "test_util.h"
 
 using namespace dracarys;
@@ -142,7 +142,7 @@ TEST(Gguf, Gpt2TensorsFoldTheEmbeddingScaleAndKeepAnUnscaledHead) {
   ModelConfig c;
   c.layers = 2, c.heads = 2, c.d_model = 64, c.d_ff = 128, c.context = 16, c.vocab_size = 50;
   Transformer model(c);
-  const auto tensors = gpt2_tensors(model);
+  const auto tensors = llama_tensors(model);
   ASSERT_EQ(tensors.size(), 2u + 12 * 2 + 3);
   EXPECT_EQ(tensors[0].name, "token_embd.weight");
   EXPECT_TRUE(torch::allclose(tensors[0].value, model->named_parameters()["embed.weight"] * 8.0));
@@ -152,12 +152,22 @@ TEST(Gguf, Gpt2TensorsFoldTheEmbeddingScaleAndKeepAnUnscaledHead) {
   EXPECT_EQ(tensors[1].value.sizes(), torch::IntArrayRef({16, 64}));
   EXPECT_EQ(tensors[4].name, "blk.0.attn_qkv.weight");
   EXPECT_EQ(tensors[4].value.sizes(), torch::IntArrayRef({192, 64}));  // ggml {64, 192}
+  EXPECT_EQ(llama_architecture(c), "gpt2");
+  {
+    ModelConfig rotary = c;
+    rotary.positional = PositionalKind::Rotary;
+    Transformer turned(rotary);
+    const auto neox = llama_tensors(turned);
+    EXPECT_EQ(llama_architecture(rotary), "gptneox");
+    EXPECT_EQ(neox.size(), tensors.size() - 1);  // no position table
+    for (const auto& t : neox) EXPECT_NE(t.name, "position_embd.weight");
+  }
 
   TokenizerModel tok;
   tok.kind = TokenizerKind::kBpe;
   tok.pieces = {{"<unk>", 0, 2}, {"</s>", 0, 3}};
   for (int i = 2; i < 50; ++i) tok.pieces.push_back({"p" + std::to_string(i), -float(i), 1});
-  const std::string gguf = gpt2_gguf(c, tok, tensors, GgmlType::kQ8_0, "m");
+  const std::string gguf = llama_gguf(c, tok, tensors, GgmlType::kQ8_0, "m");
   EXPECT_EQ(gguf.substr(0, 4), "GGUF");
   tok.kind = TokenizerKind::kUnigram;
   try {
@@ -178,7 +188,7 @@ TEST(Gguf, Gpt2TensorsFoldTheEmbeddingScaleAndKeepAnUnscaledHead) {
   };
   ModelConfig m = c;
   m.positional = PositionalKind::Rotary;
-  refused_for(m, "rope");
+  EXPECT_NO_THROW(check_exportable(m, tok));  // gptneox runs it
   m = c, m.qk_norm = true;
   refused_for(m, "qk-norm");
   m = c, m.activation = Activation::Relu2;
@@ -267,7 +277,7 @@ nlohmann::json run_in_llama_cpp(const TempDir& d, const std::string& gguf, const
 // The same tensors with K and V swapped in the first block: a plausible mistake an export makes.
 void write_broken_export(const std::string& ckpt, const std::string& out) {
   auto m = load_for_inference(ckpt, torch::kCPU);
-  auto tensors = gpt2_tensors(m.model);
+  auto tensors = llama_tensors(m.model);
   const int64_t d_model = m.model->config().d_model;
   for (auto& t : tensors)
     if (t.name.rfind("blk.0.attn_qkv.", 0) == 0) {
@@ -275,8 +285,8 @@ void write_broken_export(const std::string& ckpt, const std::string& out) {
       t.value.narrow(0, d_model, d_model).copy_(t.value.narrow(0, 2 * d_model, d_model));
       t.value.narrow(0, 2 * d_model, d_model).copy_(k);
     }
-  std::ofstream(out, std::ios::binary) << gpt2_gguf(m.model->config(), read_tokenizer_model(m.tokenizer.bytes()),
-                                                    tensors, GgmlType::kF32, "broken");
+  std::ofstream(out, std::ios::binary) << llama_gguf(m.model->config(), read_tokenizer_model(m.tokenizer.bytes()),
+                                                     tensors, GgmlType::kF32, "broken");
 }
 
 }  // namespace
@@ -323,4 +333,19 @@ TEST(Export, LlamaCppRunsTheExportWithOurNumbers) {
   EXPECT_GT(broken["max_abs_diff"].get<double>(), 1e-2) << broken.dump();
   std::cout << "llama.cpp with K and V swapped: max |diff| " << broken["max_abs_diff"] << ", greedy alike "
             << broken["greedy_alike"] << " of " << broken["greedy_total"] << "\n";
+
+  // Rotary positions go out as llama.cpp's gptneox, which turns Q and K as dracarys does.
+  const std::string rope = d.file("rope.pt");
+  r = run(d, kTrain + " --corpus " + corpus + " --out " + rope + kTiny + kVocab +
+                 " --max-steps 200 --positions rope --optimizer muon");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ofstream(d.file("rope.json")) << reference_numbers(d, rope, lines, 40).dump();
+  r = run(d, kExport + " -c " + rope + " -o " + d.file("rope.gguf"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("gptneox"), std::string::npos) << r.err;
+  const auto neox = run_in_llama_cpp(d, d.file("rope.gguf"), d.file("rope.json"));
+  EXPECT_EQ(neox["tokenized_alike"], lines.size()) << neox.dump();
+  EXPECT_LE(neox["max_abs_diff"].get<double>(), 1e-2) << neox.dump();
+  EXPECT_EQ(neox["greedy_alike"], neox["greedy_total"]) << neox.dump();
+  std::cout << "llama.cpp gptneox (rotary) f32: " << neox.dump() << "\n";
 }

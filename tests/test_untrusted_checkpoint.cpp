@@ -164,7 +164,11 @@ TEST_F(UntrustedCheckpoint, ShapesMustMatchTheWeights) {
                  "has shape [128, 64], but its model config needs [32, 64]");
   expect_refused(crafted(*dir_, base_, "layers1.pt", [](auto& m) { m["model_config"]["layers"] = 1; }),
                  "checkpoint weights hold blocks.1.");
-  expect_refused(crafted(*dir_, base_, "untied.pt", [](auto& m) { m["model_config"]["tied_head"] = false; }),
+  // The base has a head of its own (the default): a config that ties it leaves a weight over.
+  expect_refused(crafted(*dir_, base_, "tied.pt", [](auto& m) { m["model_config"]["tied_head"] = true; }),
+                 "checkpoint weights hold head.weight, which its model config has no place for");
+  // A config that claims more than the file holds fails the size check before anything is read.
+  expect_refused(crafted(*dir_, base_, "wide.pt", [](auto& m) { m["model_config"]["d_ff"] = 4096; }),
                  "but its model section holds only");
   expect_refused(crafted(*dir_, base_, "vocab2.pt", [](auto& m) { m["model_config"]["vocab_size"] = 300; }),
                  "tokenizer has 400 tokens but its model has 300");

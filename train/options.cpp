@@ -117,12 +117,14 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
   visit(shape("--vocab-size", "Tokenizer vocabulary (sentencepiece, with byte fallback)"), o.model.vocab_size);
   visit(shape("--dropout", "Dropout on attention weights, residual branches and embeddings"), o.model.dropout);
   visit(shape("--positional,--positions",
-              "Positions: a sinusoidal table added to the embeddings (default), a learned one, or rope (rotary: "
-              "attention turns each head's Q and K by their position; llama.cpp's gpt2 cannot run it)")
+              "Positions: rope (rotary: attention turns each head's Q and K by their position; the default), or a "
+              "table added to the embeddings, sinusoidal or learned")
             .one_of({"sinusoidal", "learned", "rope"}),
         o.model.positional);
-  visit(shape("--untied-head", "Give the decoder head its own weights instead of reusing the embedding"),
-        NegatedFlag{o.model.tied_head});
+  visit(shape("!--untied-head,--tied-head",
+              "Tie the decoder head to the token embedding (one matrix for both) instead of giving it its own "
+              "weights (--untied-head, the default)"),
+        o.model.tied_head);
   visit(shape("--activation", "Feed-forward non-linearity: gelu (default) or relu2 (max(0,x)^2)")
             .one_of({"gelu", "relu2"}),
         o.model.activation);
@@ -148,8 +150,8 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .range(1, 1024),
         o.grad_accum);
   visit(OptionSpec("--optimizer", opt,
-                   "adamw, or muon: Muon (orthogonalised momentum) for the decoder blocks' weight matrices and "
-                   "AdamW for the embedding, head, biases and norms")
+                   "muon (default): Muon (orthogonalised momentum) for the decoder blocks' weight matrices and "
+                   "AdamW for the embedding, head, biases and norms; or adamw for everything")
             .stored("optimizer", R::kFixed)
             .one_of({"adamw", "muon"}),
         o.optimizer);
@@ -160,8 +162,8 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
         o.muon_lr);
   visit(OptionSpec("--muon-momentum", opt, "Muon's momentum").stored("muon_momentum").range(0, 0.999), o.muon_momentum);
   visit(OptionSpec("--schedule", opt,
-                   "Learning-rate schedule after the warm-up: cosine (decay from the start) or wsd (stable at the "
-                   "peak, then a straight decay over the last --cooldown of the run)")
+                   "Learning-rate schedule after the warm-up: wsd (default: stable at the peak, then a straight "
+                   "decay over the last --cooldown of the run) or cosine (decay from the start)")
             .stored("schedule")
             .one_of({"cosine", "wsd"}),
         o.schedule);

@@ -1,8 +1,10 @@
-// A dracarys model as llama.cpp's "gpt2" architecture, box by box:
+// A dracarys model as one of llama.cpp's architectures, box by box: "gpt2" when its positions
+// are a table added to the embeddings, "gptneox" when they are rotary (llama.cpp turns Q and K
+// as model/rotary.h does: NeoX's halves, base 10000, every dimension; sequential residuals).
 //
 //   dracarys                                 GGUF tensor (llama.cpp's name)
 //   token embedding × √d_model               token_embd          the scale folded into the table
-//   positional encoding (sinusoid or learned) position_embd      the table itself
+//   positional encoding (sinusoid or learned) position_embd      the table itself (gpt2 only)
 //   block N: ln_attn                          blk.N.attn_norm     weight and bias
 //            attn.qkv (rows Q, K, V by head)  blk.N.attn_qkv      the layout llama.cpp splits
 //            attn.proj                        blk.N.attn_output
@@ -34,12 +36,15 @@ struct NamedTensor {
   torch::Tensor value;
 };
 
-// The model's tensors as llama.cpp's gpt2 reads them, in the order above.
-// (Throws std::invalid_argument, as check_exportable, for a model gpt2 cannot run.)
-std::vector<NamedTensor> gpt2_tensors(Transformer& model);
+// "gpt2" or "gptneox": the llama.cpp architecture that runs this model.
+std::string llama_architecture(const ModelConfig& config);
 
-// Throws std::invalid_argument naming what llama.cpp's gpt2 and its tokenizer cannot run: rotary
-// positions, QK-norm, ReLU² or soft-capped logits (none of them in its graph); a
+// The model's tensors as llama.cpp reads them, in the order above. (Throws
+// std::invalid_argument, as check_exportable, for a model neither architecture can run.)
+std::vector<NamedTensor> llama_tensors(Transformer& model);
+
+// Throws std::invalid_argument naming what llama.cpp's gpt2, gptneox and their tokenizer cannot
+// run: QK-norm, ReLU² or soft-capped logits (none of them in their graphs); a
 // unigram tokenizer (llama.cpp's sentencepiece tokenizer merges pieces by score, as BPE does, so
 // it splits text differently from a unigram model's Viterbi search), or a vocabulary that does
 // not match the model.
@@ -48,8 +53,8 @@ void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer
 // The GGUF file: metadata, tokenizer and tensors. Matrices are stored as `type` (f32, f16 or
 // Q8_0; a matrix whose rows Q8_0 cannot split into blocks of 32 falls back to f16); norms and
 // biases stay f32, as llama.cpp's own converters write them. `name` is general.name.
-std::string gpt2_gguf(const ModelConfig& config, const TokenizerModel& tokenizer,
-                      const std::vector<NamedTensor>& tensors, GgmlType type, const std::string& name);
+std::string llama_gguf(const ModelConfig& config, const TokenizerModel& tokenizer,
+                       const std::vector<NamedTensor>& tensors, GgmlType type, const std::string& name);
 
 // An ollama Modelfile for `gguf_file_name` (in the same folder): the context, the end token as a
 // stop, the prompt passed through as it is.

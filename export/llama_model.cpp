@@ -1,9 +1,10 @@
-#include "export/gguf_gpt2.h"
+#include "export/llama_model.h"
 
 #include <cmath>
 #include <stdexcept>
 
 #include "common/output_files.h"
+#include "model/rotary.h"
 
 namespace dracarys {
 
@@ -72,13 +73,12 @@ void add_tokenizer(GgufWriter& w, const TokenizerModel& tokenizer) {
   w.add_bool("tokenizer.ggml.add_space_prefix", false);
 }
 
-// llama.cpp's gpt2 is absolute positions, LayerNorm, plain attention, GELU and plain logits.
-void check_gpt2_architecture(const ModelConfig& config) {
+// llama.cpp's gpt2 and gptneox are LayerNorm, plain attention, GELU and plain logits.
+void check_architecture(const ModelConfig& config) {
   const auto cannot_run = [](const std::string& what) {
-    return std::invalid_argument("llama.cpp's gpt2 architecture cannot run " + what +
+    return std::invalid_argument("llama.cpp's gpt2 and gptneox architectures cannot run " + what +
                                  "; train without it to export (it stays an option of dracarys itself)");
   };
-  if (config.positional == PositionalKind::Rotary) throw cannot_run("rotary positions (--positions rope)");
   if (config.qk_norm) throw cannot_run("normalised queries and keys (--qk-norm)");
   if (config.activation != Activation::Gelu) throw cannot_run("the relu2 activation (--activation relu2)");
   if (config.logit_softcap > 0) throw cannot_run("soft-capped logits (--logit-softcap)");
@@ -86,15 +86,19 @@ void check_gpt2_architecture(const ModelConfig& config) {
 
 }  // namespace
 
-std::vector<NamedTensor> gpt2_tensors(Transformer& model) {
+std::string llama_architecture(const ModelConfig& config) {
+  return config.positional == PositionalKind::Rotary ? "gptneox" : "gpt2";
+}
+
+std::vector<NamedTensor> llama_tensors(Transformer& model) {
   torch::NoGradGuard no_grad;
   const ModelConfig& c = model->config();
-  check_gpt2_architecture(c);
+  check_architecture(c);
   const torch::Tensor embedding = find(model, "embed.weight");
   std::vector<NamedTensor> tensors;
   // The input side multiplies the looked-up row by √d_model; llama.cpp reads it as it is.
   tensors.push_back(out("token_embd.weight", embedding * std::sqrt(static_cast<double>(c.d_model))));
-  tensors.push_back(out("position_embd.weight", find(model, "pos.table")));
+  if (model->adds_positions()) tensors.push_back(out("position_embd.weight", find(model, "pos.table")));
   for (int64_t i = 0; i < c.layers; ++i) add_block(model, i, tensors);
   tensors.push_back(out("output_norm.weight", find(model, "ln_final.weight")));
   tensors.push_back(out("output_norm.bias", find(model, "ln_final.bias")));
@@ -103,7 +107,7 @@ std::vector<NamedTensor> gpt2_tensors(Transformer& model) {
 }
 
 void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer) {
-  check_gpt2_architecture(config);
+  check_architecture(config);
   if (tokenizer.kind != TokenizerKind::kBpe)
     throw std::invalid_argument(
         "this checkpoint's tokenizer is unigram, which llama.cpp cannot reproduce: its sentencepiece tokenizer "
@@ -118,20 +122,26 @@ void check_exportable(const ModelConfig& config, const TokenizerModel& tokenizer
         "trains it");
 }
 
-std::string gpt2_gguf(const ModelConfig& c, const TokenizerModel& tokenizer, const std::vector<NamedTensor>& tensors,
-                      GgmlType type, const std::string& name) {
+std::string llama_gguf(const ModelConfig& c, const TokenizerModel& tokenizer, const std::vector<NamedTensor>& tensors,
+                       GgmlType type, const std::string& name) {
   check_exportable(c, tokenizer);
   GgufWriter w;
-  w.add_string("general.architecture", "gpt2");
+  const std::string arch = llama_architecture(c);
+  w.add_string("general.architecture", arch);
   w.add_string(kMarkerKey, "1");  // recognised by is_exported_gguf; llama.cpp ignores it
   w.add_string("general.name", name);
   w.add_u32("general.file_type", file_type(type));
-  w.add_u32("gpt2.context_length", static_cast<uint32_t>(c.context));
-  w.add_u32("gpt2.embedding_length", static_cast<uint32_t>(c.d_model));
-  w.add_u32("gpt2.feed_forward_length", static_cast<uint32_t>(c.d_ff));
-  w.add_u32("gpt2.block_count", static_cast<uint32_t>(c.layers));
-  w.add_u32("gpt2.attention.head_count", static_cast<uint32_t>(c.heads));
-  w.add_f32("gpt2.attention.layer_norm_epsilon", kLayerNormEps);
+  w.add_u32(arch + ".context_length", static_cast<uint32_t>(c.context));
+  w.add_u32(arch + ".embedding_length", static_cast<uint32_t>(c.d_model));
+  w.add_u32(arch + ".feed_forward_length", static_cast<uint32_t>(c.d_ff));
+  w.add_u32(arch + ".block_count", static_cast<uint32_t>(c.layers));
+  w.add_u32(arch + ".attention.head_count", static_cast<uint32_t>(c.heads));
+  w.add_f32(arch + ".attention.layer_norm_epsilon", kLayerNormEps);
+  if (arch == "gptneox") {
+    w.add_bool("gptneox.use_parallel_residual", false);  // x + attn(ln(x)), then + ffn(ln(·)): ours
+    w.add_u32("gptneox.rope.dimension_count", static_cast<uint32_t>(c.head_dim()));  // every dimension turns
+    w.add_f32("gptneox.rope.freq_base", static_cast<float>(kRotaryBase));
+  }
   add_tokenizer(w, tokenizer);
   for (const auto& t : tensors) {
     std::vector<int64_t> ne(t.value.sizes().rbegin(), t.value.sizes().rend());  // ggml: row length first
