@@ -297,7 +297,9 @@ TEST(Export, LlamaCppRunsTheExportWithOurNumbers) {
   if (run(d, "command -v node").code != 0 || !std::filesystem::exists(modules))
     GTEST_SKIP() << "Node or tests/llama's npm packages are missing (scripts/setup.sh installs them)";
   const std::string corpus = std::string(DRACARYS_SOURCE_DIR) + "/data/sample/westeros.txt", ckpt = d.file("m.pt");
-  auto r = run(d, kTrain + " --corpus " + corpus + " --out " + ckpt + kTiny + kVocab + " --max-steps 200");
+  // First llama.cpp's gpt2: a sinusoidal table, a tied head (the previous recipe).
+  auto r = run(d, kTrain + " --corpus " + corpus + " --out " + ckpt + kTiny + kVocab +
+                      " --max-steps 200 --positions sinusoidal --tied-head --optimizer adamw --schedule cosine");
   ASSERT_EQ(r.code, 0) << r.err;
 
   // Every line of the corpus, and text that exercises spaces, digits, accents and bytes.
@@ -342,7 +344,9 @@ TEST(Export, LlamaCppRunsTheExportWithOurNumbers) {
   std::ofstream(d.file("rope.json")) << reference_numbers(d, rope, lines, 40).dump();
   r = run(d, kExport + " -c " + rope + " -o " + d.file("rope.gguf"));
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("gptneox"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("architecture gptneox"), std::string::npos) << r.err;
+  r = run(d, kExport + " -c " + ckpt + " -o " + d.file("check.gguf"));
+  EXPECT_NE(r.err.find("architecture gpt2"), std::string::npos) << r.err;
   const auto neox = run_in_llama_cpp(d, d.file("rope.gguf"), d.file("rope.json"));
   EXPECT_EQ(neox["tokenized_alike"], lines.size()) << neox.dump();
   EXPECT_LE(neox["max_abs_diff"].get<double>(), 1e-2) << neox.dump();
