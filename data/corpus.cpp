@@ -372,9 +372,9 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
   if (!opts.only_speakers.empty()) keep_only_speakers(corpus.utterances, opts.only_speakers);
   std::set<std::string> episodes;
   for (auto& u : corpus.utterances) {
-    if (!opts.speakers) u.speaker.clear();
+    if (!opts.speaker_prefix) u.speaker.clear();
     episodes.insert(u.episode);
-    corpus.stats.characters += count_chars(u.line(opts.speakers)) + 1;  // + the line end
+    corpus.stats.characters += count_chars(u.line(opts.speaker_prefix)) + 1;  // + the line end
   }
   corpus.stats.utterances = corpus.utterances.size();
   corpus.stats.episodes = episodes.size();

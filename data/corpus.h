@@ -40,8 +40,8 @@ struct Utterance {
 constexpr uint64_t kDefaultMaxFileBytes = uint64_t{1} << 30;
 
 struct CorpusOptions {
-  bool speakers = true;    // keep "speaker: " prefixes
-  bool keep_cues = false;  // keep "( grunts )" and "[ ... ]" sound cues
+  bool speaker_prefix = true;  // keep "speaker: " prefixes
+  bool keep_cues = false;      // keep "( grunts )" and "[ ... ]" sound cues
   bool keep_lyrics = false;
   uint64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files are refused
   uint64_t max_utterance_bytes = 65536;            // a longer utterance is an error naming its file

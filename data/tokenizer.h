@@ -1,4 +1,4 @@
-// The one tokenizer type both executables use: a sentencepiece model (BPE or unigram) with
+// The one tokenizer type every executable uses: a sentencepiece model (BPE or unigram) with
 // byte fallback, so any UTF-8 text encodes, and an end-of-utterance token.
 //
 // sentencepiece itself is reached through a plugin (spm_plugin_api.h) loaded at run time

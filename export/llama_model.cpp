@@ -3,7 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "common/output_files.h"
+#include "checkpoint/output_files.h"
 #include "model/rotary.h"
 
 namespace dracarys {

@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <string>
 
-#include "common/loaded_model.h"
-#include "common/logging.h"
-#include "common/option_table.h"
-#include "common/output_files.h"
+#include "checkpoint/output_files.h"
+#include "cli/logging.h"
+#include "cli/option_table.h"
 #include "data/text.h"
+#include "engine/loaded_model.h"
 #include "export/llama_model.h"
 
 using namespace dracarys;

@@ -43,8 +43,7 @@ std::string elide(const std::string& s, size_t n) {
   return out + "\xE2\x80\xA6";
 }
 
-}  // namespace
-
+// Escapes text for XML/HTML content and attribute values (also drops characters XML forbids).
 std::string xml_escape(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -74,6 +73,20 @@ std::string xml_escape(const std::string& s) {
   }
   return valid_utf8(out) ? out : "\xEF\xBF\xBD";
 }
+
+// The legend: the colour scale from 0 to 1, and what the hatched cells mean.
+void write_legend(std::ostringstream& s, double top) {
+  s << "<g class=\"legend\" transform=\"translate(0," << top
+    << ")\"><text x=\"10\" y=\"18\" font-size=\"12\">attention weight</text>"
+    << "<rect x=\"120\" y=\"7\" width=\"200\" height=\"14\" fill=\"url(#scale)\" stroke=\"#888\"/>"
+    << "<text x=\"116\" y=\"34\" font-size=\"10\">0</text><text x=\"216\" y=\"34\" font-size=\"10\">0.5</text>"
+    << "<text x=\"316\" y=\"34\" font-size=\"10\">1</text>"
+    << "<rect x=\"340\" y=\"7\" width=\"14\" height=\"14\" fill=\"url(#masked)\" stroke=\"#888\"/>"
+    << "<text x=\"358\" y=\"18\" font-size=\"11\">masked (future)</text>"
+    << "<text x=\"10\" y=\"50\" font-size=\"10\">rows: query tokens; columns: key tokens</text></g>\n";
+}
+
+}  // namespace
 
 std::string render_svg(const AttentionMaps& m, int layer, int head) {
   check_selection(m, layer, head);
@@ -106,15 +119,7 @@ std::string render_svg(const AttentionMaps& m, int layer, int head) {
   const std::string& prompt = m.text;
   s << "<text class=\"heading\" x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">Attention filters (" << T
     << " tokens): " << xml_escape(elide(prompt, static_cast<size_t>(std::max(20.0, width / 8 - 30)))) << "</text>\n";
-  // Legend: the colour scale from 0 to 1, and what the hatched cells mean.
-  s << "<g class=\"legend\" transform=\"translate(0," << heading_h
-    << ")\"><text x=\"10\" y=\"18\" font-size=\"12\">attention weight</text>"
-    << "<rect x=\"120\" y=\"7\" width=\"200\" height=\"14\" fill=\"url(#scale)\" stroke=\"#888\"/>"
-    << "<text x=\"116\" y=\"34\" font-size=\"10\">0</text><text x=\"216\" y=\"34\" font-size=\"10\">0.5</text>"
-    << "<text x=\"316\" y=\"34\" font-size=\"10\">1</text>"
-    << "<rect x=\"340\" y=\"7\" width=\"14\" height=\"14\" fill=\"url(#masked)\" stroke=\"#888\"/>"
-    << "<text x=\"358\" y=\"18\" font-size=\"11\">masked (future)</text>"
-    << "<text x=\"10\" y=\"50\" font-size=\"10\">rows: query tokens; columns: key tokens</text></g>\n";
+  write_legend(s, heading_h);
   for (size_t li = 0; li < layers.size(); ++li) {
     for (size_t hi = 0; hi < heads.size(); ++hi) {
       const int l = layers[li], h = heads[hi];

@@ -1,4 +1,4 @@
-// Attention maps drawn: the weights of common/attention_weights.h as SVG, HTML or a text heatmap.
+// Attention maps drawn: the weights of engine/attention_weights.h as SVG, HTML or a text heatmap.
 #pragma once
 
 #include <torch/torch.h>
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "common/attention_weights.h"
+#include "engine/attention_weights.h"
 
 namespace dracarys {
 
@@ -15,8 +15,5 @@ std::string render_svg(const AttentionMaps& maps, int layer = -1, int head = -1)
 std::string render_html(const AttentionMaps& maps, int layer = -1, int head = -1);
 // One layer and head as shade characters, wrapped to `width` columns.
 std::string render_text(const AttentionMaps& maps, int layer, int head, int width = 80);
-
-// Escapes text for XML/HTML content and attribute values (also drops characters XML forbids).
-std::string xml_escape(const std::string& s);
 
 }  // namespace dracarys

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "cli/report.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
@@ -20,28 +21,32 @@ namespace {
 // tokens the model adds to it, streamed as they come. Returns the whole line.
 std::string speak(LoadedModel& m, Conversation& talk, Sampler& sampler, const std::string& start,
                   const DialogueOptions& opts) {
-  TokenPrinter printer(m.tokenizer, opts.escape);
-  if (!opts.json) printer.text(start);
+  WholeCharacters characters(m.tokenizer);
+  if (!opts.json) print_text(start, opts.escape);
   const int64_t end = m.tokenizer.eos_id();
   const auto ids = talk.continue_utterance(sampler, opts.max_new_tokens, [&](int64_t id) {
-    if (!opts.json && id != end) printer.token(id);
+    if (opts.json || id == end) return;
+    if (auto text = characters.add(id)) print_text(*text, opts.escape);
   });
-  if (!opts.json) printer.finish();
+  if (!opts.json) {
+    print_text(characters.rest().value_or(""), opts.escape);
+    print_text("\n", false);  // the line's own end: never escaped
+  }
   return start + m.tokenizer.decode(ids);
 }
 
 // --json: one object per utterance.
 void print_json_line(const LoadedModel& m, int64_t turn, const std::string& line) {
-  auto [speaker, text] = m.speakers ? split_speaker_line(line) : std::pair<std::string, std::string>{"", line};
+  auto [speaker, text] = m.speaker_prefix ? split_speaker_line(line) : std::pair<std::string, std::string>{"", line};
   nlohmann::json j = {{"turn", turn}, {"speaker", speaker}, {"text", text}, {"line", line}};
-  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  std::printf("%s\n", dump_json(j).c_str());
   std::fflush(stdout);
 }
 
 }  // namespace
 
 void play_scene(LoadedModel& m, const std::string& first_line, int64_t turns, const DialogueOptions& opts) {
-  Conversation talk(m.model, m.tokenizer.eos_id(), opts.fast_decode);
+  Conversation talk(m.model, m.tokenizer.eos_id());
   Sampler sampler(opts.sampling);
   // Every line the model trained on followed the end of the line before it.
   talk.add({m.tokenizer.eos_id()});
@@ -61,7 +66,7 @@ void play_scene(LoadedModel& m, const std::string& first_line, int64_t turns, co
 }
 
 int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const DialogueOptions& opts) {
-  Conversation talk(m.model, m.tokenizer.eos_id(), opts.fast_decode);
+  Conversation talk(m.model, m.tokenizer.eos_id());
   Sampler sampler(opts.sampling);
   talk.add({m.tokenizer.eos_id()});
   int64_t turn = 0, bad_lines = 0;
@@ -81,7 +86,7 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
     if (opts.json) {
       print_json_line(m, turn, speaker_line(chat.as, typed));
     } else if (!chat.prompt_on_terminal) {  // piped: the transcript on stdout keeps the questions
-      TokenPrinter(m.tokenizer, opts.escape).text(speaker_line(chat.as, typed) + "\n");
+      print_text(speaker_line(chat.as, typed) + "\n", opts.escape);
     }
     ++turn;
     // The answer: from the chosen speaker, or from whoever the model says speaks next.
@@ -107,9 +112,7 @@ void list_speakers(const LoadedModel& m, bool json) {
   if (json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [name, count] : by_count) list.push_back({{"speaker", name}, {"lines", count}});
-    std::printf(
-        "%s\n",
-        nlohmann::json{{"speakers", list}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::printf("%s\n", dump_json({{"speakers", list}}).c_str());
     return;
   }
   for (const auto& [name, count] : by_count)

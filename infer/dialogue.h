@@ -18,7 +18,6 @@ struct DialogueOptions {
   int64_t max_new_tokens = 100;  // per utterance
   bool json = false;             // one JSON object per utterance instead of text
   bool escape = false;           // show control characters as escapes (stdout is a terminal)
-  bool fast_decode = true;       // --kernels fast (decode_one) or reference (forward())
 };
 
 // Completes `first_line` (already "speaker: start"), then `turns` more utterances, each

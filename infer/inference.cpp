@@ -6,13 +6,15 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "common/checkpoint.h"
-#include "common/evaluate.h"
-#include "common/runtime.h"
+#include "checkpoint/checkpoint.h"
+#include "cli/report.h"
+#include "cli/runtime.h"
 #include "data/batching.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
+#include "engine/completion.h"
+#include "engine/evaluate.h"
 
 namespace dracarys {
 
@@ -32,76 +34,60 @@ bool read_line(std::istream& in, std::string& line) {
   return any;
 }
 
-void TokenPrinter::text(const std::string& text) {
+void print_text(const std::string& text, bool escape) {
   // Line ends are the text's own (an end of utterance decodes to one); other control
   // characters are escaped on a terminal.
-  const std::string shown = escape_ ? escape_control(text, /*keep_newlines=*/true) : text;
+  const std::string shown = escape ? escape_control(text, /*keep_newlines=*/true) : text;
   std::fwrite(shown.data(), 1, shown.size(), stdout);
   std::fflush(stdout);
 }
 
-void TokenPrinter::token(TokenId id) {
-  // Decoding is a concatenation of pieces, so only the tokens not yet printed need decoding.
-  pending_.push_back(id);
-  const std::string decoded = tokenizer_.decode(pending_);
-  if (complete_utf8_prefix(decoded) < decoded.size()) return;  // wait for the character's other bytes
-  text(decoded);
-  pending_.clear();
+namespace {
+
+// --json: one object per completion.
+void print_completion_json(const LoadedModel& m, const std::string& prompt, const CompletionResult& r) {
+  const auto& st = r.stats;
+  std::vector<std::string> pieces;
+  for (auto id : r.ids) pieces.push_back(m.tokenizer.piece(id));
+  nlohmann::json j = {{"prompt", prompt},
+                      {"completion", r.text},
+                      {"tokens", r.ids},
+                      {"pieces", pieces},
+                      {"prompt_tokens", st.prompt_tokens},
+                      {"generated_tokens", st.generated_tokens},
+                      {"prompt_truncated", st.prompt_truncated},
+                      {"load_s", m.load_seconds},
+                      {"prompt_s", st.prompt_seconds},
+                      {"generate_s", st.generate_seconds},
+                      {"prompt_tokens_per_s", st.prompt_tokens / std::max(st.prompt_seconds, 1e-9)},
+                      {"gen_tokens_per_s", st.generated_tokens / std::max(st.generate_seconds, 1e-9)}};
+  std::printf("%s\n", dump_json(j).c_str());
 }
 
-void TokenPrinter::finish() {
-  text(tokenizer_.decode(pending_));
-  pending_.clear();
-  std::fputc('\n', stdout);  // the line's own end: never escaped
-  std::fflush(stdout);
-}
+}  // namespace
 
 std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts) {
-  auto ids = m.tokenizer.encode(prompt);
-  if (ids.empty()) ids.push_back(m.tokenizer.eos_id());  // an empty prompt starts a new utterance
-  if (static_cast<int64_t>(ids.size()) > m.model->config().context)
-    spdlog::warn("prompt has {} tokens, more than the context of {}: keeping the last {}", ids.size(),
-                 m.model->config().context, m.model->config().context);
-  std::vector<TokenId> out;
-  const bool stream = opts.stream && !opts.json;
-  TokenPrinter printer(m.tokenizer, opts.escape);
-  if (stream) printer.text(prompt);
-  // An end of utterance stops the completion; with --no-stop it is a line break, as the
-  // server's ignore_eos gives.
-  auto on_token = [&](int64_t id) {
-    if (id == m.tokenizer.eos_id() && opts.generate.stop_token) return true;
-    out.push_back(id);
-    if (stream) printer.token(id);
+  const int64_t context = m.model->config().context;
+  if (static_cast<int64_t>(m.tokenizer.encode(prompt).size()) > context)
+    spdlog::warn("prompt has more tokens than the context of {}: keeping the last {}", context, context);
+  // The pieces come whole characters at a time (engine/completion.h), printed as they come.
+  const bool stream = !opts.json;
+  if (stream) print_text(prompt, opts.escape);
+  const auto r = run_completion(m, prompt, opts.completion, [&](const CompletionPiece& p) {
+    if (stream) print_text(p.text, opts.escape);
     return true;
-  };
-  GenerateStats st;
-  generate(m.model, ids, opts.generate, on_token, &st);
-  const std::string completion = m.tokenizer.decode(out);
-  const double prompt_tps = st.prompt_tokens / std::max(st.prompt_seconds, 1e-9);
-  const double gen_tps = st.generated_tokens / std::max(st.generate_seconds, 1e-9);
+  });
   if (opts.json) {
-    std::vector<std::string> pieces;
-    for (auto id : out) pieces.push_back(m.tokenizer.piece(id));
-    nlohmann::json j = {{"prompt", prompt},
-                        {"completion", completion},
-                        {"tokens", out},
-                        {"pieces", pieces},
-                        {"prompt_tokens", st.prompt_tokens},
-                        {"generated_tokens", st.generated_tokens},
-                        {"prompt_truncated", st.prompt_truncated},
-                        {"load_s", m.load_seconds},
-                        {"prompt_s", st.prompt_seconds},
-                        {"generate_s", st.generate_seconds},
-                        {"prompt_tokens_per_s", prompt_tps},
-                        {"gen_tokens_per_s", gen_tps}};
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else if (stream) {
-    printer.finish();
+    print_completion_json(m, prompt, r);
+  } else {
+    std::fputc('\n', stdout);  // the line's own end: never escaped
   }
   std::fflush(stdout);
+  const auto& st = r.stats;
   spdlog::info("load {:.0f} ms | prompt {} tokens, {:.1f} tokens/s | generated {} tokens, {:.1f} tokens/s",
-               m.load_seconds * 1e3, st.prompt_tokens, prompt_tps, st.generated_tokens, gen_tps);
-  return completion;
+               m.load_seconds * 1e3, st.prompt_tokens, st.prompt_tokens / std::max(st.prompt_seconds, 1e-9),
+               st.generated_tokens, st.generated_tokens / std::max(st.generate_seconds, 1e-9));
+  return r.text;
 }
 
 namespace {
@@ -128,7 +114,7 @@ void print_score(const std::string& name, const EvalResult& r, size_t utterances
     nlohmann::json j = {
         {"file", name},       {"loss", r.loss},   {"perplexity", r.perplexity}, {"bits_per_char", r.bits_per_char},
         {"tokens", r.tokens}, {"chars", r.chars}, {"utterances", utterances}};
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::printf("%s\n", dump_json(j).c_str());
   } else {
     std::printf("%s: loss %.4f nats/token | perplexity %.2f | %.4f bits/char | %lld tokens, %.0f characters\n",
                 escape_control(name).c_str(), r.loss, r.perplexity, r.bits_per_char, static_cast<long long>(r.tokens),
@@ -147,7 +133,7 @@ void print_line_scores(LoadedModel& m, const std::vector<std::string>& lines, bo
     if (json) {
       nlohmann::json j = {{"line", number},     {"text", line},    {"loss", r.loss}, {"bits_per_char", r.bits_per_char},
                           {"tokens", r.tokens}, {"chars", r.chars}};
-      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::printf("%s\n", dump_json(j).c_str());
     } else {
       std::printf("%6lld  %7.4f bits/char  %8.4f nats/token  %5lld tokens  %s\n", static_cast<long long>(number),
                   r.bits_per_char, r.loss, static_cast<long long>(r.tokens), escape_control(line).c_str());
@@ -159,9 +145,9 @@ void print_line_scores(LoadedModel& m, const std::vector<std::string>& lines, bo
 
 void score_file(LoadedModel& m, const std::string& path, bool per_line, bool json) {
   CorpusOptions corpus_options;
-  corpus_options.speakers = m.speakers;
+  corpus_options.speaker_prefix = m.speaker_prefix;
   const auto utterances = scored_utterances(path, corpus_options);
-  const auto lines = training_lines(utterances, corpus_options.speakers);
+  const auto lines = training_lines(utterances, corpus_options.speaker_prefix);
   if (per_line) print_line_scores(m, lines, json);
   auto stream = tokenize_lines(m.tokenizer, lines);
   auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), m.model->config().context, 16);
@@ -183,19 +169,17 @@ void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
   // left the fast-over-reference ratio swinging by ±20% between runs on a busy machine).
   enum Way { kFast, kReference, kUncached };
   std::vector<double> gen[3], pre;
+  const Kernels chosen = m.model->kernels();
   for (int repeat = 0; repeat < 9; ++repeat)
     for (Way way : {kFast, kReference, kUncached}) {
       g.use_cache = way != kUncached;
-      g.fast_decode = way == kFast;
+      m.model->set_kernels(way == kReference ? Kernels::kReference : Kernels::kFast);
       GenerateStats st;
       generate(m.model, prompt, g, nullptr, &st);
       gen[way].push_back(st.generated_tokens / st.generate_seconds);
       if (way == kFast) pre.push_back(st.prompt_tokens / st.prompt_seconds);
     }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
+  m.model->set_kernels(chosen);
   const double prompt_tps = median(pre), cached = median(gen[kFast]), reference = median(gen[kReference]),
                uncached = median(gen[kUncached]);
   nlohmann::json j = {{"benchmark", "infer"},

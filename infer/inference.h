@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "common/loaded_model.h"
 #include "data/tokenizer.h"
+#include "engine/completion.h"
+#include "engine/loaded_model.h"
 #include "model/generate.h"
 #include "model/transformer.h"
 
@@ -21,26 +22,13 @@ namespace dracarys {
 // without newlines cannot fill memory. A trailing '\r' is removed.
 bool read_line(std::istream& in, std::string& line);
 
-// Prints generated tokens on stdout as they come, never splitting a UTF-8 character (a
-// byte-fallback token may end inside one); with `escape`, control characters are shown as
-// escapes (stdout is a terminal).
-class TokenPrinter {
- public:
-  TokenPrinter(const Tokenizer& tokenizer, bool escape) : tokenizer_(tokenizer), escape_(escape) {}
-  void text(const std::string& text);  // plain text, e.g. the prompt
-  void token(TokenId id);
-  void finish();  // an unfinished character, if any, then a line end
-
- private:
-  const Tokenizer& tokenizer_;
-  bool escape_;
-  std::vector<TokenId> pending_;  // tokens not yet printed
-};
+// Prints text on stdout at once; with `escape`, control characters other than line ends are
+// shown as escapes (stdout is a terminal).
+void print_text(const std::string& text, bool escape);
 
 struct CompleteOptions {
-  GenerateOptions generate;
-  bool stream = true;   // print text on stdout as it is generated
-  bool json = false;    // one JSON object per completion on stdout instead
+  CompletionOptions completion;
+  bool json = false;    // one JSON object per completion on stdout instead of the text as it comes
   bool escape = false;  // show control characters as escapes (stdout is a terminal); never with json
 };
 

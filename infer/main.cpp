@@ -7,12 +7,12 @@
 
 #include <iostream>
 
-#include "common/checkpoint.h"
-#include "common/logging.h"
-#include "common/option_checks.h"
-#include "common/option_table.h"
-#include "common/output_files.h"
-#include "common/runtime.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/output_files.h"
+#include "cli/logging.h"
+#include "cli/option_checks.h"
+#include "cli/option_table.h"
+#include "cli/runtime.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
@@ -51,68 +51,109 @@ struct InferOptions {
   RuntimeOptions runtime;
 };
 
+// Every option of dracarys-infer, once: flag, group, help and range (cli/option_table.h).
+// Registering them and checking their ranges are visits over this list.
+template <class Visit>
+void for_each_infer_option(InferOptions& o, Visit&& visit) {
+  const char* what = "What to do (completions by default)";
+  visit(OptionSpec("-c,--checkpoint", what, "Checkpoint written by dracarys-train").no_default().must_be_given(),
+        o.checkpoint);
+  visit(OptionSpec("-p,--prompt", what,
+                   "Text to complete (repeatable). Without it: lines from piped standard input, or an interactive "
+                   "session on a terminal")
+            .no_default(),
+        o.prompts);
+  visit(OptionSpec("--turns", what,
+                   "Carry the scene on: after the prompt's line, generate this many more utterances, the model "
+                   "choosing who speaks, each printed as 'speaker: text' (with --json, one object each). When the "
+                   "scene outgrows the context, the oldest lines are dropped whole and the cache is rebuilt from "
+                   "the rest")
+            .range(0, kMaxTurns),
+        o.turns);
+  visit(OptionSpec("--chat", what,
+                   "Talk to the model: type lines as the character --as; it answers as whoever it predicts speaks "
+                   "next, or as --reply-as. The whole conversation stays in the context and its cache. Ctrl-D ends"),
+        o.chat);
+  visit(OptionSpec("--score", what,
+                   "Report loss, perplexity and bits per character on this text file (- reads standard input)")
+            .no_default(),
+        o.score);
+  visit(OptionSpec("--attention-map", what,
+                   "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
+                   "--layer/--head on the terminal")
+            .no_default(),
+        o.attention_map);
+  visit(OptionSpec("--list-speakers", what,
+                   "Print the speakers of the checkpoint's training corpus with their line counts, most lines first"),
+        o.list_speakers);
+  visit(OptionSpec("--export-tokenizer", what, "Write the checkpoint's tokenizer as a sentencepiece .model file")
+            .no_default(),
+        o.export_tokenizer);
+  visit(OptionSpec("--benchmark", what, "Measure load time, prompt and generation speed (with and without the cache)"),
+        o.benchmark);
+
+  const char* line = "Completion";
+  visit(
+      OptionSpec("--speaker", line, "Start the line as this character: prepends 'NAME: ' to each prompt").no_default(),
+      o.speaker);
+  visit(OptionSpec("-n,--max-new-tokens", line, "Most tokens to generate per completion").range(1, kMaxNewTokens),
+        o.max_new_tokens);
+  visit(OptionSpec("--num-samples", line, "Completions per prompt (seeds seed, seed+1, ...)").range(1, 1000),
+        o.num_samples);
+  visit(OptionSpec("--no-stop", line, "Do not stop at the end of the utterance"), o.no_stop);
+  visit(OptionSpec("--no-cache", line, "Recompute the whole context for every token (slow; for comparison)"),
+        o.no_cache);
+  visit(OptionSpec("--json", line, "One JSON object per completion (prompt, completion, tokens, timings) on stdout"),
+        o.json);
+  visit(OptionSpec("--as", line, "--chat: the character you speak as, written as the corpus writes it").no_default(),
+        o.as);
+  visit(OptionSpec("--reply-as", line, "--chat: the character who always answers (default: the model picks)")
+            .no_default(),
+        o.reply_as);
+
+  const char* sampling = "Sampling";
+  visit(OptionSpec("--temperature", sampling, "Sampling temperature (> 0; lower is more conservative)")
+            .above(0, SamplingOptions::kMaxTemperature),
+        o.sampling.temperature);
+  visit(OptionSpec("--top-k", sampling, "Sample among the k most likely tokens (0 = all)")
+            .range(0, ModelConfig::kMaxVocab),
+        o.sampling.top_k);
+  visit(OptionSpec("--top-p", sampling, "Sample from the smallest set of tokens whose probability reaches p, in (0, 1]")
+            .above(0, 1),
+        o.sampling.top_p);
+  visit(OptionSpec("--seed", sampling, "Sampling seed: same seed, same text"), o.sampling.seed);
+  visit(OptionSpec("--greedy", sampling, "Always take the most likely token"), o.sampling.greedy);
+
+  const char* detail = "Scoring, attention and benchmark";
+  visit(OptionSpec("--score-lines", detail,
+                   "With --score: first each line's own score (bits per character, nats per token, tokens), one "
+                   "per line, or one JSON object per line with --json"),
+        o.score_lines);
+  visit(OptionSpec("--layer", detail, "Only this layer in --attention-map (0-based; text map default 0)")
+            .range(0, ModelConfig::kMaxLayers - 1)
+            .no_default(),
+        o.layer);
+  visit(OptionSpec("--head", detail, "Only this head in --attention-map (0-based; text map default 0)")
+            .range(0, ModelConfig::kMaxHeads - 1)
+            .no_default(),
+        o.head);
+  visit(OptionSpec("--benchmark-tokens", detail, "Tokens generated per --benchmark run").range(1, kMaxNewTokens),
+        o.benchmark_tokens);
+}
+
 void add_infer_options(CLI::App& app, InferOptions& o) {
-  app.add_option("-c,--checkpoint", o.checkpoint, "Checkpoint written by dracarys-train")->required();
-  app.add_option("-p,--prompt", o.prompts,
-                 "Text to complete (repeatable). Without it: lines from piped standard input, "
-                 "or an interactive session on a terminal");
-  app.add_option("--speaker", o.speaker, "Start the line as this character: prepends 'NAME: ' to each prompt");
-  app.add_option("-n,--max-new-tokens", o.max_new_tokens, "Most tokens to generate per completion")
-      ->capture_default_str();
-  app.add_option("--temperature", o.sampling.temperature, "Sampling temperature (> 0; lower is more conservative)")
-      ->capture_default_str();
-  app.add_option("--top-k", o.sampling.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
-  app.add_option("--top-p", o.sampling.top_p,
-                 "Sample from the smallest set of tokens whose probability reaches p, in (0, 1]")
-      ->capture_default_str();
-  app.add_option("--seed", o.sampling.seed, "Sampling seed: same seed, same text")->capture_default_str();
-  app.add_flag("--greedy", o.sampling.greedy, "Always take the most likely token");
-  app.add_option("--num-samples", o.num_samples, "Completions per prompt (seeds seed, seed+1, ...)")
-      ->capture_default_str();
-  app.add_flag("--no-stop", o.no_stop, "Do not stop at the end of the utterance");
-  app.add_flag("--no-cache", o.no_cache, "Recompute the whole context for every token (slow; for comparison)");
-  app.add_flag("--json", o.json, "One JSON object per completion (prompt, completion, tokens, timings) on stdout");
-  app.add_option("--turns", o.turns,
-                 "Carry the scene on: after the prompt's line, generate this many more utterances, the model "
-                 "choosing who speaks, each printed as 'speaker: text' (with --json, one object each). When the "
-                 "scene outgrows the context, the oldest lines are dropped whole and the cache is rebuilt from the "
-                 "rest")
-      ->capture_default_str();
-  app.add_flag("--chat", o.chat,
-               "Talk to the model: type lines as the character --as; it answers as whoever it predicts speaks "
-               "next, or as --reply-as. The whole conversation stays in the context and its cache. Ctrl-D ends");
-  app.add_option("--as", o.as, "--chat: the character you speak as, written as the corpus writes it");
-  app.add_option("--reply-as", o.reply_as, "--chat: the character who always answers (default: the model picks)");
-  app.add_flag("--list-speakers", o.list_speakers,
-               "Print the speakers of the checkpoint's training corpus with their line counts, most lines first");
-  app.add_option("--score", o.score,
-                 "Report loss, perplexity and bits per character on this text file (- reads standard input)");
-  app.add_flag("--score-lines", o.score_lines,
-               "With --score: first each line's own score (bits per character, nats per token, tokens), one "
-               "per line, or one JSON object per line with --json");
-  app.add_option("--attention-map", o.attention_map,
-                 "Draw each head's attention for the prompt: FILE.svg, FILE.html, or - for a text heatmap of one "
-                 "--layer/--head on the terminal");
-  app.add_option("--layer", o.layer, "Only this layer in --attention-map (0-based; text map default 0)");
-  app.add_option("--head", o.head, "Only this head in --attention-map (0-based; text map default 0)");
-  app.add_option("--export-tokenizer", o.export_tokenizer,
-                 "Write the checkpoint's tokenizer as a sentencepiece .model file");
-  app.add_flag("--benchmark", o.benchmark,
-               "Measure load time, prompt and generation speed (with and without the cache)");
-  app.add_option("--benchmark-tokens", o.benchmark_tokens, "Tokens generated per --benchmark run")
-      ->capture_default_str();
+  for_each_infer_option(o, [&app](const OptionSpec& spec, auto& member) { add_to_app(app, spec, member); });
   add_runtime_options(app, o.runtime);
 }
 
-// Ranges of the numeric options; throws std::invalid_argument naming the first one out of range.
+// Ranges of the numeric options, and the options that go together; throws std::invalid_argument
+// naming the first one out of place.
 void check_infer_options(const CLI::App& app, const InferOptions& o) {
-  require_count("--max-new-tokens", o.max_new_tokens, 1, kMaxNewTokens);
-  require_number("--temperature", o.sampling.temperature, 0.0, 100.0, /*above_lo=*/true);
-  require_count("--top-k", o.sampling.top_k, 0, ModelConfig::kMaxVocab);
-  require_number("--top-p", o.sampling.top_p, 0.0, 1.0, /*above_lo=*/true);
-  require_count("--num-samples", o.num_samples, 1, 1000);
-  require_count("--benchmark-tokens", o.benchmark_tokens, 1, kMaxNewTokens);
-  require_count("--turns", o.turns, 0, kMaxTurns);
+  InferOptions copy = o;
+  for_each_infer_option(copy, [&app](const OptionSpec& spec, const auto& member) {
+    const bool default_is_all = spec.flag == "--layer" || spec.flag == "--head";  // -1: every layer or head
+    if (!default_is_all || app.count(spec.flag)) check_range(spec, member);
+  });
   if (o.chat && o.as.empty()) throw std::invalid_argument("--chat needs --as NAME: the character you speak as");
   if (!o.chat && (!o.as.empty() || !o.reply_as.empty()))
     throw std::invalid_argument(std::string(o.as.empty() ? "--reply-as" : "--as") + " is for --chat");
@@ -123,8 +164,6 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
         "--no-cache, --no-stop and --num-samples apply to single completions, not to "
         "--turns or --chat");
   if (o.score_lines && o.score.empty()) throw std::invalid_argument("--score-lines needs --score FILE");
-  if (app.count("--layer")) require_count("--layer", o.layer, 0, ModelConfig::kMaxLayers - 1);
-  if (app.count("--head")) require_count("--head", o.head, 0, ModelConfig::kMaxHeads - 1);
   check_runtime_options(o.runtime);
 }
 
@@ -172,13 +211,13 @@ DialogueOptions dialogue_options(const InferOptions& o) {
   d.max_new_tokens = o.max_new_tokens;
   d.json = o.json;
   d.escape = !o.json && ::isatty(STDOUT_FILENO);
-  d.fast_decode = o.runtime.kernels == "fast";
   return d;
 }
 
 // --chat: lines typed on a terminal or piped in, spoken as --as.
 int chat_with(LoadedModel& m, const InferOptions& o) {
-  if (!m.speakers) throw std::invalid_argument("--chat needs a model trained with speaker names (not --no-speakers)");
+  if (!m.speaker_prefix)
+    throw std::invalid_argument("--chat needs a model trained with speaker names (not --no-speakers)");
   ChatOptions c;
   c.as = require_known_speaker(m, "--as", o.as);
   if (!o.reply_as.empty()) c.reply_as = require_known_speaker(m, "--reply-as", o.reply_as);
@@ -193,11 +232,10 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   CompleteOptions options;
   options.json = o.json;
   options.escape = !o.json && ::isatty(STDOUT_FILENO);
-  options.generate.sampling = o.sampling;
-  options.generate.max_new_tokens = o.max_new_tokens;
-  options.generate.use_cache = !o.no_cache;
-  options.generate.fast_decode = o.runtime.kernels == "fast";
-  if (!o.no_stop) options.generate.stop_token = m.tokenizer.eos_id();
+  options.completion.sampling = o.sampling;
+  options.completion.max_new_tokens = o.max_new_tokens;
+  options.completion.use_cache = !o.no_cache;
+  options.completion.ignore_end = o.no_stop;
   auto complete_one = [&](const std::string& typed) {
     const std::string prompt = prompt_text(o, typed);
     if (o.turns > 0) {
@@ -205,7 +243,7 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
       return;
     }
     for (int64_t i = 0; i < o.num_samples; ++i) {
-      options.generate.sampling.seed = o.sampling.seed + static_cast<uint64_t>(i);
+      options.completion.sampling.seed = o.sampling.seed + static_cast<uint64_t>(i);
       complete(m, prompt, options);
     }
   };

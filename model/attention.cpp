@@ -47,11 +47,11 @@ void CausalSelfAttentionImpl::init_weights(double residual_std) {
   init::linear(proj_, residual_std);
 }
 
-torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCache* cache,
-                                               torch::Tensor* weights_out) {
+torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out,
+                                               Kernels kernels) {
   // The weights a reader inspects come from the reference, box by box.
-  const bool reference = kernels_ == Kernels::kReference || weights_out != nullptr;
-  return reference ? forward_reference(x, cache, weights_out) : forward_fast(x, cache, weights_out);
+  const bool reference = kernels == Kernels::kReference || weights_out != nullptr;
+  return reference ? forward_reference(x, cache, weights_out) : forward_fast(x, cache);
 }
 
 // The diagram, box by box. Shapes: B sequences, T new positions, H heads of d_k each.

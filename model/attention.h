@@ -32,16 +32,18 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // x: [batch, T, d_model] -> [batch, T, d_model].
   // cache: when given, x holds positions [cache->length, cache->length + T); their keys and
   //        values are appended and attention spans the cached positions too.
-  // weights_out: when given, receives the attention weights [batch, heads, T, T_keys].
-  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr);
+  // weights_out: when given, receives the attention weights [batch, heads, T, T_keys] (from
+  //              the reference, whatever `kernels` says).
+  // kernels: which of the two implementations runs (the model's setting, model/config.h).
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr,
+                        Kernels kernels = Kernels::kFast);
   torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
-  torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
+  torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache);
   // Generation's fast step: forward() for one new position of one sequence, on plain arrays
   // (see TransformerImpl::decode_one). x: [d_model] -> out: [d_model]; appends to the cache.
   void decode_one(const float* x, LayerKVCache& cache, float* out);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
-  void set_kernels(Kernels kernels) { kernels_ = kernels; }
 
   // QK-norm's box: each vector along the last dimension divided by its root mean square.
   static torch::Tensor normalise(const torch::Tensor& x);
@@ -54,7 +56,6 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
   int64_t heads_, head_dim_, d_model_, context_;
   bool qk_norm_, rotary_;
-  Kernels kernels_ = Kernels::kFast;
   torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
   torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
   torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};

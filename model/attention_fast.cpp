@@ -8,8 +8,7 @@
 
 namespace dracarys {
 
-torch::Tensor CausalSelfAttentionImpl::forward_fast(const torch::Tensor& x, LayerKVCache* cache,
-                                                    torch::Tensor* weights_out) {
+torch::Tensor CausalSelfAttentionImpl::forward_fast(const torch::Tensor& x, LayerKVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1), d = d_model_, H = heads_, dk = head_dim_;
   // One [B, T, 3d] product holds Q, K and V for every head; lay it out as [3, B·H, T, d_k]
   // so each of the three is one batch of per-head matrices.
@@ -30,8 +29,7 @@ torch::Tensor CausalSelfAttentionImpl::forward_fast(const torch::Tensor& x, Laye
 
   // scores = mask + Q·Kᵀ/√d_k for every (sequence, head) pair in one batched GEMM: [B·H, T, Tk]
   auto scores = torch::baddbmm(mask, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-  auto weights = torch::softmax(scores, -1);  // each row: one head's attention filter for one query
-  if (weights_out) *weights_out = weights.view({B, H, T, Tk});
+  auto weights = torch::softmax(scores, -1);           // each row: one head's attention filter for one query
   auto heads = torch::bmm(attn_dropout_(weights), v);  // [B·H, T, d_k]
   // Heads side by side again: [B, T, H·d_k]
   auto y = heads.view({B, H, T, dk}).transpose(1, 2).reshape({B, T, d});

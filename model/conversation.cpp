@@ -5,8 +5,8 @@
 
 namespace dracarys {
 
-Conversation::Conversation(Transformer model, int64_t end_token, bool fast_decode)
-    : model_(std::move(model)), end_token_(end_token), fast_decode_(fast_decode), cache_(model_->make_cache()) {
+Conversation::Conversation(Transformer model, int64_t end_token)
+    : model_(std::move(model)), end_token_(end_token), cache_(model_->make_cache()) {
   model_->eval();
 }
 
@@ -22,12 +22,12 @@ void Conversation::add(const std::vector<int64_t>& ids) {
 
 void Conversation::feed(const std::vector<int64_t>& ids) {
   torch::NoGradGuard no_grad;
-  if (ids.size() == 1 && fast_decode_) {  // a token just sampled: generation's fast step
+  if (ids.size() == 1) {  // a token just sampled: generation's fast step
     last_logits_ = model_->decode_one(ids[0], cache_).to(torch::kCPU, torch::kFloat).contiguous();
   } else {
     const auto device = model_->head_weight().device();
-    auto tokens = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);  // [1, T]
-    auto logits = model_->forward(tokens, &cache_);                          // [1, T, vocab]
+    auto tokens = one_sequence(ids, device);         // [1, T]
+    auto logits = model_->forward(tokens, &cache_);  // [1, T, vocab]
     last_logits_ = logits[0][-1].to(torch::kCPU, torch::kFloat).contiguous();
   }
   history_.insert(history_.end(), ids.begin(), ids.end());

@@ -19,8 +19,9 @@ namespace dracarys {
 
 class Conversation {
  public:
-  // fast_decode: each sampled token by decode_one (false: forward(), the reference).
-  Conversation(Transformer model, int64_t end_token, bool fast_decode = true);
+  // Each sampled token goes through the model's one-token step (decode_one), which follows the
+  // model's kernels setting.
+  Conversation(Transformer model, int64_t end_token);
 
   // Feeds tokens to the model: a typed line, its speaker prefix, or a token just sampled.
   void add(const std::vector<int64_t>& ids);
@@ -31,8 +32,7 @@ class Conversation {
   std::vector<int64_t> continue_utterance(Sampler& sampler, int64_t max_tokens,
                                           const std::function<void(int64_t)>& on_token = nullptr);
 
-  const std::vector<int64_t>& history() const { return history_; }  // what the model sees now
-  int64_t rebuilds() const { return rebuilds_; }                    // times old utterances were dropped
+  int64_t rebuilds() const { return rebuilds_; }  // times old utterances were dropped
 
  private:
   void make_room(int64_t incoming);  // drops old utterances so `incoming` more tokens fit
@@ -40,7 +40,6 @@ class Conversation {
 
   Transformer model_;
   int64_t end_token_;
-  bool fast_decode_;
   KVCache cache_;
   std::vector<int64_t> history_;  // [cache_.length()] the tokens in the cache, oldest first
   torch::Tensor last_logits_;     // [vocab] prediction after the last token fed

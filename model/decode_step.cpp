@@ -5,8 +5,8 @@
 //         ─► LN ─► decoder head
 //
 // forward() stays the reference; tests/test_model.cpp checks this step against it.
-#include "model/decode_kernels.h"
 #include "model/rotary.h"
+#include "model/systems/decode_kernels.h"
 #include "model/transformer.h"
 
 #include <cmath>
@@ -113,8 +113,9 @@ torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
   TORCH_CHECK(position < cfg_.context, "sequence of ", position + 1, " tokens exceeds the context of ", cfg_.context);
   TORCH_CHECK(token >= 0 && token < cfg_.vocab_size, "token ", token, " is outside the vocabulary");
   const auto& head = head_weight();
-  if (!head.device().is_cpu() || head.scalar_type() != torch::kFloat)  // the loops are for the CPU
-    return forward(torch::tensor({token}, torch::kLong).view({1, 1}).to(head.device()), &cache)[0][0];
+  const bool loops = kernels_ == Kernels::kFast && head.device().is_cpu() && head.scalar_type() == torch::kFloat;
+  if (!loops)  // the reference, or a device the loops are not written for
+    return forward(one_sequence({token}, head.device()), &cache)[0][0];
   if (cache.layers.size() != blocks_->size()) cache.layers.resize(blocks_->size());
 
   // token embedding ·√d_model + positional encoding: the residual stream x, [d_model]

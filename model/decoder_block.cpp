@@ -35,8 +35,9 @@ void DecoderBlockImpl::init_weights(double residual_std) {
   ff_->init_weights(residual_std);
 }
 
-torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* attention_weights) {
-  auto h = x + attn_(ln_attn_(x), cache, attention_weights);
+torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* attention_weights,
+                                        Kernels kernels) {
+  auto h = x + attn_->forward(ln_attn_(x), cache, attention_weights, kernels);
   return h + ff_(ln_ff_(h));
 }
 

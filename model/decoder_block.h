@@ -26,11 +26,10 @@ class DecoderBlockImpl : public torch::nn::Module {
  public:
   explicit DecoderBlockImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
-                        torch::Tensor* attention_weights = nullptr);
+                        torch::Tensor* attention_weights = nullptr, Kernels kernels = Kernels::kFast);
   // One position's residual stream x: [d_model], updated in place (decode_step.cpp).
   void decode_one(float* x, LayerKVCache& cache);
   void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
-  void set_kernels(Kernels kernels) { attn_->set_kernels(kernels); }
 
  private:
   torch::nn::LayerNorm ln_attn_{nullptr}, ln_ff_{nullptr};

@@ -17,10 +17,6 @@ std::vector<float> last_logits(const torch::Tensor& logits) {
   return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
 }
 
-torch::Tensor as_batch(const std::vector<int64_t>& ids, const torch::Device& device) {
-  return torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
-}
-
 }  // namespace
 
 std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context) {
@@ -49,8 +45,8 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
 
   auto t0 = Clock::now();
   // Prefill: the whole prompt in one forward pass (it fills the cache when caching).
-  auto logits =
-      opts.use_cache ? model->forward(as_batch(prompt, device), &cache) : model->forward(as_batch(prompt, device));
+  auto logits = opts.use_cache ? model->forward(one_sequence(prompt, device), &cache)
+                               : model->forward(one_sequence(prompt, device));
   auto t1 = Clock::now();
   st.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -65,13 +61,13 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
 
     if (!opts.use_cache) {  // recompute the last `context` tokens from scratch
       const int64_t n = std::min<int64_t>(context, static_cast<int64_t>(seq.size()));
-      logits = model->forward(as_batch(std::vector<int64_t>(seq.end() - n, seq.end()), device));
+      logits = model->forward(one_sequence(std::vector<int64_t>(seq.end() - n, seq.end()), device));
     } else if (cache.length() < context) {  // one new position through the cache
-      logits = opts.fast_decode ? model->decode_one(id, cache) : model->forward(as_batch({id}, device), &cache);
+      logits = model->decode_one(id, cache);
     } else {  // cache full: restart it from the most recent half of the context
       const int64_t keep = std::max<int64_t>(1, context / 2);
       cache = model->make_cache();
-      logits = model->forward(as_batch(std::vector<int64_t>(seq.end() - keep, seq.end()), device), &cache);
+      logits = model->forward(one_sequence(std::vector<int64_t>(seq.end() - keep, seq.end()), device), &cache);
     }
   }
   st.generate_seconds = std::chrono::duration<double>(Clock::now() - t1).count();

@@ -16,8 +16,8 @@ struct GenerateOptions {
   SamplingOptions sampling;
   int64_t max_new_tokens = 100;
   std::optional<int64_t> stop_token;  // generation ends after emitting this id (end of utterance)
-  bool use_cache = true;              // false recomputes the whole window per token (for comparison)
-  bool fast_decode = true;            // with the cache: each new token by decode_one (false: forward(), the reference)
+  bool use_cache = true;              // false recomputes the whole window per token (for comparison);
+                                      // with the cache, each new token takes the model's one-token step
 };
 
 struct GenerateStats {
@@ -28,13 +28,13 @@ struct GenerateStats {
   bool prompt_truncated = false;  // the prompt was longer than the context and lost its head
 };
 
+// The last `context` tokens of `ids` (all of them when they fit): what the model can see.
+std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context);
+
 // Generates up to max_new_tokens after `prompt` (which must not be empty). on_token is called
 // with each new id as soon as it is chosen; returning false stops generation.
 // The model is switched to eval mode and run without autograd. Past the context the window
 // slides: the cache keeps the most recent half of the context and generation continues.
-// The last `context` tokens of `ids` (all of them when they fit): what the model can see.
-std::vector<int64_t> last_context(std::vector<int64_t> ids, int64_t context);
-
 std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, const GenerateOptions& opts,
                               const std::function<bool(int64_t)>& on_token = nullptr, GenerateStats* stats = nullptr);
 

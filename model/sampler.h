@@ -9,6 +9,8 @@
 namespace dracarys {
 
 struct SamplingOptions {
+  static constexpr double kMaxTemperature = 100.0;  // the hottest any executable or request may ask for
+
   bool greedy = false;
   double temperature = 0.8;  // > 0; lower is more conservative
   int64_t top_k = 0;         // keep the k most likely tokens; 0 = all

@@ -35,9 +35,8 @@ void TransformerImpl::init_weights() {
   if (head_) head_->weight.normal_(0.0, init::kStd);
 }
 
-void TransformerImpl::set_kernels(Kernels kernels) {
-  kernels_ = kernels;
-  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->set_kernels(kernels);
+torch::Tensor one_sequence(const std::vector<int64_t>& ids, const torch::Device& device) {
+  return torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
 }
 
 torch::Tensor TransformerImpl::head_weight() const { return cfg_.tied_head ? embed_->weight : head_->weight; }
@@ -56,7 +55,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   for (size_t i = 0; i < blocks_->size(); ++i) {
     torch::Tensor weights;
     x = blocks_->ptr<DecoderBlockImpl>(i)->forward(x, cache ? &cache->layers[i] : nullptr,
-                                                   attention ? &weights : nullptr);
+                                                   attention ? &weights : nullptr, kernels_);
     if (attention) attention->push_back(weights);
   }
   x = ln_final_(x);

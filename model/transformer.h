@@ -32,16 +32,17 @@ class TransformerImpl : public torch::nn::Module {
   // token of one sequence at position cache.length(), whose keys and values it appends. With a
   // single row, forward()'s every Linear is a GEMM that packs its whole weight matrix to use
   // each weight once; here the whole step runs on plain float arrays with matrix-vector loops
-  // that read each weight once (model/decode_step.cpp, model/decode_kernels.h). On a device
-  // other than the CPU it is forward() with the cache. Eval mode, no autograd (call under
-  // torch::NoGradGuard). tests/test_model.cpp checks it against forward().
+  // that read each weight once (model/decode_step.cpp, model/systems/decode_kernels.h). Under the
+  // reference kernels, or on a device other than the CPU, it is forward() with the cache. Eval mode, no autograd (call
+  // under torch::NoGradGuard). tests/test_model.cpp checks it against forward().
   torch::Tensor decode_one(int64_t token, KVCache& cache);
 
   // GPT-2 style initial weights, module by module (model/init.h); the constructor calls it.
   void init_weights();
 
-  // Which attention code forward() runs in every block (model/config.h's Kernels).
-  void set_kernels(Kernels kernels);
+  // Which code runs (model/config.h's Kernels): the fast attention and one-token step, or the
+  // reference box by box. Set once, where the model is built or loaded.
+  void set_kernels(Kernels kernels) { kernels_ = kernels; }
   Kernels kernels() const { return kernels_; }
 
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
@@ -62,5 +63,8 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::Linear head_{nullptr};  // only when the head is not tied
 };
 TORCH_MODULE(Transformer);
+
+// One sequence of token ids as the model's input: [1, T] int64 on `device`.
+torch::Tensor one_sequence(const std::vector<int64_t>& ids, const torch::Device& device = torch::kCPU);
 
 }  // namespace dracarys

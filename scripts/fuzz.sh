@@ -21,10 +21,10 @@ build() {  # name, sources...
 build fuzz_csv -DFUZZ_FILE_NAME='"fuzz.csv"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
 build fuzz_srt -DFUZZ_FILE_NAME='"fuzz.srt"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
 build fuzz_text -DFUZZ_FILE_NAME='"fuzz.txt"' -DDRACARYS_SAMPLE_DIR='"."' tests/fuzz/fuzz_corpus.cpp "${READERS[@]}" &
-build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp common/checkpoint_format.cpp common/json_input.cpp \
+build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp checkpoint/checkpoint_format.cpp checkpoint/json_input.cpp \
   model/config.cpp -lcrypto &
 build fuzz_requests tests/fuzz/fuzz_requests.cpp serve/requests.cpp data/text.cpp &
-build fuzz_tensors tests/fuzz/fuzz_tensor_file.cpp common/tensor_file.cpp common/json_input.cpp &
+build fuzz_tensors tests/fuzz/fuzz_tensor_file.cpp checkpoint/tensor_file.cpp checkpoint/json_input.cpp &
 build fuzz_tokenizer tests/fuzz/fuzz_tokenizer_model.cpp data/tokenizer_model_check.cpp data/text.cpp &
 wait
 

@@ -13,7 +13,8 @@ case "${1:-}" in
 esac
 clang-format --dry-run --Werror "${files[@]}"
 echo "lint: ${#files[@]} files formatted as .clang-format says"
+python3 scripts/check-house.py  # the layers and the 80-line limit (scripts/check-house.py)
 if [ "${1:-}" = "--tidy" ]; then
-  mapfile -t sources < <(git ls-files 'model/*.cpp' 'data/*.cpp' 'common/*.cpp' 'train/*.cpp' 'infer/*.cpp' 'serve/*.cpp')
+  mapfile -t sources < <(git ls-files 'model/*.cpp' 'data/*.cpp' 'checkpoint/*.cpp' 'cli/*.cpp' 'engine/*.cpp' 'export/*.cpp' 'train/*.cpp' 'infer/*.cpp' 'serve/*.cpp')
   clang-tidy -p build --quiet "${sources[@]}"
 fi

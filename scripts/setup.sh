@@ -33,6 +33,8 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # node-llama-cpp 3.21.1 with its prebuilt Linux x64 llama.cpp, pinned by tests/llama/package-lock.json:
 # tests/test_export.cpp runs exported GGUF files in it. Nothing is downloaded or built beyond npm's
 # packages (the other platforms' optional builds are left out).
+# openai, the official OpenAI Node client, pinned by tests/api/package-lock.json: the API tests
+# call dracarys-serve through it.
 browser_modules() {
   if [ ! -d tests/browser/node_modules/puppeteer-core ]; then
     echo "setup: installing tests/browser's npm packages"
@@ -41,6 +43,10 @@ browser_modules() {
   if [ ! -d tests/llama/node_modules/@node-llama-cpp/linux-x64 ]; then
     echo "setup: installing tests/llama's npm packages"
     (cd tests/llama && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --omit=optional --no-audit --no-fund --loglevel=error)
+  fi
+  if [ ! -d tests/api/node_modules/openai ]; then
+    echo "setup: installing tests/api's npm packages"
+    (cd tests/api && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up, checks formatting, builds, runs the sanitizer builds and a short fuzzing run, then
-# every test. This is the command CI runs. --quick skips the sanitizers and fuzzing; other
-# arguments go to ctest.
+# Sets up, checks formatting and the house rules, builds every target with UndefinedBehavior-
+# Sanitizer (into build-test/, apart from scripts/build.sh's build/), runs AddressSanitizer on
+# the raw-memory code and a short fuzzing run, then every test. This is the command CI runs.
+# --quick skips AddressSanitizer and fuzzing; other arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -9,17 +10,19 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
 done
-# Each part's time is printed as it ends (the README's "Building by hand" lists typical figures).
+# Each part's time is printed as it ends (the README's "Tests" section lists typical figures).
 began=$SECONDS
 took() { echo "test.sh: $1 took $((SECONDS - began)) s"; began=$SECONDS; }
+export BUILD_DIR=${BUILD_DIR:-build-test}
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 scripts/setup.sh; took setup
-scripts/lint.sh; took lint                          # a formatting difference fails CI
-WERROR=ON scripts/build.sh; took build              # and so does a compiler warning in our code
+scripts/lint.sh; took lint                                 # a formatting difference or a house-rule breach fails CI
+SANITIZE=undefined WERROR=ON scripts/build.sh; took build  # and so does a compiler warning in our code
 if [ "$quick" = 0 ]; then
-  scripts/sanitize.sh; took sanitizers
-  scripts/fuzz.sh "${FUZZ_SECONDS:-15}"; took fuzzing
+  scripts/sanitize.sh; took address-sanitizer
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"; took fuzzing
 fi
 # The whole suite last, so its summary closes the output.
-cd "${BUILD_DIR:-build}"
+cd "$BUILD_DIR"
 ctest --output-on-failure -j 2 "${args[@]}"
 took tests

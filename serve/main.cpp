@@ -11,8 +11,9 @@
 #include <cerrno>
 #include <thread>
 
-#include "common/logging.h"
-#include "common/runtime.h"
+#include "cli/logging.h"
+#include "cli/option_table.h"
+#include "cli/runtime.h"
 #include "serve/server.h"
 
 using namespace dracarys;
@@ -22,54 +23,71 @@ namespace {
 struct ServeOptions {
   std::string checkpoint;
   ServerOptions server;
+  int request_timeout_s = 10;  // becomes server.connections.request_deadline
   RuntimeOptions runtime;
 };
 
+// Every option of dracarys-serve, once: flag, group, help and range (cli/option_table.h).
+template <class Visit>
+void for_each_serve_option(ServeOptions& o, Visit&& visit) {
+  const char* where = "Where and for whom";
+  visit(OptionSpec("-c,--checkpoint", where, "Checkpoint written by dracarys-train").no_default().must_be_given(),
+        o.checkpoint);
+  visit(OptionSpec("--host", where,
+                   "Address to listen on; the default, loopback, keeps the server to this machine. 0.0.0.0 opens it "
+                   "to the network (then set --api-key)"),
+        o.server.host);
+  visit(OptionSpec("--port", where, "Port to listen on (0: any free port, printed at start)").range(0, 65535),
+        o.server.port);
+  visit(OptionSpec("--api-key", where,
+                   "Require this key on every API route (header 'Authorization: Bearer KEY'); the page asks for it")
+            .no_default(),
+        o.server.api_key);
+
+  const char* load = "Load and limits";
+  visit(OptionSpec("--parallel", load,
+                   "Requests computed at once, each with its own KV cache (default: one per core, each on one BLAS "
+                   "thread)")
+            .range(1, 64)
+            .no_default(),
+        o.server.parallel);
+  visit(
+      OptionSpec("--queue", load, "Requests that may wait for a free slot; past that the answer is 503").range(0, 1024),
+      o.server.queue);
+  visit(OptionSpec("--max-tokens", load, "Most tokens one completion may generate").range(1, 1 << 20),
+        o.server.limits.max_tokens);
+  visit(OptionSpec("--max-prompt-bytes", load, "Longest prompt accepted, in bytes").range(1, 1 << 20),
+        o.server.limits.max_prompt_bytes);
+  visit(
+      OptionSpec("--max-choices", load, "Most completions in one request (OpenAI's n times its prompts)").range(1, 64),
+      o.server.limits.max_choices);
+  visit(OptionSpec("--max-body-bytes", load, "Largest request body accepted (413 past it)").range(64, 64 << 20),
+        o.server.max_body_bytes);
+  visit(OptionSpec("--max-connections", load, "Connections open at once, from all clients; past it a new one gets 503")
+            .range(1, 4096),
+        o.server.connections.max_connections);
+  visit(OptionSpec("--max-connections-per-client", load, "Connections open at once from one address").range(1, 4096),
+        o.server.connections.max_per_client);
+  visit(OptionSpec("--request-timeout", load,
+                   "Seconds a client has to send a request's headers and body (slow clients are cut off)")
+            .range(1, 3600),
+        o.request_timeout_s);
+}
+
+// Registers the table's options and the runtime's.
 void add_serve_options(CLI::App& app, ServeOptions& o) {
-  app.add_option("-c,--checkpoint", o.checkpoint, "Checkpoint written by dracarys-train")->required();
-  app.add_option("--host", o.server.host,
-                 "Address to listen on; the default, loopback, keeps the server to this machine. 0.0.0.0 opens it "
-                 "to the network (then set --api-key)")
-      ->capture_default_str();
-  app.add_option("--port", o.server.port, "Port to listen on (0: any free port, printed at start)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
-  app.add_option("--api-key", o.server.api_key,
-                 "Require this key on every API route (header 'Authorization: Bearer KEY'); the page asks for it");
-  app.add_option("--parallel", o.server.parallel,
-                 "Requests computed at once, each with its own KV cache (default: one per core, each on one "
-                 "BLAS thread)")
-      ->check(CLI::Range(1, 64));
-  app.add_option("--queue", o.server.queue, "Requests that may wait for a free slot; past that the answer is 503")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  app.add_option("--max-tokens", o.server.limits.max_tokens, "Most tokens one completion may generate")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  app.add_option("--max-prompt-bytes", o.server.limits.max_prompt_bytes, "Longest prompt accepted, in bytes")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
-  app.add_option("--max-choices", o.server.limits.max_choices,
-                 "Most completions in one request (OpenAI's n times its prompts)")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{64}));
-  app.add_option("--max-body-bytes", o.server.max_body_bytes, "Largest request body accepted (413 past it)")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{64}, size_t{64} << 20));
-  app.add_option("--max-connections", o.server.connections.max_connections,
-                 "Connections open at once, from all clients; past it a new one gets 503")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{4096}));
-  app.add_option("--max-connections-per-client", o.server.connections.max_per_client,
-                 "Connections open at once from one address")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{4096}));
-  app.add_option_function<int>(
-         "--request-timeout",
-         [&o](int seconds) { o.server.connections.request_deadline = std::chrono::seconds(seconds); },
-         "Seconds a client has to send a request's headers and body (slow clients are cut off; default 10)")
-      ->check(CLI::Range(1, 3600));
+  for_each_serve_option(o, [&app](const OptionSpec& spec, auto& member) { add_to_app(app, spec, member); });
   add_runtime_options(app, o.runtime);
+}
+
+// The ranges, and what only makes sense together; throws std::invalid_argument naming the option.
+void check_serve_options(const CLI::App& app, ServeOptions& o) {
+  ServeOptions copy = o;
+  for_each_serve_option(copy, [](const OptionSpec& spec, const auto& member) { check_range(spec, member); });
+  if (app.count("--api-key") && o.server.api_key.empty())
+    throw std::invalid_argument("--api-key is empty: give a key, or leave the option out to serve without one");
+  o.server.connections.request_deadline = std::chrono::seconds(o.request_timeout_s);
+  check_runtime_options(o.runtime);
 }
 
 // SIGINT and SIGTERM: the handler only writes the signal's number into a pipe (all a handler
@@ -119,8 +137,7 @@ int main(int argc, char** argv) {
     return report_parse_error(app, e);
   }
   try {
-    if (app.count("--api-key") && o.server.api_key.empty())
-      throw std::invalid_argument("--api-key is empty: give a key, or leave the option out to serve without one");
+    check_serve_options(app, o);
     auto device = apply_runtime(o.runtime);
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();

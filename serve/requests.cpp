@@ -80,8 +80,6 @@ class Fields {
   json body_;
 };
 
-constexpr double kMaxTemperature = 100.0;
-
 // The seed a client gave, or one drawn at random (-1 or absent), as llama.cpp does.
 uint64_t seed_from(const Fields& f) {
   const int64_t seed = f.integer("seed", -1, -1, std::numeric_limits<int64_t>::max());
@@ -92,7 +90,7 @@ uint64_t seed_from(const Fields& f) {
 
 // temperature 0 means greedy (as in llama.cpp and OpenAI's API).
 void read_sampling(const Fields& f, SamplingOptions& s, double default_temperature, bool with_top_k) {
-  const double temperature = f.number("temperature", default_temperature, 0.0, kMaxTemperature);
+  const double temperature = f.number("temperature", default_temperature, 0.0, SamplingOptions::kMaxTemperature);
   s.greedy = temperature == 0.0;
   s.temperature = s.greedy ? 1.0 : temperature;
   if (with_top_k) s.top_k = f.integer("top_k", 0, 0, std::numeric_limits<int32_t>::max());

@@ -6,87 +6,17 @@
 #include <malloc.h>
 #include <sys/socket.h>
 
-#include <chrono>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 
-#include "common/attention_weights.h"
 #include "data/corpus.h"
-#include "serve/completion.h"
 #include "serve/page.h"
+#include "serve/responses.h"
 
 namespace dracarys {
 
 namespace {
-
-using nlohmann::json;
-
-// Text the model made may hold bytes that are not UTF-8 (a cut byte-fallback character):
-// they are sent as U+FFFD rather than refused.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-void send_json(httplib::Response& res, const json& j, int status = 200) {
-  res.status = status;
-  res.set_content(dump(j), "application/json; charset=utf-8");
-}
-
-void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field = "") {
-  const char* type = status == 401   ? "authentication_error"
-                     : status == 503 ? "unavailable_error"
-                     : status >= 500 ? "server_error"
-                                     : "invalid_request_error";
-  send_json(
-      res,
-      {{"error",
-        {{"code", status}, {"message", message}, {"type", type}, {"param", field.empty() ? json() : json(field)}}}},
-      status);
-}
-
-// One server-sent event; false when the client is gone.
-bool send_event(httplib::DataSink& sink, const std::string& data) {
-  const std::string event = "data: " + data + "\n\n";
-  return sink.write(event.data(), event.size());
-}
-
-double ms(double seconds) { return seconds * 1e3; }
-
-// llama.cpp's /completion answer (also the last event of a stream, whose content is then "").
-json completion_json(const CompletionResult& r, const std::string& model, bool with_content) {
-  const auto& st = r.stats;
-  return {{"content", with_content ? r.text : ""},
-          {"stop", true},
-          {"model", model},
-          {"tokens", r.ids},
-          {"prompt_tokens", r.prompt_ids},
-          {"tokens_predicted", r.ids.size()},
-          {"tokens_evaluated", r.prompt_ids.size()},
-          {"truncated", st.prompt_truncated},
-          {"stopped_eos", r.stopped_by_end},
-          {"stopped_limit", !r.stopped_by_end && !r.cancelled},
-          {"timings",
-           {{"prompt_n", st.prompt_tokens},
-            {"prompt_ms", ms(st.prompt_seconds)},
-            {"predicted_n", st.generated_tokens},
-            {"predicted_ms", ms(st.generate_seconds)},
-            {"predicted_per_second", st.generated_tokens / std::max(st.generate_seconds, 1e-9)}}}};
-}
-
-std::string finish_reason(const CompletionResult& r) { return r.stopped_by_end ? "stop" : "length"; }
-
-int64_t unix_time() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// OpenAI's chunk or answer skeleton.
-json openai_json(const std::string& id, const std::string& model, json choices) {
-  return {{"id", id}, {"object", "text_completion"}, {"created", unix_time()}, {"model", model}, {"choices", choices}};
-}
-
-json openai_choice(const std::string& text, size_t index, const json& finish) {
-  return {{"text", text}, {"index", index}, {"logprobs", nullptr}, {"finish_reason", finish}};
-}
 
 // What is wrong with a request's framing, as a status and a message; nothing when it is fine.
 // httplib 0.11 reads a chunked body without any limit, caps form-encoded bodies at 8 KB without
@@ -157,10 +87,32 @@ void Server::stop() {
   http_->stop();
 }
 
+// The routes, one line each; what each does is its handler's.
 void Server::routes() {
+  install_hooks();
   auto& http = *http_;
+  auto bind_plain = [this](void (Server::*handler)(const httplib::Request&, httplib::Response&)) {
+    return [this, handler](const httplib::Request& req, httplib::Response& res) { (this->*handler)(req, res); };
+  };
+  http.Get("/", bind_plain(&Server::handle_page));
+  http.Get("/health", bind_plain(&Server::handle_health));
+  http.Get("/props", bind_plain(&Server::handle_props));
+  http.Post("/completion", admit([this](const std::string& body) { return parse_completion(body, o_.limits); },
+                                 &Server::handle_completion));
+  http.Post("/v1/completions",
+            admit([this](const std::string& body) { return parse_openai_completion(body, o_.limits); },
+                  &Server::handle_openai_completion));
+  http.Post(
+      "/attention",
+      admit([this](const std::string& body) { return parse_attention(body, o_.limits, m_.model->config().vocab_size); },
+            &Server::handle_attention));
+}
 
-  // Errors httplib makes itself (no route, a body past the limit) get the same JSON form.
+// What runs around every route: the request's framing is checked before its body is read, then
+// the API key, when set, guards everything but the page and /health; errors httplib makes
+// itself and exceptions get the same JSON form; every request is logged.
+void Server::install_hooks() {
+  auto& http = *http_;
   // A request with byte ranges gets no body at all: httplib would cut any body into every range
   // asked for (1,300 ranges made 13.7 MB of a 3.9 KB request).
   http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
@@ -185,9 +137,6 @@ void Server::routes() {
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     spdlog::info("{} {} {}", req.method, req.path, res.status);
   });
-
-  // The request's framing is checked before its body is read, then the API key, when set,
-  // guards everything but the page and /health.
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (const auto problem = framing_problem(req, o_.max_body_bytes)) {
       if (req.ranges.empty())
@@ -204,184 +153,151 @@ void Server::routes() {
     send_error(res, 401, "a valid API key is needed (Authorization: Bearer KEY)");
     return httplib::Server::HandlerResponse::Handled;
   });
+}
 
-  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(page_html(), "text/html; charset=utf-8");
+// The route's handler for a request that needs the model: parse the body, check the speaker,
+// wait for a slot, then `run`; every refusal is a JSON error.
+template <class Parse, class Request>
+Server::Handler Server::admit(Parse parse, void (Server::*run)(const Request&, std::shared_ptr<Admission::Ticket>,
+                                                               httplib::Response&)) {
+  return [this, parse, run](const httplib::Request& req, httplib::Response& res) {
+    try {
+      Request request = parse(req.body);
+      request.speaker = checked_speaker(request.speaker);
+      std::shared_ptr<Admission::Ticket> ticket = admission_.enter();
+      if (!ticket)
+        return send_error(res, 503,
+                          stopping_ ? "the server is shutting down" : "the server is busy: too many requests waiting");
+      (this->*run)(request, std::move(ticket), res);
+    } catch (const RequestError& e) {
+      send_error(res, e.status, e.what(), e.field);
+    }
+  };
+}
+
+std::string Server::checked_speaker(const std::string& speaker) const {
+  if (speaker.empty()) return speaker;
+  if (!m_.speaker_prefix) throw RequestError(400, "speaker", "this model was trained without speaker names");
+  const std::string spelled = corpus_speaker_name(m_, speaker);
+  if (spelled.empty()) throw RequestError(400, "speaker", "'" + speaker + "' is not a speaker of the training corpus");
+  return spelled;
+}
+
+CompletionResult Server::complete(const std::string& prompt, const CompletionOptions& options,
+                                  const std::function<bool(const CompletionPiece&)>& on_piece) {
+  return run_completion(m_, prompt, options, [this, &on_piece](const CompletionPiece& p) {
+    return !stopping_ && (!on_piece || on_piece(p));
   });
+}
 
-  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    const auto c = admission_.counts();
-    send_json(res, {{"status", stopping_ ? "closing" : "ok"},
-                    {"slots_idle", c.slots - c.running},
-                    {"slots_processing", c.running},
-                    {"requests_waiting", c.waiting},
-                    {"heap_in_use_bytes", mallinfo2().uordblks}});  // (malloc's, every arena)
-  });
+void Server::handle_page(const httplib::Request&, httplib::Response& res) {
+  res.set_content(page_html(), "text/html; charset=utf-8");
+}
 
-  http.Get("/props", [this](const httplib::Request&, httplib::Response& res) {
-    const auto& cfg = m_.model->config();
-    json names = json::array();
-    for (const auto& s : speakers_by_count(m_)) names.push_back(s.first);
-    send_json(res, {{"model", o_.model_name},
-                    {"layers", cfg.layers},
-                    {"heads", cfg.heads},
-                    {"d_model", cfg.d_model},
-                    {"context", cfg.context},
-                    {"vocab_size", cfg.vocab_size},
-                    {"speaker_prefix", m_.speakers},
-                    {"speakers", names},
-                    {"limits",
-                     {{"max_tokens", o_.limits.max_tokens},
-                      {"max_prompt_bytes", o_.limits.max_prompt_bytes},
-                      {"max_choices", o_.limits.max_choices},
-                      {"parallel", o_.parallel},
-                      {"queue", o_.queue}}}});
-  });
+void Server::handle_health(const httplib::Request&, httplib::Response& res) {
+  const auto c = admission_.counts();
+  send_json(res, {{"status", stopping_ ? "closing" : "ok"},
+                  {"slots_idle", c.slots - c.running},
+                  {"slots_processing", c.running},
+                  {"requests_waiting", c.waiting},
+                  {"heap_in_use_bytes", mallinfo2().uordblks}});  // (malloc's, every arena)
+}
 
-  // Parses, checks the speaker, waits for a slot, then hands the request to `run`; every
-  // refusal is a JSON error.
-  auto handle = [this](auto parse, auto run) {
-    return [this, parse, run](const httplib::Request& req, httplib::Response& res) {
-      try {
-        auto request = parse(req.body);
-        if (!request.speaker.empty()) {
-          if (!m_.speakers) throw RequestError(400, "speaker", "this model was trained without speaker names");
-          const std::string spelled = corpus_speaker_name(m_, request.speaker);
-          if (spelled.empty())
-            throw RequestError(400, "speaker", "'" + request.speaker + "' is not a speaker of the training corpus");
-          request.speaker = spelled;
-        }
-        std::shared_ptr<Admission::Ticket> ticket = admission_.enter();
-        if (!ticket)
-          return send_error(
-              res, 503, stopping_ ? "the server is shutting down" : "the server is busy: too many requests waiting");
-        run(request, std::move(ticket), res);
-      } catch (const RequestError& e) {
-        send_error(res, e.status, e.what(), e.field);
-      }
+void Server::handle_props(const httplib::Request&, httplib::Response& res) {
+  const auto& cfg = m_.model->config();
+  json names = json::array();
+  for (const auto& s : speakers_by_count(m_)) names.push_back(s.first);
+  send_json(res, {{"model", o_.model_name},
+                  {"layers", cfg.layers},
+                  {"heads", cfg.heads},
+                  {"d_model", cfg.d_model},
+                  {"context", cfg.context},
+                  {"vocab_size", cfg.vocab_size},
+                  {"speaker_prefix", m_.speaker_prefix},
+                  {"speakers", names},
+                  {"limits",
+                   {{"max_tokens", o_.limits.max_tokens},
+                    {"max_prompt_bytes", o_.limits.max_prompt_bytes},
+                    {"max_choices", o_.limits.max_choices},
+                    {"parallel", o_.parallel},
+                    {"queue", o_.queue}}}});
+}
+
+// llama.cpp's /completion: one completion, whole or streamed as events of its pieces.
+void Server::handle_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
+                               httplib::Response& res) {
+  const std::string prompt = r.speaker.empty() ? r.prompts.front() : speaker_line(r.speaker, r.prompts.front());
+  const CompletionOptions options{r.sampling, r.max_new_tokens, r.ignore_eos};
+  if (!r.stream) return send_json(res, completion_json(complete(prompt, options), o_.model_name, true));
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream", [this, prompt, options, ticket](size_t, httplib::DataSink& sink) {
+        auto result = complete(prompt, options, [&sink](const CompletionPiece& p) {
+          return send_event(sink, dump({{"content", p.text}, {"stop", false}, {"tokens", p.ids}}));
+        });
+        if (result.cancelled) return false;  // the client is gone: close
+        if (!send_event(sink, dump(completion_json(result, o_.model_name, false)))) return false;
+        sink.done();
+        return true;
+      });
+}
+
+// Every completion an OpenAI request asks for, in order: each prompt `choices` times, with seeds
+// seed, seed + 1, ...; on_piece(choice index, piece) as they come, on_end(choice index, result)
+// after each. False when one of them said stop.
+bool Server::complete_all(const CompletionRequest& r, const ChoicePiece& on_piece, const ChoiceEnd& on_end) {
+  size_t index = 0;
+  for (const auto& prompt : r.prompts)
+    for (int64_t c = 0; c < r.choices; ++c, ++index) {
+      CompletionOptions options{r.sampling, r.max_new_tokens, false};
+      options.sampling.seed += static_cast<uint64_t>(c);
+      auto result = complete(prompt, options, [&](const CompletionPiece& p) { return on_piece(index, p); });
+      if (result.cancelled || !on_end(index, result)) return false;
+    }
+  return true;
+}
+
+// OpenAI's /v1/completions: whole, with the usage counts, or streamed as chunks then [DONE].
+void Server::handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
+                                      httplib::Response& res) {
+  const std::string id = openai_id();
+  if (!r.stream) {
+    json choices = json::array();
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+    complete_all(
+        r, [](size_t, const CompletionPiece&) { return true; },
+        [&](size_t index, const CompletionResult& result) {
+          choices.push_back(openai_choice(result.text, index, finish_reason(result)));
+          prompt_tokens += static_cast<int64_t>(result.prompt_ids.size());
+          completion_tokens += static_cast<int64_t>(result.ids.size());
+          return true;
+        });
+    auto j = openai_json(id, o_.model_name, choices);
+    j["usage"] = {{"prompt_tokens", prompt_tokens},
+                  {"completion_tokens", completion_tokens},
+                  {"total_tokens", prompt_tokens + completion_tokens}};
+    return send_json(res, j);
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider("text/event-stream", [this, r, id, ticket](size_t, httplib::DataSink& sink) {
+    auto chunk = [&](const std::string& text, size_t index, const json& finish) {
+      return send_event(sink, dump(openai_json(id, o_.model_name, {openai_choice(text, index, finish)})));
     };
-  };
-  auto with_speaker = [](const std::string& speaker, const std::string& prompt) {
-    return speaker.empty() ? prompt : speaker_line(speaker, prompt);
-  };
-  auto until_stopped = [this](auto&& on_piece) {
-    return [this, on_piece](const CompletionPiece& p) { return !stopping_ && on_piece(p); };
-  };
+    const bool finished = complete_all(
+        r, [&](size_t index, const CompletionPiece& p) { return chunk(p.text, index, nullptr); },
+        [&](size_t index, const CompletionResult& result) { return chunk("", index, finish_reason(result)); });
+    if (!finished || !send_event(sink, "[DONE]")) return false;
+    sink.done();
+    return true;
+  });
+}
 
-  // llama.cpp's /completion.
-  http.Post("/completion",
-            handle([this](const std::string& body) { return parse_completion(body, o_.limits); },
-                   [this, with_speaker, until_stopped](
-                       const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res) {
-                     const std::string prompt = with_speaker(r.speaker, r.prompts.front());
-                     if (!r.stream) {
-                       auto result = run_completion(m_, prompt, r.sampling, r.max_new_tokens, r.ignore_eos,
-                                                    until_stopped([](auto&) { return true; }));
-                       return send_json(res, completion_json(result, o_.model_name, true));
-                     }
-                     res.set_header("Cache-Control", "no-cache");
-                     res.set_chunked_content_provider("text/event-stream", [this, r, prompt, ticket, until_stopped](
-                                                                               size_t, httplib::DataSink& sink) {
-                       auto result = run_completion(
-                           m_, prompt, r.sampling, r.max_new_tokens, r.ignore_eos,
-                           until_stopped([&sink](const CompletionPiece& p) {
-                             return send_event(sink, dump({{"content", p.text}, {"stop", false}, {"tokens", p.ids}}));
-                           }));
-                       if (result.cancelled) return false;  // the client is gone: close
-                       if (!send_event(sink, dump(completion_json(result, o_.model_name, false)))) return false;
-                       sink.done();
-                       return true;
-                     });
-                   }));
-
-  // OpenAI's /v1/completions: each prompt gets n completions, with seeds seed, seed + 1, ...
-  http.Post(
-      "/v1/completions",
-      handle([this](const std::string& body) { return parse_openai_completion(body, o_.limits); },
-             [this, until_stopped](const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
-                                   httplib::Response& res) {
-               static std::atomic<uint64_t> counter{0};
-               const std::string id = "cmpl-" + std::to_string(unix_time()) + "-" + std::to_string(++counter);
-               // Runs every completion in order; on_piece(choice index, piece) streams.
-               auto run_all = [this, r, until_stopped](auto&& on_piece, auto&& on_end) {
-                 size_t index = 0;
-                 for (const auto& prompt : r.prompts) {
-                   for (int64_t c = 0; c < r.choices; ++c, ++index) {
-                     SamplingOptions s = r.sampling;
-                     s.seed += static_cast<uint64_t>(c);
-                     auto result =
-                         run_completion(m_, prompt, s, r.max_new_tokens, false,
-                                        until_stopped([&](const CompletionPiece& p) { return on_piece(index, p); }));
-                     if (result.cancelled || !on_end(index, result)) return false;
-                   }
-                 }
-                 return true;
-               };
-               if (!r.stream) {
-                 json choices = json::array();
-                 int64_t prompt_tokens = 0, completion_tokens = 0;
-                 run_all([](size_t, const CompletionPiece&) { return true; },
-                         [&](size_t index, const CompletionResult& result) {
-                           choices.push_back(openai_choice(result.text, index, finish_reason(result)));
-                           prompt_tokens += static_cast<int64_t>(result.prompt_ids.size());
-                           completion_tokens += static_cast<int64_t>(result.ids.size());
-                           return true;
-                         });
-                 auto j = openai_json(id, o_.model_name, choices);
-                 j["usage"] = {{"prompt_tokens", prompt_tokens},
-                               {"completion_tokens", completion_tokens},
-                               {"total_tokens", prompt_tokens + completion_tokens}};
-                 return send_json(res, j);
-               }
-               res.set_header("Cache-Control", "no-cache");
-               res.set_chunked_content_provider(
-                   "text/event-stream", [this, id, ticket, run_all](size_t, httplib::DataSink& sink) {
-                     const bool finished = run_all(
-                         [&](size_t index, const CompletionPiece& p) {
-                           return send_event(
-                               sink, dump(openai_json(id, o_.model_name, {openai_choice(p.text, index, nullptr)})));
-                         },
-                         [&](size_t index, const CompletionResult& result) {
-                           return send_event(
-                               sink,
-                               dump(openai_json(id, o_.model_name, {openai_choice("", index, finish_reason(result))})));
-                         });
-                     if (!finished || !send_event(sink, "[DONE]")) return false;
-                     sink.done();
-                     return true;
-                   });
-             }));
-
-  // The weights --attention-map draws: weights[layer][head][t] holds query t's t + 1 weights
-  // over the tokens 0..t (the causal mask hides the rest).
-  http.Post(
-      "/attention",
-      handle(
-          [this](const std::string& body) { return parse_attention(body, o_.limits, m_.model->config().vocab_size); },
-          [this, with_speaker](const AttentionRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
-            const auto maps = r.tokens ? compute_attention(m_.model, m_.tokenizer, *r.tokens)
-                                       : compute_attention(m_.model, m_.tokenizer, with_speaker(r.speaker, r.prompt));
-            json tokens = json::array();
-            for (size_t t = 0; t < maps.ids.size(); ++t)
-              tokens.push_back({{"id", maps.ids[t]}, {"piece", maps.tokens[t]}});
-            json layers = json::array();
-            for (const auto& layer : maps.layers) {
-              json heads = json::array();
-              for (int64_t h = 0; h < layer.size(0); ++h) {
-                const auto w = layer.select(0, h);
-                const float* data = w.data_ptr<float>();
-                const int64_t T = w.size(0);
-                json rows = json::array();
-                for (int64_t t = 0; t < T; ++t) rows.push_back(std::vector<float>(data + t * T, data + t * T + t + 1));
-                heads.push_back(std::move(rows));
-              }
-              layers.push_back(std::move(heads));
-            }
-            send_json(res, {{"tokens", tokens},
-                            {"layers", maps.layers.size()},
-                            {"heads", maps.layers.empty() ? 0 : maps.layers[0].size(0)},
-                            {"weights", layers}});
-          }));
+// The weights --attention-map draws, for a text or for token ids.
+void Server::handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
+  const auto maps = r.tokens ? compute_attention(m_.model, m_.tokenizer, *r.tokens)
+                             : compute_attention(m_.model, m_.tokenizer,
+                                                 r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
+  send_json(res, attention_json(maps));
 }
 
 }  // namespace dracarys

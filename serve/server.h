@@ -11,10 +11,12 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
-#include "common/loaded_model.h"
+#include "engine/completion.h"
+#include "engine/loaded_model.h"
 #include "serve/admission.h"
 #include "serve/guarded_http.h"
 #include "serve/requests.h"
@@ -48,7 +50,29 @@ class Server {
   void stop();
 
  private:
-  void routes();
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  using ChoicePiece = std::function<bool(size_t, const CompletionPiece&)>;
+  using ChoiceEnd = std::function<bool(size_t, const CompletionResult&)>;
+
+  void routes();         // one line per route
+  void install_hooks();  // framing, the API key, errors and the log, around every route
+  template <class Parse, class Request>
+  Handler admit(Parse parse,
+                void (Server::*run)(const Request&, std::shared_ptr<Admission::Ticket>, httplib::Response&));
+  std::string checked_speaker(const std::string& speaker) const;  // the corpus's spelling; RequestError if unknown
+  // One completion that ends early when the server is stopping.
+  CompletionResult complete(const std::string& prompt, const CompletionOptions& options,
+                            const std::function<bool(const CompletionPiece&)>& on_piece = nullptr);
+  bool complete_all(const CompletionRequest& r, const ChoicePiece& on_piece, const ChoiceEnd& on_end);
+
+  void handle_page(const httplib::Request& req, httplib::Response& res);
+  void handle_health(const httplib::Request& req, httplib::Response& res);
+  void handle_props(const httplib::Request& req, httplib::Response& res);
+  void handle_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+  void handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
+                                httplib::Response& res);
+  void handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+
   LoadedModel& m_;
   ServerOptions o_;
   Admission admission_;

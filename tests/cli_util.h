@@ -7,11 +7,13 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -105,6 +107,38 @@ inline TerminalSession run_on_terminal(const std::vector<std::string>& argv, con
   return session;
 }
 
+// Trains `args` on the corpus file `corpus` into `out`, once per build. Several suites train
+// the same tiny model in their set-up, and ctest runs each test in a process of its own, so the
+// checkpoint is kept in the build folder (test-models/), keyed by the corpus's bytes, the
+// arguments and the dracarys-train and tokenizer plugin binaries that made it, and each test
+// gets its own copy. Only the checkpoint is kept: a test that reads the training log, the
+// metrics or the best checkpoint trains for itself.
+inline Result train_once(const TempDir& d, const std::string& corpus, const std::string& args, const std::string& out) {
+  const std::string bin(DRACARYS_BIN_DIR);
+  std::string identity = slurp(corpus) + '\0' + args;
+  for (const char* binary : {"/dracarys-train", "/libdracarys_spm.so"}) {
+    struct stat st {};
+    if (::stat((bin + binary).c_str(), &st) == 0)
+      identity += '\0' + std::to_string(st.st_size) + '.' + std::to_string(st.st_mtim.tv_sec) + '.' +
+                  std::to_string(st.st_mtim.tv_nsec);
+  }
+  const std::filesystem::path kept =
+      std::filesystem::path(bin) / ".." / "test-models" / (std::to_string(std::hash<std::string>()(identity)) + ".pt");
+  std::error_code ec;
+  if (std::filesystem::exists(kept, ec) && std::filesystem::copy_file(kept, out, ec)) return {0, "", ""};
+  Result r = run(d, kTrain + " --corpus " + corpus + " --out " + out + args);
+  if (r.code != 0) return r;
+  // Kept under a name of its own first, then linked into place: a test that trains the same
+  // model at the same moment finds either nothing or a whole file.
+  std::filesystem::create_directories(kept.parent_path(), ec);
+  const std::string partial = kept.string() + "." + std::to_string(::getpid());
+  if (std::filesystem::copy_file(out, partial, ec)) {
+    std::filesystem::create_hard_link(partial, kept, ec);  // fails harmlessly when another test was first
+    std::filesystem::remove(partial, ec);
+  }
+  return r;
+}
+
 // Forty lines of eight speakers, the seed line among them.
 inline std::string tiny_corpus(const TempDir& d, const std::string& name = "tiny.txt") {
   const std::vector<std::string> lines = {kLine,
@@ -135,7 +169,7 @@ inline std::string train_scene_model(const TempDir& d, std::string* corpus = nul
     for (const auto& l : kScene) text += l + "\n";
   const std::string path = d.write("scene.txt", text), ckpt = d.file("scene.pt");
   if (corpus) *corpus = path;
-  auto r = run(d, kTrain + " --corpus " + path + " --out " + ckpt + kSceneShape + " --max-steps 600 --eval-every 600");
+  auto r = train_once(d, path, kSceneShape + " --max-steps 600 --eval-every 600", ckpt);
   if (error) *error = r.err;
   return r.code == 0 ? ckpt : "";
 }

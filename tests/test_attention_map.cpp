@@ -10,15 +10,16 @@
 #include <regex>
 #include <sstream>
 
-#include "common/checkpoint.h"
+#include "checkpoint/checkpoint.h"
+#include "cli_util.h"
 #include "data/tokenizer.h"
-#include "test_util.h"
 
 using namespace dracarys;
 using dracarys::testing::kInfer;
 using dracarys::testing::kTrain;
 using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
+using dracarys::testing::train_once;
 
 namespace {
 
@@ -39,10 +40,11 @@ class AttentionMap : public ::testing::Test {
           std::to_string(i) + " times.\n";
     dir_->write("c.txt", text);
     ckpt_ = dir_->file("m.pt");
-    ASSERT_EQ(sh(kTrain + " --corpus " + dir_->file("c.txt") + " --out " + ckpt_ +
-                 " --layers 2 --heads 3 --d-model 48 --d-ff 96 --context 32 --vocab-size 320 --max-steps 30"
-                 " --eval-every 30 --val-share 0 --threads 1 > /dev/null 2>&1"),
-              0);
+    const auto r = train_once(*dir_, dir_->file("c.txt"),
+                              " --layers 2 --heads 3 --d-model 48 --d-ff 96 --context 32 --vocab-size 320 "
+                              "--max-steps 30 --eval-every 30 --val-share 0 --threads 1",
+                              ckpt_);
+    ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }
   static TempDir* dir_;

@@ -27,8 +27,7 @@ class BadInput : public ::testing::Test {
     dir_ = new TempDir;
     corpus_ = tiny_corpus(*dir_);
     ckpt_ = dir_->file("m.pt");
-    auto r =
-        run(*dir_, kTrain + " --corpus " + corpus_ + kTiny + kVocab + " --val-share 0 --max-steps 60 --out " + ckpt_);
+    auto r = train_once(*dir_, corpus_, kTiny + kVocab + " --val-share 0 --max-steps 60", ckpt_);
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }

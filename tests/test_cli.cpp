@@ -16,8 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "checkpoint/checkpoint.h"
 #include "cli_util.h"
-#include "common/checkpoint.h"
 #include "data/corpus.h"
 
 using namespace dracarys;
@@ -138,8 +138,8 @@ class Infer : public ::testing::Test {
     dir_ = new TempDir();
     corpus_ = tiny_corpus(*dir_);
     ckpt_ = dir_->file("m.pt");
-    auto r = run(*dir_, kTrain + " --corpus " + corpus_ + " --out " + ckpt_ + kTiny + kVocab +
-                            " --max-steps 400 --eval-every 400 --val-share 0 --dropout 0");
+    auto r = train_once(*dir_, corpus_, kTiny + kVocab + " --max-steps 400 --eval-every 400 --val-share 0 --dropout 0",
+                        ckpt_);
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }

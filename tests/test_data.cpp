@@ -83,7 +83,7 @@ TEST(Corpus, ScriptCsvWithSpeakersAndEpisodes) {
   EXPECT_EQ(c.stats.dropped_empty, 1u);
   EXPECT_EQ(c.stats.episodes, 1u);
   CorpusOptions no_speakers;
-  no_speakers.speakers = false;
+  no_speakers.speaker_prefix = false;
   EXPECT_EQ(load_corpus({p}, no_speakers).utterances[0].line(), "Go on, Father's watching.");
 }
 

@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/checkpoint.h"
 #include "cli_util.h"
-#include "common/checkpoint.h"
 
 using namespace dracarys;
 using namespace dracarys::testing;

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <thread>
 
-#include "common/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "test_util.h"
 
 using namespace dracarys;

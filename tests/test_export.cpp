@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "cli_util.h"
-#include "common/loaded_model.h"
+#include "engine/loaded_model.h"
 #include "export/gguf_file.h"
 #include "export/llama_model.h"
 #include "test_util.h"

@@ -8,10 +8,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "common/checkpoint_format.h"
-#include "common/json_input.h"
-#include "common/option_checks.h"
-#include "common/tensor_file.h"
+#include "checkpoint/checkpoint_format.h"
+#include "checkpoint/json_input.h"
+#include "checkpoint/tensor_file.h"
+#include "cli/option_checks.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/tokenizer_model_check.h"

@@ -8,10 +8,10 @@
 
 #include "model/attention.h"
 #include "model/config.h"
-#include "model/cpu_threads.h"
 #include "model/generate.h"
 #include "model/init.h"
 #include "model/rotary.h"
+#include "model/systems/cpu_threads.h"
 #include "model/transformer.h"
 
 using namespace dracarys;
@@ -164,9 +164,16 @@ TEST(Model, CachedGenerationEqualsUncachedGreedy) {
   auto b = generate(m, {1, 2, 3, 4}, o);
   EXPECT_EQ(a, b);
   o.use_cache = true;
-  o.fast_decode = false;  // the reference one-token step
+  m->set_kernels(Kernels::kReference);  // the one-token step is forward() with the cache
   EXPECT_EQ(generate(m, {1, 2, 3, 4}, o), a);
-  o.fast_decode = true;
+  {
+    torch::NoGradGuard no_grad;
+    KVCache stepped = m->make_cache(), forwarded = m->make_cache();
+    m->forward(one_sequence({1, 2, 3}), &stepped);
+    m->forward(one_sequence({1, 2, 3}), &forwarded);
+    EXPECT_TRUE(torch::equal(m->decode_one(4, stepped), m->forward(one_sequence({4}), &forwarded)[0][0]));
+  }
+  m->set_kernels(Kernels::kFast);
   EXPECT_EQ(a.size(), 24u);
   // Past the context the cached path slides its window and keeps going.
   o.use_cache = true;
@@ -176,7 +183,7 @@ TEST(Model, CachedGenerationEqualsUncachedGreedy) {
 
 // The two attention paths (model/attention.h) agree: the reference, box by box in
 // [batch, heads, T, d_k] layout, and the fast one, heads folded into the batch. Outputs, the
-// attention weights and every gradient, for one position and odd lengths, one to eight heads,
+// cache and every gradient, for one position and odd lengths, one to eight heads,
 // one and three sequences, with and without a cache holding earlier positions.
 TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
   for (int64_t heads : {1, 2, 3, 8}) {
@@ -211,9 +218,7 @@ TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
             };
             std::vector<torch::Tensor> att_reference;  // (2 layers)
             const auto fast = run(Kernels::kFast, nullptr), reference = run(Kernels::kReference, &att_reference);
-            // Asking a model for its weights runs the reference (they are what a reader inspects),
-            // so the fast path's own weights are compared at one attention module.
-            torch::Tensor module_fast, module_reference;
+            // One attention module on its own, fed by random vectors: the two paths' outputs and caches.
             {
               torch::NoGradGuard no_grad;
               CausalSelfAttention attention(c);
@@ -221,13 +226,17 @@ TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
               const auto earlier = torch::randn({batch, 5, c.d_model}), x = torch::randn({batch, T, c.d_model});
               LayerKVCache cache_fast, cache_reference;
               if (cached) {
-                attention->forward_fast(earlier, &cache_fast, nullptr);
+                attention->forward_fast(earlier, &cache_fast);
                 attention->forward_reference(earlier, &cache_reference, nullptr);
               }
-              attention->forward_fast(x, cached ? &cache_fast : nullptr, &module_fast);
-              attention->forward_reference(x, cached ? &cache_reference : nullptr, &module_reference);
+              const auto module_fast = attention->forward_fast(x, cached ? &cache_fast : nullptr);
+              const auto module_reference =
+                  attention->forward_reference(x, cached ? &cache_reference : nullptr, nullptr);
+              EXPECT_TRUE(torch::allclose(module_fast, module_reference, 1e-5, 1e-6));
+              if (cached) {
+                EXPECT_TRUE(torch::allclose(cache_fast.keys(), cache_reference.keys(), 1e-5, 1e-6));
+              }
             }
-            EXPECT_TRUE(torch::allclose(module_fast, module_reference, 1e-5, 1e-6));
             ASSERT_EQ(fast.size(), reference.size());
             for (size_t i = 0; i < fast.size(); ++i)
               EXPECT_TRUE(torch::allclose(fast[i], reference[i], 1e-5, 1e-5))
@@ -274,7 +283,7 @@ TEST(Model, DecodeOneEqualsTheReferenceForward) {
 
 // The one-token step's products shared among helper threads give the same bits as one thread
 // alone (each row's sum stays whole on one thread), for row counts that do not divide evenly.
-TEST(Model, DecodeOneGivesTheSameBitsWithAnyThreadCount) {
+TEST(CpuThreads, DecodeOneGivesTheSameBitsWithAnyThreadCount) {
   auto c = tiny(2, 3, 36, 20, 43);
   auto m = make(c, 9);
   torch::NoGradGuard no_grad;
@@ -293,7 +302,7 @@ TEST(Model, DecodeOneGivesTheSameBitsWithAnyThreadCount) {
   }
 }
 
-// parallel_for (model/cpu_threads.h) visits every index once, for ranges shorter and longer
+// parallel_for (model/systems/cpu_threads.h) visits every index once, for ranges shorter and longer
 // than the team, and a team can be replaced by another.
 TEST(Model, ParallelForVisitsEveryIndexOnce) {
   for (int threads : {1, 2, 3, 4}) {

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <thread>
 
+#include "checkpoint/output_files.h"
 #include "cli_util.h"
-#include "common/output_files.h"
 
 using namespace dracarys::testing;
 

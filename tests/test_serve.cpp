@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "cli_util.h"
-#include "common/attention_weights.h"
-#include "common/loaded_model.h"
+#include "engine/attention_weights.h"
+#include "engine/loaded_model.h"
 #include "serve_util.h"
 
 using namespace dracarys;

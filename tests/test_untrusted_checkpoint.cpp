@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/tensor_file.h"
 #include "cli_util.h"
-#include "common/checkpoint.h"
-#include "common/tensor_file.h"
 #include "data/errors.h"
 
 using namespace dracarys;
@@ -20,7 +20,7 @@ namespace {
 
 using Sections = std::vector<std::pair<std::string, std::string>>;
 
-// The sections of a checkpoint file, in order (the format of common/checkpoint.h).
+// The sections of a checkpoint file, in order (the format of checkpoint/checkpoint.h).
 Sections read_sections(const std::string& bytes) {
   Sections out;
   size_t pos = 8 + 4;

@@ -6,7 +6,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "common/runtime.h"
+#include "cli/report.h"
+#include "cli/runtime.h"
 #include "model/transformer.h"
 #include "train/step.h"
 #include "train/trainer.h"
@@ -29,8 +30,7 @@ double matmul_flops(int64_t m, int64_t k, int64_t n, const torch::Device& device
     if (device.is_cuda()) c.cpu();
     rates.push_back(2.0 * m * k * n * reps / std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return median(rates);
 }
 
 // The optimizer's own share of a step: the median time of its update alone, on the gradients
@@ -42,8 +42,7 @@ double optimizer_step_seconds(Optimizer& optimizer) {
     optimizer.step();
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(times);
 }
 
 }  // namespace
@@ -51,10 +50,7 @@ double optimizer_step_seconds(Optimizer& optimizer) {
 int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
   const auto& c = o.model;
   c.validate();
-  torch::manual_seed(o.seed);
-  Transformer model(c);
-  model->set_kernels(kernels_from_string(o.runtime.kernels));
-  model->to(device);
+  Transformer model = fresh_model(o, device);
   model->train();
   Distributed dist(o.dist);
   dist.broadcast_parameters(model);
@@ -80,8 +76,7 @@ int run_train_benchmark(const TrainOptions& o, const torch::Device& device) {
         static_cast<double>(steps_per_window * o.batch_size * o.grad_accum * c.context * dist.world_size()) /
         std::chrono::duration<double>(Clock::now() - ws).count());
   }
-  std::sort(rates.begin(), rates.end());
-  const double tokens_per_s = rates[rates.size() / 2];  // all ranks together
+  const double tokens_per_s = median(rates);  // all ranks together
   const double optimizer_s = optimizer_step_seconds(optimizer);
   const int64_t calls = dist.allreduce_calls() - calls_before;
   const double allreduce_ms = calls > 0 ? 1e3 * (dist.allreduce_seconds() - allreduce_before) / calls : 0.0;

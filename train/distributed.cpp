@@ -1,6 +1,6 @@
 #include "train/distributed.h"
 
-#include "common/option_checks.h"
+#include "cli/option_checks.h"
 #include "train/dist_address.h"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>

@@ -7,11 +7,11 @@
 #include <functional>
 #include <optional>
 
-#include "common/checkpoint.h"
-#include "common/checkpoint_format.h"
-#include "common/logging.h"
-#include "common/option_table.h"
-#include "common/runtime.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_format.h"
+#include "cli/logging.h"
+#include "cli/option_table.h"
+#include "cli/runtime.h"
 #include "data/errors.h"
 #include "train/trainer.h"
 

@@ -1,6 +1,6 @@
 #include "train/optimizer.h"
 
-#include "common/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace dracarys {
 

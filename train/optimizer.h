@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "common/checkpoint_format.h"
+#include "checkpoint/checkpoint_format.h"
 #include "model/transformer.h"
 #include "train/muon.h"
 #include "train/options.h"

@@ -2,8 +2,8 @@
 
 #include <spdlog/fmt/fmt.h>
 
-#include "common/option_checks.h"
-#include "common/option_table.h"
+#include "cli/option_checks.h"
+#include "cli/option_table.h"
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
@@ -85,7 +85,7 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
                    "\"tyrion lannister,cersei lannister\" (a fine-tuning corpus for one character)")
             .stored("speakers")
             .no_default(),
-        o.speakers);
+        o.only_speakers);
   visit(OptionSpec("--val-share", data, "Share of utterances held out for validation, split by episode")
             .stored("validation_share")
             .range(0, 0.9),
@@ -307,8 +307,6 @@ void TrainOptions::validate() const {
   for_each_option(copy, [](const OptionSpec& spec, auto member) { check_range(spec, member); });
   if (min_lr > lr) throw std::invalid_argument(fmt::format("--min-lr ({}) must not be above --lr ({})", min_lr, lr));
   dist.validate();
-  if (!resume.empty() && !init_from.empty())
-    throw std::invalid_argument("give --resume (continue a run) or --init-from (fine-tune from it), not both");
   if (max_steps == 0 && time_budget_s <= 0 && !benchmark && !data_only)
     throw std::invalid_argument("give --max-steps or --time-budget (or both)");
   if (prompt.size() > kMaxSamplePromptBytes)
@@ -330,53 +328,6 @@ std::vector<std::string> fixed_on_resume() {
     if (spec.on_resume == OnResume::kFixed) names.push_back(spec.long_name());
   });
   return names;
-}
-
-void check_config_argument(int argc, const char* const* argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    std::string path;
-    if (arg == "--config" && i + 1 < argc)
-      path = argv[i + 1];
-    else if (arg.rfind("--config=", 0) == 0)
-      path = arg.substr(std::string("--config=").size());
-    else
-      continue;
-    try {
-      read_file(path, kMaxConfigBytes);  // a regular file within the limit (a FIFO is refused, not waited on)
-    } catch (const DataError& e) {
-      throw std::invalid_argument("--config " + std::string(e.what()));
-    }
-  }
-}
-
-void check_config_file_keys(const CLI::App& app) {
-  const auto* config = app.get_config_ptr();
-  if (!config || config->count() == 0) return;
-  const std::string path = config->as<std::string>();
-  std::vector<std::string> known;
-  for (const auto* opt : app.get_options())
-    for (const auto& name : opt->get_lnames()) known.push_back(name);
-  std::vector<CLI::ConfigItem> items;
-  try {
-    items = app.get_config_formatter()->from_file(path);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("--config " + path + " cannot be read as a TOML/INI file");
-  }
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    const std::string& key = item.name;  // CLI11 matches the long name exactly: batch_size is not batch-size
-    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "default"))
-      throw std::invalid_argument("--config " + path + ": key '" + item.fullname() +
-                                  "' is inside a section; write every key at the top level");
-    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-    std::string nearest;
-    size_t best = SIZE_MAX;
-    for (const auto& k : known)
-      if (edit_distance(key, k) < best) best = edit_distance(key, k), nearest = k;
-    throw std::invalid_argument("--config " + path + ": unknown key '" + item.name + "'" +
-                                (best <= 3 ? "; did you mean '" + nearest + "'?" : "; keys are the long option names"));
-  }
 }
 
 }  // namespace dracarys

@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "common/runtime.h"
+#include "cli/config_file.h"
+#include "cli/runtime.h"
 #include "model/config.h"
 #include "train/distributed.h"
 
@@ -31,7 +32,7 @@ inline ModelConfig default_train_model() {
 struct TrainOptions {
   // data
   std::vector<std::string> corpus;
-  std::string speakers;  // comma-separated: train only on these speakers' lines (empty = everyone)
+  std::string only_speakers;  // --speakers, comma-separated: train only on these speakers' lines (empty = everyone)
   double validation_share = 0.1;
   bool no_speakers = false;
   std::string tokenizer_type = "bpe";
@@ -86,17 +87,5 @@ void add_train_options(CLI::App& app, TrainOptions& o);
 
 // Long names ("layers", "tokenizer", ...) of the options a resumed run may not change.
 std::vector<std::string> fixed_on_resume();
-
-// The largest --config file read (a few hundred bytes hold every option).
-constexpr uint64_t kMaxConfigBytes = 1 << 20;
-
-// Checks the --config file named on the command line before CLI11 reads it, as read_file checks
-// a corpus file: a regular file (a FIFO would wait forever, /dev/zero never end) of at most
-// kMaxConfigBytes. Throws std::invalid_argument naming it.
-void check_config_argument(int argc, const char* const* argv);
-
-// A --config file's keys must be option names: an unknown key (a typo would silently be
-// ignored) throws std::invalid_argument naming it and the nearest known key.
-void check_config_file_keys(const CLI::App& app);
 
 }  // namespace dracarys

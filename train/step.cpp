@@ -1,9 +1,19 @@
 #include "train/step.h"
 
+#include "train/options.h"
+
 #include <cmath>
 #include <limits>
 
 namespace dracarys {
+
+Transformer fresh_model(const TrainOptions& o, const torch::Device& device) {
+  torch::manual_seed(o.seed);
+  Transformer model(o.model);
+  model->set_kernels(kernels_from_string(o.runtime.kernels));
+  model->to(device);
+  return model;
+}
 
 double train_step(Transformer& model, Optimizer& opt, const torch::Tensor& inputs, const torch::Tensor& targets,
                   double grad_clip, int64_t micro_batches, Distributed* dist, StepSignals* signals) {

@@ -10,6 +10,12 @@
 
 namespace dracarys {
 
+struct TrainOptions;
+
+// The model a run (or --benchmark) starts from: drawn from --seed, with the --kernels it runs,
+// on `device`. Every rank draws the same weights; rank 0's are broadcast anyway.
+Transformer fresh_model(const TrainOptions& o, const torch::Device& device);
+
 // Forward, cross-entropy, backward (for each of `micro_batches` equal slices of the batch, the
 // gradients adding up), gradient averaging across ranks (when `dist` is enabled; it runs behind
 // the last backward pass), gradient clipping (when grad_clip > 0), AdamW update. Returns this

@@ -17,18 +17,20 @@
 #include <utility>
 #include <vector>
 
-#include "common/checkpoint.h"
-#include "common/evaluate.h"
-#include "common/output_files.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/output_files.h"
 #include "data/batching.h"
 #include "data/corpus.h"
 #include "data/split.h"
 #include "data/text.h"
 #include "data/tokenizer.h"
+#include "engine/evaluate.h"
 #include "model/generate.h"
 #include "train/distributed.h"
 #include "train/progress_line.h"
 #include "train/step.h"
+#include "train/training_data.h"
+#include "train/training_state.h"
 
 namespace dracarys {
 
@@ -36,8 +38,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 std::atomic<int> g_stop_signal{0};
-constexpr int64_t kMaxStoredSteps = int64_t{1} << 40;  // far beyond any run; refuses nonsense
-constexpr int kExitLossNotFinite = 3;                  // the loss became NaN or infinite: a distinct code for scripts
+constexpr int kExitLossNotFinite = 3;  // the loss became NaN or infinite: a distinct code for scripts
 // Dropout's seed for a step is seed·kSeedStride + step + kRankStride·rank: distinct for every
 // (step, rank) pair of any realistic run, and a function of them alone, so a resumed run
 // draws the same masks. Both are primes, far apart.
@@ -49,6 +50,8 @@ constexpr double kProgressEveryTty = 0.25;  // seconds between progress lines on
 constexpr double kProgressEveryLog = 10.0;  // and in a log file
 
 void on_signal(int sig) { g_stop_signal = sig; }
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Ctrl-C and SIGTERM ask the run to stop after the current step (and save) from the moment
 // training starts, until run_training returns by any path.
@@ -69,80 +72,6 @@ std::string best_path(const std::string& out) {
   return (p.parent_path() / (p.stem().string() + ".best" + p.extension().string())).string();
 }
 
-// The training data, ready for batching: the tokenizer, both token streams, the speakers, and
-// how long each stage of getting there took.
-struct TrainingData {
-  Tokenizer tokenizer;
-  TokenStream train, validation;
-  std::map<std::string, int64_t> speakers;  // utterances per speaker in the corpus read
-  double read_s = 0, tokenizer_train_s = 0, tokenize_s = 0;
-  size_t utterances = 0;
-};
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// `given`: the tokenizer to use (a checkpoint's, or rank 0's); without it one is trained.
-TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given) {
-  auto t0 = Clock::now();
-  CorpusOptions corpus_options;
-  corpus_options.speakers = !o.no_speakers;
-  corpus_options.max_file_bytes = static_cast<uint64_t>(o.max_file_mb) << 20;
-  corpus_options.max_utterance_bytes = static_cast<uint64_t>(o.max_utterance_bytes);
-  corpus_options.name_limit_options = true;
-  corpus_options.only_speakers = split_speaker_list(o.speakers);
-  auto corpus = load_corpus(o.corpus, corpus_options);
-  spdlog::info("corpus: {}", corpus.stats.summary());
-  auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
-  const auto train_lines = training_lines(split.train, corpus_options.speakers);
-  const auto val_lines = training_lines(split.validation, corpus_options.speakers);
-  spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
-               split.train.size(), split.validation.size(), split.validation_episodes.size());
-  auto t1 = Clock::now();
-  const bool trained = !given;
-  std::optional<Tokenizer> tok = std::move(given);
-  if (trained) {
-    TokenizerOptions to;
-    to.model_type = o.tokenizer_type;
-    to.vocab_size = static_cast<int>(o.model.vocab_size);
-    to.exact_vocab_size = o.exact_vocab_size;
-    std::vector<std::string> sentences;  // the scene breaks are not text
-    std::copy_if(train_lines.begin(), train_lines.end(), std::back_inserter(sentences),
-                 [](const std::string& l) { return !l.empty(); });
-    tok = Tokenizer::train(sentences, to);
-    spdlog::info("tokenizer: {} with {} tokens trained in {:.2f}s", o.tokenizer_type, tok->vocab_size(),
-                 seconds_since(t1));
-  }
-  auto t2 = Clock::now();
-  TrainingData p{*tok, tokenize_lines(*tok, train_lines), tokenize_lines(*tok, val_lines),
-                 count_speakers(corpus.utterances)};
-  p.read_s = std::chrono::duration<double>(t1 - t0).count();
-  p.tokenizer_train_s = !trained ? 0.0 : std::chrono::duration<double>(t2 - t1).count();
-  p.tokenize_s = seconds_since(t2);
-  p.utterances = corpus.utterances.size();
-  spdlog::info(
-      "tokenised {} + {} tokens ({:.2f} characters per token) in {:.2f}s ({:.0f} chars/s); data ready in {:.2f}s",
-      p.train.ids.size(), p.validation.ids.size(), p.train.chars / std::max<size_t>(1, p.train.ids.size()),
-      p.tokenize_s, (p.train.chars + p.validation.chars) / std::max(p.tokenize_s, 1e-9), seconds_since(t0));
-  return p;
-}
-
-// --data-only: how long data preparation took, as one JSON line.
-void print_data_timings(const TrainOptions& o, const TrainingData& data) {
-  const double chars = data.train.chars + data.validation.chars;
-  const double tokens = static_cast<double>(data.train.ids.size() + data.validation.ids.size());
-  nlohmann::json j = {{"benchmark", "data"},
-                      {"corpus", o.corpus},
-                      {"utterances", data.utterances},
-                      {"characters", chars},
-                      {"tokens", tokens},
-                      {"read_s", data.read_s},
-                      {"tokenizer_train_s", data.tokenizer_train_s},
-                      {"tokenize_s", data.tokenize_s},
-                      {"tokenize_chars_per_s", chars / std::max(data.tokenize_s, 1e-9)},
-                      {"tokenize_tokens_per_s", tokens / std::max(data.tokenize_s, 1e-9)}};
-  fmt::print("{}\n", j.dump());
-}
-
 std::string sample_completion(Transformer& model, const Tokenizer& tok, const std::string& prompt, uint64_t seed) {
   GenerateOptions g;
   g.max_new_tokens = kSampleTokens;
@@ -155,36 +84,6 @@ std::string sample_completion(Transformer& model, const Tokenizer& tok, const st
   model->train();
   if (!out.empty() && out.back() == tok.eos_id()) out.pop_back();
   return tok.decode(out);
-}
-
-// The training state a checkpoint carries. It comes from a file, so every field is checked: a
-// negative step, say, would train with a negative learning rate.
-nlohmann::json checked_state(const Checkpoint& ckpt, const std::string& path) {
-  auto meta = nlohmann::json::parse(ckpt.meta_json);
-  nlohmann::json state = meta.value("state", nlohmann::json::object());
-  auto bad = [&](const std::string& what) { return CheckpointError(path + ": checkpoint's training state " + what); };
-  if (!state.is_object()) throw bad("is not a JSON object");
-  auto count = [&](const char* key) {
-    if (!state.contains(key)) return;
-    const auto& v = state[key];
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxStoredSteps)
-      throw bad(std::string("has '") + key + "' that is not a whole number in 0.." + std::to_string(kMaxStoredSteps));
-  };
-  auto finite = [&](const char* key, bool non_negative) {
-    if (!state.contains(key)) return;
-    const auto& v = state[key];
-    if (!v.is_number() || !std::isfinite(v.get<double>()) || (non_negative && v.get<double>() < 0))
-      throw bad(std::string("has '") + key + "' that is not a finite" + (non_negative ? " non-negative" : "") +
-                " number");
-  };
-  count("step");
-  count("loss_count");
-  count("best_step");
-  count("evals_since_best");
-  finite("elapsed_s", true);
-  finite("best_val_loss", false);
-  finite("loss_sum", false);
-  return state;
 }
 
 // A rough upper estimate of a training step's memory: weights, gradients and AdamW's two
@@ -211,21 +110,6 @@ void require_memory_for(const TrainOptions& o) {
         needed / 1e9, physical / 1e9));
 }
 
-// The speakers a checkpoint can list (see kMaxSpeakers): the most frequent, with names short
-// enough; the rest still train, they are only left out of the list.
-void keep_listable_speakers(std::map<std::string, int64_t>& speakers) {
-  for (auto it = speakers.begin(); it != speakers.end();)
-    it = it->first.size() > kMaxSpeakerNameBytes ? speakers.erase(it) : std::next(it);
-  if (speakers.size() <= kMaxSpeakers) return;
-  std::vector<std::pair<int64_t, std::string>> by_count;
-  for (const auto& [name, count] : speakers) by_count.emplace_back(count, name);
-  std::nth_element(by_count.begin(), by_count.begin() + kMaxSpeakers, by_count.end(), std::greater<>());
-  spdlog::warn("the corpus has {} speakers; the checkpoint lists the {} with the most lines", speakers.size(),
-               kMaxSpeakers);
-  speakers.clear();
-  for (size_t i = 0; i < kMaxSpeakers; ++i) speakers[by_count[i].second] = by_count[i].first;
-}
-
 // One training run, as named steps: prepare (checkpoint, outputs, data, model), then a loop of
 // train_one_step / show_progress / evaluate_and_save, then a closing report.
 class Trainer {
@@ -237,6 +121,9 @@ class Trainer {
  private:
   void read_starting_checkpoint();
   void check_and_lock_outputs();
+  void start_ranks();
+  void load_data();
+  void prepare_training();
   void build_model();
   double train_one_step();
   void show_progress(double loss);
@@ -244,11 +131,11 @@ class Trainer {
   void save(const std::string& path);
   void report_end();
 
-  double elapsed() const { return elapsed_before_ + seconds_since(start_time_); }
-  double schedule_progress() const { return schedule_position(schedule_, step_, elapsed()); }
+  double elapsed() const { return state_.elapsed_s + seconds_since(start_time_); }
+  double schedule_progress() const { return schedule_position(schedule_, state_.step, elapsed()); }
   // How far the run is towards whichever limit ends it, 0..1 (the progress line's bar).
   double run_fraction() const {
-    double f = o_.max_steps > 0 ? static_cast<double>(step_) / static_cast<double>(o_.max_steps) : 0.0;
+    double f = o_.max_steps > 0 ? static_cast<double>(state_.step) / static_cast<double>(o_.max_steps) : 0.0;
     if (o_.time_budget_s > 0) f = std::max(f, elapsed() / o_.time_budget_s);
     return std::clamp(f, 0.0, 1.0);
   }
@@ -265,32 +152,24 @@ class Trainer {
   torch::Device device_;
   std::optional<Checkpoint> start_;  // --resume or --init-from, loaded once by main
   std::optional<Tokenizer> start_tokenizer_;
-  nlohmann::json state_ = nlohmann::json::object();  // a resumed run's saved counters
   std::unique_ptr<Distributed> dist_;
   std::optional<OutputLock> lock_;
   std::optional<TrainingData> data_;
   std::optional<TrainBatcher> batcher_;
   std::vector<Batch> validation_;
-  std::map<std::string, int64_t> speakers_;  // stored in every checkpoint (dracarys-infer --list-speakers)
+  std::map<std::string, int64_t> listed_speakers_;  // stored in every checkpoint (dracarys-infer --list-speakers)
   Transformer model_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   std::ofstream metrics_;
 
-  // The counters a checkpoint saves, so that a resumed run continues exactly.
-  int64_t step_ = 0;
-  double elapsed_before_ = 0;   // seconds trained before this process started
-  double best_val_ = INFINITY;  // best validation loss so far, at best_step_
-  int64_t best_step_ = 0;
-  int64_t evals_since_best_ = 0;  // for --patience
-  double loss_sum_ = 0;           // training loss summed since the last evaluation
-  int64_t loss_count_ = 0;
+  TrainingState state_;  // the step, the learning rate and the counters a checkpoint saves
 
   // This process's own bookkeeping.
   Clock::time_point start_time_ = Clock::now();
   bool tty_ = false;
   bool patience_ran_out_ = false, stop_after_this_step_ = false;
   bool metrics_failed_ = false;  // a write to the metrics log failed (reported once)
-  double lr_ = 0, synced_progress_ = 0, tokens_per_s_ = 0;
+  double synced_progress_ = 0, tokens_per_s_ = 0;
   Clock::time_point last_log_ = Clock::now(), window_start_ = Clock::now();
   int64_t window_steps_ = 0;
 };
@@ -300,10 +179,11 @@ void Trainer::read_starting_checkpoint() {
   if (!start_) return;
   const std::string& path = resuming() ? o_.resume : o_.init_from;
   start_tokenizer_ = load_tokenizer(*start_);  // refuses a vocabulary that is not the model's
-  speakers_ = checkpoint_speakers(*start_);
+  listed_speakers_ = checkpoint_speakers(*start_);
   if (resuming()) {
-    state_ = checked_state(*start_, path);
-    spdlog::info("resuming {} at step {}", path, state_.value("step", 0));
+    state_ = TrainingState::from_json(nlohmann::json::parse(start_->meta_json).value("state", nlohmann::json::object()),
+                                      path);
+    spdlog::info("resuming {} at step {}", path, state_.step);
   } else {
     spdlog::info("fine-tuning from {}: its weights, tokenizer and shape; a fresh optimizer and schedule", path);
   }
@@ -334,26 +214,14 @@ void Trainer::check_and_lock_outputs() {
 // A fresh model from the seed, or the starting checkpoint's weights (and, resuming, its
 // optimizer state and counters).
 void Trainer::build_model() {
-  torch::manual_seed(o_.seed);
-  model_ = Transformer(o_.model);
-  model_->set_kernels(kernels_from_string(o_.runtime.kernels));
-  model_->to(device_);
+  model_ = fresh_model(o_, device_);
   optimizer_ = std::make_unique<Optimizer>(model_, o_);
   if (start_) {
     load_module_bytes(*model_, start_->model);
     model_->to(device_);
   }
-  if (resuming()) {
-    optimizer_->load_from(*start_);
-    step_ = state_.value("step", int64_t{0});
-    elapsed_before_ = state_.value("elapsed_s", 0.0);
-    best_val_ = state_.value("best_val_loss", INFINITY);
-    best_step_ = state_.value("best_step", int64_t{0});
-    evals_since_best_ = state_.value("evals_since_best", int64_t{0});
-    loss_sum_ = state_.value("loss_sum", 0.0);
-    loss_count_ = state_.value("loss_count", int64_t{0});
-  }
-  dist_->broadcast_parameters(model_);  // every rank starts from rank 0's weights
+  if (resuming()) optimizer_->load_from(*start_);  // (the counters came with the checkpoint)
+  dist_->broadcast_parameters(model_);             // every rank starts from rank 0's weights
   dist_->attach(model_, o_.overlap_allreduce);
   model_->train();
   spdlog::info("model: {} parameters, {}", o_.model.parameter_count(), o_.model.to_json());
@@ -366,11 +234,11 @@ double Trainer::train_one_step() {
   // all-reduce), so every rank uses the same learning rate.
   const double progress = schedule_progress();
   const bool by_clock = schedule_.steps == 0;
-  lr_ = learning_rate(schedule_, dist_->enabled() && by_clock ? synced_progress_ : progress);
-  optimizer_->set_rate_factor(lr_ / schedule_.peak_lr);
-  auto batch = batcher_->batch(step_, dist_->rank());
+  state_.learning_rate = learning_rate(schedule_, dist_->enabled() && by_clock ? synced_progress_ : progress);
+  optimizer_->set_rate_factor(state_.learning_rate / schedule_.peak_lr);
+  auto batch = batcher_->batch(state_.step, dist_->rank());
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
-  torch::manual_seed(o_.seed * kSeedStride + static_cast<uint64_t>(step_) +
+  torch::manual_seed(o_.seed * kSeedStride + static_cast<uint64_t>(state_.step) +
                      kRankStride * static_cast<uint64_t>(dist_->rank()));
   StepSignals signals;  // what rides along with the gradients between ranks
   signals.want_stop = wants_stop();
@@ -396,20 +264,22 @@ void Trainer::show_progress(double loss) {
     window_steps_ = 0;
   }
   // A terminal also gets the line at each evaluation and at the last step, so it ends full.
-  const bool milestone = tty_ && (step_ % o_.eval_every == 0 || (o_.max_steps > 0 && step_ >= o_.max_steps));
+  const bool milestone =
+      tty_ && (state_.step % o_.eval_every == 0 || (o_.max_steps > 0 && state_.step >= o_.max_steps));
   if (!milestone && seconds_since(last_log_) < (tty_ ? kProgressEveryTty : kProgressEveryLog)) return;
   Progress p;
-  p.step = step_;
+  p.step = state_.step;
   p.max_steps = o_.max_steps;
   p.fraction = run_fraction();
   p.elapsed_s = elapsed();
   p.tokens_per_s = tokens_per_s_ > 0 ? tokens_per_s_ : window_rate;  // the first window, until it closes
   double remaining = o_.time_budget_s > 0 ? o_.time_budget_s - p.elapsed_s : INFINITY;
   if (o_.max_steps > 0 && p.tokens_per_s > 0)
-    remaining = std::min(remaining, static_cast<double>((o_.max_steps - step_) * tokens_per_step) / p.tokens_per_s);
+    remaining =
+        std::min(remaining, static_cast<double>((o_.max_steps - state_.step) * tokens_per_step) / p.tokens_per_s);
   p.remaining_s = std::isfinite(remaining) ? std::max(0.0, remaining) : -1;
   p.loss = loss;
-  p.lr = lr_;
+  p.lr = state_.learning_rate;
   if (tty_)
     fmt::print(stderr, "\r\033[K{}", progress_line(p, /*bar=*/true));
   else
@@ -423,32 +293,37 @@ void Trainer::show_progress(double loss) {
 void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
   if (!dist_->is_main()) return;
   // The training loss is the mean since the last evaluation, not the last step's (the progress line's).
-  std::string line = steps_since_eval > 0 ? fmt::format("step {} | train loss {:.4f} (mean of steps {}-{})", step_,
-                                                        train_loss, step_ - steps_since_eval + 1, step_)
-                                          : fmt::format("step {}", step_);
-  nlohmann::json m = {
-      {"step", step_}, {"time_s", elapsed()}, {"train_loss", train_loss}, {"lr", lr_}, {"tokens_per_s", tokens_per_s_}};
+  std::string line = steps_since_eval > 0
+                         ? fmt::format("step {} | train loss {:.4f} (mean of steps {}-{})", state_.step, train_loss,
+                                       state_.step - steps_since_eval + 1, state_.step)
+                         : fmt::format("step {}", state_.step);
+  nlohmann::json m = {{"step", state_.step},
+                      {"time_s", elapsed()},
+                      {"train_loss", train_loss},
+                      {"lr", state_.learning_rate},
+                      {"tokens_per_s", tokens_per_s_}};
   if (!validation_.empty()) {
     auto r = evaluate(model_, validation_, device_);
     line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
     m["val_loss"] = r.loss;
     m["val_ppl"] = r.perplexity;
     m["val_bpc"] = r.bits_per_char;
-    if (r.loss < best_val_) {
-      best_val_ = r.loss;
-      best_step_ = step_;
-      evals_since_best_ = 0;
+    if (r.loss < state_.best_val_loss) {
+      state_.best_val_loss = r.loss;
+      state_.best_step = state_.step;
+      state_.evals_since_best = 0;
       save(best_path(o_.out));
       line += " | best so far";
     } else {
-      ++evals_since_best_;
-      patience_ran_out_ = o_.patience > 0 && evals_since_best_ >= o_.patience;
+      ++state_.evals_since_best;
+      patience_ran_out_ = o_.patience > 0 && state_.evals_since_best >= o_.patience;
     }
   }
   if (tty_) fmt::print(stderr, "\r\033[K");
   spdlog::info("{}", line);
-  spdlog::info("sample: {}", escape_control(o_.prompt + sample_completion(model_, data_->tokenizer, o_.prompt,
-                                                                          o_.seed + static_cast<uint64_t>(step_))));
+  spdlog::info("sample: {}",
+               escape_control(o_.prompt + sample_completion(model_, data_->tokenizer, o_.prompt,
+                                                            o_.seed + static_cast<uint64_t>(state_.step))));
   metrics_ << m.dump() << "\n" << std::flush;
   if (!metrics_ && !metrics_failed_) {  // the checkpoints matter more: say so once, and go on
     metrics_failed_ = true;
@@ -465,14 +340,10 @@ void Trainer::save(const std::string& path) {
   optimizer_->save_to(c);
   nlohmann::json meta;
   meta["train_options"] = o_.to_json();
-  meta["state"] = {{"step", step_},
-                   {"elapsed_s", elapsed()},
-                   {"best_val_loss", std::isfinite(best_val_) ? best_val_ : 1e30},
-                   {"best_step", best_step_},
-                   {"evals_since_best", evals_since_best_},
-                   {"loss_sum", loss_sum_},
-                   {"loss_count", loss_count_}};
-  meta["speakers"] = speakers_;
+  TrainingState saved = state_;
+  saved.elapsed_s = elapsed();
+  meta["state"] = saved.to_json();
+  meta["speakers"] = listed_speakers_;
   c.meta_json = meta.dump();
   save_checkpoint(path, c);
 }
@@ -485,14 +356,14 @@ void Trainer::report_end() {
   const std::string best = validation_.empty() ? "" : ", best " + best_path(o_.out);
   if (g_stop_signal) {
     spdlog::warn("stopped by signal {} after step {}; checkpoint saved to {} (continue with --resume {})",
-                 static_cast<int>(g_stop_signal), step_, o_.out, o_.out);
+                 static_cast<int>(g_stop_signal), state_.step, o_.out, o_.out);
   } else if (patience_ran_out_) {
     spdlog::info(
         "stopped early after step {}: validation loss did not improve for {} evaluations in a row (--patience); the "
         "best, {:.4f} at step {}, is in {}",
-        step_, evals_since_best_, best_val_, best_step_, best_path(o_.out));
+        state_.step, state_.evals_since_best, state_.best_val_loss, state_.best_step, best_path(o_.out));
   } else {
-    spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", step_, elapsed(), o_.out, best);
+    spdlog::info("done: {} steps in {:.1f}s; checkpoint {}{}", state_.step, elapsed(), o_.out, best);
   }
 }
 
@@ -507,8 +378,50 @@ int Trainer::run() {
     spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",
                  o_.corpus.front());
   }
+  start_ranks();
+  check_and_lock_outputs();
+  load_data();
+  if (o_.data_only) {
+    print_data_timings(o_, *data_);
+    return 0;
+  }
+  prepare_training();
+
+  // Train: a step, the progress line, and every --eval-every steps an evaluation and a save.
+  while (!stop_after_this_step_) {
+    if (o_.max_steps > 0 && state_.step >= o_.max_steps) break;
+    if (!dist_->enabled() && wants_stop()) break;
+    const double loss = train_one_step();
+    if (!std::isfinite(loss)) {
+      spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss, state_.step, o_.out);
+      return kExitLossNotFinite;
+    }
+    ++state_.step;
+    state_.loss_sum += loss;
+    ++state_.loss_count;
+    show_progress(loss);
+    if (state_.step % o_.eval_every == 0) {
+      const double average = state_.loss_sum / static_cast<double>(state_.loss_count);
+      const int64_t steps = state_.loss_count;
+      state_.loss_sum = 0;  // a new window starts before the save, which records it
+      state_.loss_count = 0;
+      evaluate_and_save(average, steps);
+      window_start_ = Clock::now();  // the evaluation's time is not training speed
+      window_steps_ = 0;
+    }
+  }
+
+  // Finish: evaluate and save the last steps, then say why training stopped.
+  if (state_.loss_count > 0 || state_.step == 0)
+    evaluate_and_save(state_.loss_count > 0 ? state_.loss_sum / static_cast<double>(state_.loss_count) : NAN,
+                      state_.loss_count);
+  report_end();
+  return 0;  // a stop by signal or by --patience saved its checkpoint: that is a success too
+}
+
+// Joins the other ranks, when distributed: every rank must train the same model the same way.
+void Trainer::start_ranks() {
   dist_ = std::make_unique<Distributed>(o_.dist);
-  if (!dist_->is_main()) spdlog::set_level(spdlog::level::warn);  // only rank 0 reports progress
   if (dist_->enabled()) {
     spdlog::info("distributed: rank {} of {}, store {}:{}", dist_->rank(), dist_->world_size(), o_.dist.master_addr,
                  o_.dist.master_port);
@@ -519,21 +432,23 @@ int Trainer::run() {
     same["model"] = nlohmann::json::parse(o_.model.to_json());
     dist_->require_same("config", same.dump());
   }
-  check_and_lock_outputs();
+}
 
-  // Rank 0 trains the tokenizer (unless the checkpoint brings one); the others use its bytes.
+// The corpus, split and tokenised. Rank 0 trains the tokenizer (unless the checkpoint brings
+// one); the others use its bytes.
+void Trainer::load_data() {
   std::optional<Tokenizer> tokenizer = std::move(start_tokenizer_);
   if (!tokenizer && dist_->enabled() && !dist_->is_main())
     tokenizer = Tokenizer::from_bytes(dist_->share_from_main("tokenizer", ""));
   data_ = prepare_data(o_, std::move(tokenizer));
   if (dist_->enabled() && dist_->is_main() && !start_) dist_->share_from_main("tokenizer", data_->tokenizer.bytes());
-  if (o_.data_only) {
-    print_data_timings(o_, *data_);
-    return 0;
-  }
-  for (const auto& [name, count] : data_->speakers)
-    if (!resuming()) speakers_[name] += count;  // a fine-tune adds its corpus's speakers to the base model's
-  keep_listable_speakers(speakers_);
+}
+
+// The speakers to list, the batches, the model and its optimizer, the metrics log, the clocks.
+void Trainer::prepare_training() {
+  if (!resuming())  // a fine-tune adds its corpus's speakers to the base model's
+    for (const auto& [name, count] : data_->speaker_counts) listed_speakers_[name] += count;
+  keep_listable_speakers(listed_speakers_);
   o_.model.vocab_size = data_->tokenizer.vocab_size();
   batcher_.emplace(data_->train.ids, o_.model.context, o_.batch_size * o_.grad_accum, o_.seed);
   validation_ = eval_batches(data_->validation, data_->tokenizer.chars_per_token(), o_.model.context, o_.batch_size,
@@ -552,36 +467,6 @@ int Trainer::run() {
   tty_ = ::isatty(STDERR_FILENO) && dist_->is_main();
   start_time_ = last_log_ = window_start_ = Clock::now();
   synced_progress_ = schedule_progress();
-
-  // Train: a step, the progress line, and every --eval-every steps an evaluation and a save.
-  while (!stop_after_this_step_) {
-    if (o_.max_steps > 0 && step_ >= o_.max_steps) break;
-    if (!dist_->enabled() && wants_stop()) break;
-    const double loss = train_one_step();
-    if (!std::isfinite(loss)) {
-      spdlog::error("loss became {} at step {}; stopped, the last good checkpoint is {}", loss, step_, o_.out);
-      return kExitLossNotFinite;
-    }
-    ++step_;
-    loss_sum_ += loss;
-    ++loss_count_;
-    show_progress(loss);
-    if (step_ % o_.eval_every == 0) {
-      const double average = loss_sum_ / static_cast<double>(loss_count_);
-      const int64_t steps = loss_count_;
-      loss_sum_ = 0;  // a new window starts before the save, which records it
-      loss_count_ = 0;
-      evaluate_and_save(average, steps);
-      window_start_ = Clock::now();  // the evaluation's time is not training speed
-      window_steps_ = 0;
-    }
-  }
-
-  // Finish: evaluate and save the last steps, then say why training stopped.
-  if (loss_count_ > 0 || step_ == 0)
-    evaluate_and_save(loss_count_ > 0 ? loss_sum_ / static_cast<double>(loss_count_) : NAN, loss_count_);
-  report_end();
-  return 0;  // a stop by signal or by --patience saved its checkpoint: that is a success too
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "common/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/options.h"
 #include "train/schedule.h"
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/checkpoint_format.h"
+#include "checkpoint/checkpoint_format.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "common/tensor_file.h"
+#include "checkpoint/tensor_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -1,0 +1,94 @@
+#include "cli/logging.h"
+
+#include <c10/util/Exception.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <new>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/text.h"
+
+namespace dracarys {
+
+void setup_logging() {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("dracarys"));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+}
+
+namespace {
+
+constexpr const char* kOutOfMemory =
+    "out of memory: the model and batch do not fit in this machine's memory; lower --batch-size, --context or the "
+    "model's size";
+
+// Our own sentence for what a library threw: the libraries' texts name their internals, not
+// the file or option a user can change.
+std::string user_text(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return kOutOfMemory;
+  if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
+    const std::string what = c10->what_without_backtrace();
+    if (what.find("allocate") != std::string::npos || what.find("out of memory") != std::string::npos)
+      return kOutOfMemory;
+    return "internal error in a tensor operation (please report it with the command that caused it): " +
+           what.substr(0, what.find('\n')).substr(0, 200);
+  }
+  if (const auto* fs = dynamic_cast<const std::filesystem::filesystem_error*>(&e))
+    return (fs->path1().empty() ? std::string("a file") : fs->path1().string()) + ": " + fs->code().message();
+  if (dynamic_cast<const nlohmann::json::exception*>(&e))
+    return "internal error reading JSON data (please report it with the command that caused it)";
+  return e.what();
+}
+
+}  // namespace
+
+int report_error(const std::exception& e) {
+  const std::string text = user_text(e);
+  spdlog::error("{}", escape_control(text.substr(0, text.find('\n'))));
+  return 1;
+}
+
+namespace {
+
+// CLI11's sentences ("At Most 1 required but received 2") in our words; its wording differs
+// between versions, so anything not recognised keeps its text after our own lead-in.
+std::string parse_error_text(const CLI::ParseError& e) {
+  const std::string what = e.what();
+  static const std::vector<std::pair<std::regex, std::string>> kOurWords = {
+      {std::regex("^(.*): At Most (\\d+) required but received (\\d+)$"),
+       "$1 was given $3 values; it takes at most $2 (give it once)"},
+      {std::regex("^(.*): At least (\\d+) required but received (\\d+)$"),
+       "$1 needs at least $2 value(s); it was given $3"},
+      {std::regex("^Expected (exactly|at least) (\\d+) arguments to (.*), got (\\d+)$"),
+       "$3 needs $1 $2 value(s); it was given $4"},
+      {std::regex("^The following arguments? (?:was|were) not expected: (.*)$"),
+       "unknown argument(s): $1 (values with spaces need quotes)"},
+      {std::regex("^Could not convert: (.*) = (.*)$"), "$1: '$2' is not a value it takes"},
+      {std::regex("^The value (.*) is not an allowed value for (.*)$"), "$2: '$1' is not a value it takes"},
+      {std::regex("^(.*) is required$"), "$1 is required"},
+      {std::regex("^(.*) excludes (.*)$"), "$1 cannot be given with $2"},
+      {std::regex("^(.*) requires (.*)$"), "$1 needs $2 too"},
+      {std::regex("^(.*): too many inputs for a flag$"), "$1 is a flag: it takes no value"},
+      {std::regex("^(.*): Should be true/false or a number$"), "$1 takes true, false or a number"},
+      {std::regex("^(.*) was not readable \\(missing\\?\\)$"), "$1 cannot be read (does it exist?)"},
+  };
+  for (const auto& [pattern, words] : kOurWords)
+    if (std::regex_match(what, pattern)) return std::regex_replace(what, pattern, words);
+  return "the command line cannot be read: " + what;
+}
+
+}  // namespace
+
+int report_parse_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+  const std::string text = parse_error_text(e);
+  spdlog::error("{} (see --help)", escape_control(text.substr(0, text.find('\n'))));
+  return 1;
+}
+
+}  // namespace dracarys

@@ -1,0 +1,74 @@
+#include "engine/loaded_model.h"
+
+#include <spdlog/spdlog.h>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/checkpoint.h"
+#include "cli/runtime.h"
+#include "data/errors.h"
+#include "data/text.h"
+
+namespace dracarys {
+
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device, Kernels kernels) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ckpt = load_checkpoint(checkpoint);
+  auto tokenizer = load_tokenizer(ckpt);
+  LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0, {}};
+  m.model->eval();
+  auto meta = nlohmann::json::parse(ckpt.meta_json);
+  m.speaker_prefix = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
+  m.speaker_counts = checkpoint_speakers(ckpt);
+  m.model->set_kernels(kernels);
+  m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", checkpoint, m.model->config().parameter_count(),
+               m.load_seconds * 1e3, runtime_summary());
+  return m;
+}
+
+std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel& m) {
+  std::vector<std::pair<std::string, int64_t>> by_count(m.speaker_counts.begin(), m.speaker_counts.end());
+  std::stable_sort(by_count.begin(), by_count.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  return by_count;
+}
+
+bool known_speaker(const LoadedModel& m, const std::string& name) {
+  return m.speaker_counts.empty() || m.speaker_counts.count(name) > 0;
+}
+
+std::string corpus_speaker_name(const LoadedModel& m, const std::string& name) {
+  if (known_speaker(m, name)) return name;
+  const std::string wanted = ascii_lower(name);
+  std::string found;
+  for (const auto& [speaker, count] : m.speaker_counts) {
+    if (ascii_lower(speaker) != wanted) continue;
+    if (!found.empty()) return "";  // two spellings differ only in case: the user must choose
+    found = speaker;
+  }
+  return found;
+}
+
+std::string nearest_speaker(const LoadedModel& m, const std::string& name) {
+  constexpr size_t kMaxCompared = 256;  // longer names are not typos of a speaker's name
+  if (name.size() > kMaxCompared) return "";
+  const std::string wanted = ascii_lower(name);
+  std::string nearest;
+  size_t best = SIZE_MAX;
+  for (const auto& [speaker, count] : m.speaker_counts) {
+    if (speaker.size() > kMaxCompared) continue;
+    const size_t d = edit_distance(wanted, ascii_lower(speaker));
+    if (d < best) best = d, nearest = speaker;
+  }
+  // A typo changes a few characters: at most a third of the name, and at most four.
+  return best <= std::min<size_t>(4, std::max<size_t>(1, name.size() / 3)) ? nearest : "";
+}
+
+void check_typed_text(const std::string& typed, size_t max_bytes) {
+  if (typed.size() > max_bytes) throw DataError("prompt is longer than " + std::to_string(max_bytes) + " bytes");
+  if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");
+}
+
+}  // namespace dracarys

@@ -1,0 +1,55 @@
+// A checkpoint loaded for use (completion, scenes, attention, serving): the model in eval
+// mode, its tokenizer, and what the checkpoint says about its training corpus. Shared by
+// dracarys-infer and dracarys-serve.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/tokenizer.h"
+#include "model/transformer.h"
+
+namespace dracarys {
+
+struct LoadedModel {
+  Transformer model{nullptr};
+  Tokenizer tokenizer;
+  bool speaker_prefix = true;  // whether the model was trained with "speaker: " prefixes
+  torch::Device device{torch::kCPU};
+  double load_seconds = 0;
+  std::map<std::string, int64_t> speaker_counts;  // the training corpus's speakers (may be unknown: empty)
+};
+
+// Loads and checks a checkpoint (every file is untrusted; see checkpoint/checkpoint.h) and puts the
+// model in eval mode, so that generation never changes it: several threads may then run it at
+// once, each with its own KV cache.
+// `kernels` is the attention and decode path to run (model/config.h); the load is logged.
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device,
+                               Kernels kernels = Kernels::kFast);
+
+// The training corpus's speakers with their line counts, most lines first (empty: unknown).
+std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel& m);
+
+// Whether `name` may be asked for as a speaker: true when it is among the training corpus's
+// speakers, or when the checkpoint does not know them (older checkpoints).
+bool known_speaker(const LoadedModel& m, const std::string& name);
+
+// The corpus's spelling of a speaker a user typed: `name` itself when it is listed (or the
+// checkpoint lists no speakers), else the one listed speaker equal to it ignoring ASCII case
+// ("Jon Snow" -> "jon snow"); empty when none matches.
+std::string corpus_speaker_name(const LoadedModel& m, const std::string& name);
+
+// The listed speaker nearest to `name` when it is near enough to be a typo of it; else empty.
+std::string nearest_speaker(const LoadedModel& m, const std::string& name);
+
+constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
+
+// Throws DataError when typed text is longer than `max_bytes` or not valid UTF-8.
+void check_typed_text(const std::string& typed, size_t max_bytes = kMaxPromptBytes);
+
+}  // namespace dracarys
