@@ -28,7 +28,8 @@ AttentionMaps compute_attention(Transformer& model, const Tokenizer& tok, std::v
   model->forward(input, nullptr, &attention);
   AttentionMaps maps;
   maps.ids = ids;
-  for (auto id : ids) maps.tokens.push_back(display_piece(tok.piece(id)));
+  // The end of a line shows as ⏎, not as the tokenizer's "</s>".
+  for (auto id : ids) maps.tokens.push_back(id == tok.eos_id() ? "\xE2\x8F\x8E" : display_piece(tok.piece(id)));
   maps.text = tok.decode(ids);
   for (auto& a : attention) maps.layers.push_back(a.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous());
   return maps;

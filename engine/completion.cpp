@@ -2,6 +2,10 @@
 
 #include "data/text.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
 namespace dracarys {
 
 std::optional<std::string> WholeCharacters::add(TokenId id) {
@@ -21,38 +25,94 @@ std::optional<std::string> WholeCharacters::rest() {
   return tokenizer_.decode(pending_);
 }
 
-CompletionResult run_completion(LoadedModel& m, const std::string& prompt, const CompletionOptions& request,
-                                const std::function<bool(const CompletionPiece&)>& on_piece) {
-  const bool ignore_end = request.ignore_end;
-  CompletionResult r;
-  auto ids = m.tokenizer.encode(prompt);
-  if (ids.empty()) ids.push_back(m.tokenizer.eos_id());  // an empty prompt starts a new utterance
-  r.prompt_ids = last_context(ids, m.model->config().context);
+std::vector<TokenId> prompt_tokens(const Tokenizer& tokenizer, const std::string& prompt) {
+  auto ids = tokenizer.encode(prompt);
+  if (ids.empty()) ids.push_back(tokenizer.eos_id());  // an empty prompt starts a new utterance
+  return ids;
+}
 
+CompletionTracker::CompletionTracker(const Tokenizer& tokenizer, const CompletionOptions& options, OnPiece on_piece)
+    : tokenizer_(tokenizer),
+      options_(options),
+      on_piece_(std::move(on_piece)),
+      characters_(tokenizer),
+      stop_text_(options.stop) {}
+
+void CompletionTracker::see_logits(const std::vector<float>& logits) {
+  if (options_.top_logprobs >= 0) seen_logits_ = logits;
+}
+
+// The picked token's log-probability under the logits seen last (log softmax, in double), and
+// the n most likely tokens' (ties: the lower id first).
+TokenLogprob CompletionTracker::logprob_of(TokenId id) const {
+  const auto& l = seen_logits_;
+  const float top = *std::max_element(l.begin(), l.end());
+  double sum = 0.0;
+  for (float x : l) sum += std::exp(static_cast<double>(x) - top);
+  const double log_sum = top + std::log(sum);
+  TokenLogprob lp{id, static_cast<float>(l[id] - log_sum), {}};
+  const auto n = static_cast<size_t>(std::min<int64_t>(options_.top_logprobs, static_cast<int64_t>(l.size())));
+  std::vector<TokenId> order(l.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&](TokenId a, TokenId b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  for (size_t i = 0; i < n; ++i) lp.top.emplace_back(order[i], static_cast<float>(l[order[i]] - log_sum));
+  return lp;
+}
+
+bool CompletionTracker::take(TokenId id) {
+  if (id == tokenizer_.eos_id() && !options_.ignore_end) {
+    r_.stopped_by_end = true;
+    return false;
+  }
+  r_.ids.push_back(id);
+  if (!seen_logits_.empty()) {
+    pending_logprobs_.push_back(logprob_of(id));
+    seen_logits_.clear();
+  }
+  if (auto text = characters_.add(id)) {
+    const std::string shown = stop_text_.add(*text);
+    if (!hand_on(shown, characters_.tokens())) r_.cancelled = true;
+  }
+  if (stop_text_.stopped()) r_.stopped_by_word = stop_text_.word();
+  return !r_.cancelled && !stop_text_.stopped();
+}
+
+void CompletionTracker::finish() {
+  if (r_.cancelled || stop_text_.stopped()) return;
+  if (auto text = characters_.rest()) {
+    const std::string shown = stop_text_.add(*text) + stop_text_.rest();
+    if (!hand_on(shown, characters_.tokens())) r_.cancelled = true;
+  } else if (!hand_on(stop_text_.rest(), {})) {
+    r_.cancelled = true;
+  }
+  if (stop_text_.stopped()) r_.stopped_by_word = stop_text_.word();
+}
+
+bool CompletionTracker::hand_on(const std::string& text, std::vector<TokenId> ids) {
+  if (text.empty() && ids.empty()) return true;
+  r_.text += text;
+  CompletionPiece piece{text, std::move(ids), std::move(pending_logprobs_)};
+  pending_logprobs_.clear();
+  r_.logprobs.insert(r_.logprobs.end(), piece.logprobs.begin(), piece.logprobs.end());
+  return !on_piece_ || on_piece_(piece);
+}
+
+CompletionResult run_completion(LoadedModel& m, std::vector<TokenId> prompt, const CompletionOptions& options,
+                                const OnPiece& on_piece) {
+  CompletionTracker tracker(m.tokenizer, options, on_piece);
+  tracker.result().prompt_ids = last_context(prompt, m.model->config().context);
   GenerateOptions g;
-  g.sampling = request.sampling;
-  g.max_new_tokens = request.max_new_tokens;
-  g.use_cache = request.use_cache;
-  if (!ignore_end) g.stop_token = m.tokenizer.eos_id();
-
-  WholeCharacters characters(m.tokenizer);
-  auto hand_on = [&](const std::optional<std::string>& text) {
-    if (!text) return true;  // a character still cut
-    r.text += *text;
-    return !on_piece || on_piece(CompletionPiece{*text, characters.tokens()});
-  };
-  auto on_token = [&](int64_t id) {
-    if (id == m.tokenizer.eos_id() && !ignore_end) {
-      r.stopped_by_end = true;
-      return true;  // generate() stops after the stop token
-    }
-    r.ids.push_back(id);
-    if (!hand_on(characters.add(id))) r.cancelled = true;
-    return !r.cancelled;
-  };
-  if (request.max_new_tokens > 0) generate(m.model, ids, g, on_token, &r.stats);
-  if (!r.cancelled && !hand_on(characters.rest())) r.cancelled = true;
-  return r;
+  g.sampling = options.sampling;
+  g.max_new_tokens = options.max_new_tokens;
+  g.use_cache = options.use_cache;
+  if (options.top_logprobs >= 0) g.on_logits = [&](const std::vector<float>& logits) { tracker.see_logits(logits); };
+  auto& r = tracker.result();
+  if (options.max_new_tokens > 0)
+    generate(
+        m.model, prompt, g, [&](int64_t id) { return tracker.take(id); }, &r.stats);
+  tracker.finish();
+  return std::move(r);
 }
 
 }  // namespace dracarys

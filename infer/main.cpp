@@ -36,6 +36,7 @@ struct InferOptions {
   int64_t max_new_tokens = 100;
   int64_t num_samples = 1;
   bool no_stop = false, no_cache = false, json = false;
+  std::vector<std::string> stop;  // --stop, repeatable
   SamplingOptions sampling;
   std::string score;             // --score FILE, or - for standard input
   bool score_lines = false;      // --score-lines: each line's score too
@@ -101,6 +102,10 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
   visit(OptionSpec("--num-samples", line, "Completions per prompt (seeds seed, seed+1, ...)").range(1, 1000),
         o.num_samples);
   visit(OptionSpec("--no-stop", line, "Do not stop at the end of the utterance"), o.no_stop);
+  visit(OptionSpec("--stop", line,
+                   "End the completion where this text first appears, without it (repeatable; single completions)")
+            .no_default(),
+        o.stop);
   visit(OptionSpec("--no-cache", line, "Recompute the whole context for every token (slow; for comparison)"),
         o.no_cache);
   visit(OptionSpec("--json", line, "One JSON object per completion (prompt, completion, tokens, timings) on stdout"),
@@ -121,6 +126,23 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
   visit(OptionSpec("--top-p", sampling, "Sample from the smallest set of tokens whose probability reaches p, in (0, 1]")
             .above(0, 1),
         o.sampling.top_p);
+  visit(OptionSpec("--min-p", sampling, "Drop tokens less likely than this times the most likely one (0 = off)")
+            .range(0, 1),
+        o.sampling.min_p);
+  visit(OptionSpec("--repeat-penalty", sampling,
+                   "Divide the logits of recently seen tokens by this (llama.cpp's; 1 = off)")
+            .above(0, 10),
+        o.sampling.repeat_penalty);
+  visit(OptionSpec("--repeat-last-n", sampling, "How many recent tokens the penalties look at").range(0, 1 << 20),
+        o.sampling.repeat_last_n);
+  visit(
+      OptionSpec("--presence-penalty", sampling, "Subtract this from the logit of each recently seen token (OpenAI's)")
+          .range(-2, 2),
+      o.sampling.presence_penalty);
+  visit(OptionSpec("--frequency-penalty", sampling,
+                   "Subtract this times its count from the logit of each recently seen token (OpenAI's)")
+            .range(-2, 2),
+        o.sampling.frequency_penalty);
   visit(OptionSpec("--seed", sampling, "Sampling seed: same seed, same text"), o.sampling.seed);
   visit(OptionSpec("--greedy", sampling, "Always take the most likely token"), o.sampling.greedy);
 
@@ -159,10 +181,12 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
     throw std::invalid_argument(std::string(o.as.empty() ? "--reply-as" : "--as") + " is for --chat");
   if (o.chat && (o.turns > 0 || !o.prompts.empty()))
     throw std::invalid_argument("--chat reads your lines from standard input; leave out -p and --turns");
-  if ((o.chat || o.turns > 0) && (o.no_cache || o.no_stop || o.num_samples > 1))
+  if ((o.chat || o.turns > 0) && (o.no_cache || o.no_stop || o.num_samples > 1 || !o.stop.empty()))
     throw std::invalid_argument(
-        "--no-cache, --no-stop and --num-samples apply to single completions, not to "
+        "--no-cache, --no-stop, --stop and --num-samples apply to single completions, not to "
         "--turns or --chat");
+  for (const auto& s : o.stop)
+    if (s.empty()) throw std::invalid_argument("--stop needs a text that is not empty");
   if (o.score_lines && o.score.empty()) throw std::invalid_argument("--score-lines needs --score FILE");
   check_runtime_options(o.runtime);
 }
@@ -236,6 +260,7 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
   options.completion.max_new_tokens = o.max_new_tokens;
   options.completion.use_cache = !o.no_cache;
   options.completion.ignore_end = o.no_stop;
+  options.completion.stop = o.stop;
   auto complete_one = [&](const std::string& typed) {
     const std::string prompt = prompt_text(o, typed);
     if (o.turns > 0) {

@@ -14,7 +14,7 @@
 // Two implementations of the same arithmetic: the reference (attention.cpp), one statement per
 // box of the diagram in [batch, heads, T, d_k] layout, which --attention-map draws from; and
 // the fast one (attention_fast.cpp), heads folded into the batch with the scale and the mask
-// fused into one product. Generation's one-token step, decode_one, is a third arrangement
+// fused into one product. Generation's one-token step, decode_batch, is a third arrangement
 // (decode_step.cpp). tests/test_model.cpp checks that they agree in outputs and gradients.
 #pragma once
 
@@ -39,9 +39,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
                         Kernels kernels = Kernels::kFast);
   torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
   torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache);
-  // Generation's fast step: forward() for one new position of one sequence, on plain arrays
-  // (see TransformerImpl::decode_one). x: [d_model] -> out: [d_model]; appends to the cache.
-  void decode_one(const float* x, LayerKVCache& cache, float* out);
+  // Generation's fast step: forward() for one new position of each of B sequences, on plain
+  // arrays (see TransformerImpl::decode_batch). X: [B, d_model] -> out: [B, d_model]; appends to
+  // each sequence's cache, caches[b].
+  void decode_batch(const float* X, LayerKVCache* const* caches, int64_t B, float* out);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
 

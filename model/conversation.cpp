@@ -18,6 +18,7 @@ void Conversation::add(const std::vector<int64_t>& ids) {
   if (piece.empty()) return;
   make_room(static_cast<int64_t>(piece.size()));
   feed(piece);
+  unheard_.insert(unheard_.end(), piece.begin(), piece.end());
 }
 
 void Conversation::feed(const std::vector<int64_t>& ids) {
@@ -57,12 +58,15 @@ void Conversation::make_room(int64_t incoming) {
 std::vector<int64_t> Conversation::continue_utterance(Sampler& sampler, int64_t max_tokens,
                                                       const std::function<void(int64_t)>& on_token) {
   if (history_.empty()) throw std::logic_error("Conversation: nothing to continue");
+  sampler.remember(unheard_);  // the lines added since, for the sampler's penalties
+  unheard_.clear();
   std::vector<int64_t> out;
   for (int64_t i = 0; i < max_tokens; ++i) {
     const float* p = last_logits_.data_ptr<float>();
     const int64_t id = sampler.next(std::vector<float>(p, p + last_logits_.numel()));
     if (on_token) on_token(id);
     add({id});
+    unheard_.clear();  // the sampler remembers what it picked
     if (id == end_token_) return out;
     out.push_back(id);
   }

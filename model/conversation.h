@@ -43,6 +43,7 @@ class Conversation {
   KVCache cache_;
   std::vector<int64_t> history_;  // [cache_.length()] the tokens in the cache, oldest first
   torch::Tensor last_logits_;     // [vocab] prediction after the last token fed
+  std::vector<int64_t> unheard_;  // tokens added since a sampler last saw the conversation
   int64_t rebuilds_ = 0;
 };
 

@@ -1,10 +1,14 @@
-// Generation's fast step: one new token of one sequence through the whole model, on plain float
-// arrays. The same boxes as forward(), in the same order, with the loops of decode_kernels.h:
+// Generation's fast step: one new token of each of B sequences through the whole model, on plain
+// float arrays. The same boxes as forward(), in the same order, with the loops of
+// decode_kernels.h:
 //
 //   token ─► embedding·√d_model + position ─► N × (x += Attention(LN(x)); x += FF(LN(x)))
 //         ─► LN ─► decoder head
 //
-// forward() stays the reference; tests/test_model.cpp checks this step against it.
+// Each sequence keeps its own residual stream and KV cache; the matrix products take all B
+// streams at once, so each weight is read once per step for all of them (the server's
+// continuous batching), and each row of each product is summed exactly as for one sequence
+// alone. forward() stays the reference; tests/test_model.cpp checks this step against it.
 #include "model/rotary.h"
 #include "model/systems/decode_kernels.h"
 #include "model/transformer.h"
@@ -24,20 +28,28 @@ const float* data(const torch::Tensor& t) {
   return t.data_ptr<float>();
 }
 
-void layer_norm(const torch::nn::LayerNorm& ln, const float* x, float* y, int64_t n) {
-  kernels::layer_norm(x, data(ln->weight), data(ln->bias), ln->options.eps(), y, n);
+// LayerNorm of each of the B rows of X: [B, n] -> Y: [B, n] (Y may be X).
+void layer_norm(const torch::nn::LayerNorm& ln, const float* X, float* Y, int64_t n, int64_t B) {
+  for (int64_t b = 0; b < B; ++b)
+    kernels::layer_norm(X + b * n, data(ln->weight), data(ln->bias), ln->options.eps(), Y + b * n, n);
 }
 
-// The step's working arrays. They are allocated by a thread's first token and reused by every
-// later one, one set per thread, so concurrent generations (the server's) never share them.
+// Y = X·Wᵀ + bias for B rows of X: [B, cols] -> Y: [B, rows].
+void linear(const torch::nn::Linear& l, const float* X, float* Y, int64_t B) {
+  const auto& W = l->weight;
+  kernels::matvecs(data(W), l->bias.defined() ? data(l->bias) : nullptr, X, Y, W.size(0), W.size(1), B);
+}
+
+// The step's working arrays. They are allocated by a thread's first step and reused by every
+// later one, one set per thread, so concurrent generations never share them.
 struct Scratch {
-  std::vector<float> x;       // [d_model] the residual stream
-  std::vector<float> normed;  // [d_model] LayerNorm(x)
-  std::vector<float> branch;  // [d_model] a sublayer's output, before it is added to x
-  std::vector<float> qkv;     // [3, heads, d_k] the new position's query, key and value
-  std::vector<float> heads;   // [heads, d_k] each head's weighted sum of values
+  std::vector<float> x;       // [B, d_model] the residual streams
+  std::vector<float> normed;  // [B, d_model] LayerNorm(x)
+  std::vector<float> branch;  // [B, d_model] a sublayer's output, before it is added to x
+  std::vector<float> qkv;     // [B, 3, heads, d_k] each new position's query, key and value
+  std::vector<float> heads;   // [B, heads, d_k] each head's weighted sum of values
   std::vector<float> scores;  // [context] one head's attention filter
-  std::vector<float> hidden;  // [d_ff] the feed-forward's inner layer
+  std::vector<float> hidden;  // [B, d_ff] the feed-forward's inner layer
 };
 
 Scratch& scratch() {
@@ -53,89 +65,109 @@ float* room_for(std::vector<float>& buffer, int64_t n) {
 
 }  // namespace
 
-void CausalSelfAttentionImpl::decode_one(const float* x, LayerKVCache& cache, float* out) {
+void CausalSelfAttentionImpl::decode_batch(const float* X, LayerKVCache* const* caches, int64_t B, float* out) {
   const int64_t d = d_model_, H = heads_, dk = head_dim_;
-  // Q, K and V projections: [3, H, d_k]
+  // Q, K and V projections of every sequence: [B, 3, H, d_k]
   Scratch& s = scratch();
-  float* qkv = room_for(s.qkv, 3 * d);
-  kernels::matvec(data(qkv_->weight), data(qkv_->bias), x, qkv, 3 * d, d);
-  float *q = qkv, *k = q + d, *v = k + d;
-  // normalise, then rotate each head's query and key (the config's optional boxes)
-  const int64_t position = cache.length;
-  for (int64_t h = 0; h < H; ++h)
-    for (float* vec : {q + h * dk, k + h * dk}) {
-      if (qk_norm_) kernels::rms_normalise(vec, dk, kNormEps);
-      if (rotary_) rotate_one(vec, data(rotary_cos_) + position * dk / 2, data(rotary_sin_) + position * dk / 2, dk);
-    }
-  cache.append_one(k, v, H, dk, context_);
-
-  // Per head: softmax(K·q/√d_k)·V over every cached position (the newest sees them all: no mask)
-  float* heads = room_for(s.heads, d);
+  float* qkv = room_for(s.qkv, B * 3 * d);
+  linear(qkv_, X, qkv, B);
+  float* heads = room_for(s.heads, B * d);
   float* scores = room_for(s.scores, context_);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  const int64_t room = cache.k.size(1);  // the cache's rows per head: [H, room, d_k]
-  for (int64_t h = 0; h < H; ++h)
-    kernels::attend_one(q + h * dk, data(cache.k) + h * room * dk, data(cache.v) + h * room * dk, cache.length, dk,
-                        scale, scores, heads + h * dk);
-
+  for (int64_t b = 0; b < B; ++b) {
+    LayerKVCache& cache = *caches[b];
+    float *q = qkv + b * 3 * d, *k = q + d, *v = k + d;
+    // normalise, then rotate each head's query and key (the config's optional boxes)
+    const int64_t position = cache.length;
+    for (int64_t h = 0; h < H; ++h)
+      for (float* vec : {q + h * dk, k + h * dk}) {
+        if (qk_norm_) kernels::rms_normalise(vec, dk, kNormEps);
+        if (rotary_) rotate_one(vec, data(rotary_cos_) + position * dk / 2, data(rotary_sin_) + position * dk / 2, dk);
+      }
+    cache.append_one(k, v, H, dk, context_);
+    // Per head: softmax(K·q/√d_k)·V over every cached position (the newest sees them all: no mask)
+    const int64_t room = cache.k.size(1);  // the cache's rows per head: [H, room, d_k]
+    for (int64_t h = 0; h < H; ++h)
+      kernels::attend_one(q + h * dk, data(cache.k) + h * room * dk, data(cache.v) + h * room * dk, cache.length, dk,
+                          scale, scores, heads + b * d + h * dk);
+  }
   // heads side by side, then the output projection
-  kernels::matvec(data(proj_->weight), data(proj_->bias), heads, out, d, d);
+  linear(proj_, heads, out, B);
 }
 
-void FeedForwardImpl::decode_one(const float* x, float* out) {
-  const int64_t d = up_->weight.size(1), d_ff = up_->weight.size(0);
-  float* hidden = room_for(scratch().hidden, d_ff);
-  kernels::matvec(data(up_->weight), data(up_->bias), x, hidden, d_ff, d);
+void FeedForwardImpl::decode_batch(const float* X, int64_t B, float* out) {
+  const int64_t d_ff = up_->weight.size(0);
+  float* hidden = room_for(scratch().hidden, B * d_ff);
+  linear(up_, X, hidden, B);
   if (activation_ == Activation::Gelu)
-    kernels::gelu(hidden, d_ff);
+    kernels::gelu(hidden, B * d_ff);
   else
-    kernels::relu2(hidden, d_ff);
-  kernels::matvec(data(down_->weight), data(down_->bias), hidden, out, d, d_ff);
+    kernels::relu2(hidden, B * d_ff);
+  linear(down_, hidden, out, B);
 }
 
-void DecoderBlockImpl::decode_one(float* x, LayerKVCache& cache) {
+void DecoderBlockImpl::decode_batch(float* X, LayerKVCache* const* caches, int64_t B) {
   const int64_t d = ln_attn_->weight.size(0);
   Scratch& s = scratch();
-  float* normed = room_for(s.normed, d);
-  float* branch = room_for(s.branch, d);
+  float* normed = room_for(s.normed, B * d);
+  float* branch = room_for(s.branch, B * d);
   // x + Attention(LayerNorm(x))
-  layer_norm(ln_attn_, x, normed, d);
-  attn_->decode_one(normed, cache, branch);
-  for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
+  layer_norm(ln_attn_, X, normed, d, B);
+  attn_->decode_batch(normed, caches, B, branch);
+  for (int64_t i = 0; i < B * d; ++i) X[i] += branch[i];
   // x + FeedForward(LayerNorm(x))
-  layer_norm(ln_ff_, x, normed, d);
-  ff_->decode_one(normed, branch);
-  for (int64_t i = 0; i < d; ++i) x[i] += branch[i];
+  layer_norm(ln_ff_, X, normed, d, B);
+  ff_->decode_batch(normed, B, branch);
+  for (int64_t i = 0; i < B * d; ++i) X[i] += branch[i];
 }
 
 torch::Tensor TransformerImpl::decode_one(int64_t token, KVCache& cache) {
-  const int64_t position = cache.length(), d = cfg_.d_model;
-  TORCH_CHECK(position < cfg_.context, "sequence of ", position + 1, " tokens exceeds the context of ", cfg_.context);
-  TORCH_CHECK(token >= 0 && token < cfg_.vocab_size, "token ", token, " is outside the vocabulary");
+  KVCache* caches[] = {&cache};
+  return decode_batch({token}, caches)[0];
+}
+
+torch::Tensor TransformerImpl::decode_batch(const std::vector<int64_t>& tokens, KVCache* const* caches) {
+  const auto B = static_cast<int64_t>(tokens.size());
+  const int64_t d = cfg_.d_model;
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(caches[b]->length() < cfg_.context, "sequence of ", caches[b]->length() + 1,
+                " tokens exceeds the context of ", cfg_.context);
+    TORCH_CHECK(tokens[b] >= 0 && tokens[b] < cfg_.vocab_size, "token ", tokens[b], " is outside the vocabulary");
+    if (caches[b]->layers.size() != blocks_->size()) caches[b]->layers.resize(blocks_->size());
+  }
   const auto& head = head_weight();
   const bool loops = kernels_ == Kernels::kFast && head.device().is_cpu() && head.scalar_type() == torch::kFloat;
-  if (!loops)  // the reference, or a device the loops are not written for
-    return forward(one_sequence({token}, head.device()), &cache)[0][0];
-  if (cache.layers.size() != blocks_->size()) cache.layers.resize(blocks_->size());
-
-  // token embedding ·√d_model + positional encoding: the residual stream x, [d_model]
-  float* x = room_for(scratch().x, d);
-  const float* embedding = data(embed_->weight) + token * d;
-  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
-  for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale;
-  if (adds_positions()) {
-    const float* encoding = pos_(position, 1).data_ptr<float>();
-    for (int64_t i = 0; i < d; ++i) x[i] += encoding[i];
+  if (!loops) {  // the reference, or a device the loops are not written for: forward() per sequence
+    std::vector<torch::Tensor> rows;
+    for (int64_t b = 0; b < B; ++b) rows.push_back(forward(one_sequence({tokens[b]}, head.device()), caches[b])[0][0]);
+    return torch::stack(rows);
   }
 
-  for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->decode_one(x, cache.layers[i]);
+  // token embedding ·√d_model + positional encoding: the residual streams x, [B, d_model]
+  float* X = room_for(scratch().x, B * d);
+  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
+  for (int64_t b = 0; b < B; ++b) {
+    const float* embedding = data(embed_->weight) + tokens[b] * d;
+    float* x = X + b * d;
+    for (int64_t i = 0; i < d; ++i) x[i] = embedding[i] * scale;
+    if (adds_positions()) {
+      const float* encoding = pos_(caches[b]->length(), 1).data_ptr<float>();
+      for (int64_t i = 0; i < d; ++i) x[i] += encoding[i];
+    }
+  }
 
-  // final LayerNorm, then the decoder head: logits [vocab]
-  layer_norm(ln_final_, x, x, d);
-  auto logits = torch::empty({cfg_.vocab_size});
-  kernels::matvec(data(head), nullptr, x, logits.data_ptr<float>(), cfg_.vocab_size, d);
+  std::vector<LayerKVCache*> layer_caches(B);
+  for (size_t l = 0; l < blocks_->size(); ++l) {
+    for (int64_t b = 0; b < B; ++b) layer_caches[b] = &caches[b]->layers[l];
+    blocks_->ptr<DecoderBlockImpl>(l)->decode_batch(X, layer_caches.data(), B);
+  }
+
+  // final LayerNorm, then the decoder head: logits [B, vocab]
+  layer_norm(ln_final_, X, X, d, B);
+  auto logits = torch::empty({B, cfg_.vocab_size});
+  kernels::matvecs(data(head), nullptr, X, logits.data_ptr<float>(), cfg_.vocab_size, d, B);
   if (cfg_.logit_softcap > 0)
-    kernels::softcap(logits.data_ptr<float>(), cfg_.vocab_size, static_cast<float>(cfg_.logit_softcap));
+    kernels::softcap(logits.data_ptr<float>(), B * cfg_.vocab_size, static_cast<float>(cfg_.logit_softcap));
   return logits;
 }
 

@@ -12,8 +12,8 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
-  void decode_one(const float* x, float* out);  // one position: x, out: [d_model] (decode_step.cpp)
-  void init_weights(double residual_std);       // model/init.h; residual_std for the down projection
+  void decode_batch(const float* X, int64_t B, float* out);  // one position of B: X, out [B, d_model] (decode_step.cpp)
+  void init_weights(double residual_std);                    // model/init.h; residual_std for the down projection
 
  private:
   Activation activation_;
@@ -27,8 +27,9 @@ class DecoderBlockImpl : public torch::nn::Module {
   explicit DecoderBlockImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
                         torch::Tensor* attention_weights = nullptr, Kernels kernels = Kernels::kFast);
-  // One position's residual stream x: [d_model], updated in place (decode_step.cpp).
-  void decode_one(float* x, LayerKVCache& cache);
+  // One position's residual streams of B sequences, X: [B, d_model], updated in place
+  // (decode_step.cpp); caches[b] is sequence b's.
+  void decode_batch(float* X, LayerKVCache* const* caches, int64_t B);
   void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
 
  private:

@@ -38,6 +38,7 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
   st.prompt_truncated = static_cast<int64_t>(prompt.size()) > context;
   prompt = last_context(std::move(prompt), context);
   st.prompt_tokens = static_cast<int64_t>(prompt.size());
+  sampler.remember(prompt);  // the penalties look at the prompt too
 
   std::vector<int64_t> seq = prompt;  // everything the model has seen or made, for the sliding window
   std::vector<int64_t> out;
@@ -51,7 +52,9 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
   st.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   for (int64_t i = 0; i < opts.max_new_tokens; ++i) {
-    const int64_t id = sampler.next(last_logits(logits));
+    const auto row = last_logits(logits);  // [vocab]
+    if (opts.on_logits) opts.on_logits(row);
+    const int64_t id = sampler.next(row);
     out.push_back(id);
     seq.push_back(id);
     ++st.generated_tokens;

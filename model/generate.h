@@ -16,8 +16,10 @@ struct GenerateOptions {
   SamplingOptions sampling;
   int64_t max_new_tokens = 100;
   std::optional<int64_t> stop_token;  // generation ends after emitting this id (end of utterance)
-  bool use_cache = true;              // false recomputes the whole window per token (for comparison);
-                                      // with the cache, each new token takes the model's one-token step
+  // Sees each step's logits [vocab] just before the sampler picks from them (log-probabilities).
+  std::function<void(const std::vector<float>& logits)> on_logits;
+  bool use_cache = true;  // false recomputes the whole window per token (for comparison);
+                          // with the cache, each new token takes the model's one-token step
 };
 
 struct GenerateStats {

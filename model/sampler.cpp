@@ -14,11 +14,49 @@ void SamplingOptions::validate() const {
   if (top_k < 0) throw std::invalid_argument("top-k must be >= 0, got " + std::to_string(top_k));
   if (!(top_p > 0.0 && top_p <= 1.0))
     throw std::invalid_argument("top-p must be in (0, 1], got " + std::to_string(top_p));
+  if (!(min_p >= 0.0 && min_p <= 1.0))
+    throw std::invalid_argument("min-p must be in [0, 1], got " + std::to_string(min_p));
+  if (!(repeat_penalty > 0.0) || !std::isfinite(repeat_penalty))
+    throw std::invalid_argument("repeat penalty must be > 0, got " + std::to_string(repeat_penalty));
+  if (!std::isfinite(presence_penalty) || !std::isfinite(frequency_penalty))
+    throw std::invalid_argument("presence and frequency penalties must be finite");
+  if (repeat_last_n < 0)
+    throw std::invalid_argument("repeat-last-n must be >= 0, got " + std::to_string(repeat_last_n));
 }
 
 Sampler::Sampler(const SamplingOptions& opts) : opts_(opts), rng_(opts.seed) { opts_.validate(); }
 
+void Sampler::remember(const std::vector<int64_t>& ids) {
+  if (opts_.repeat_last_n == 0) return;
+  for (auto id : ids) {
+    recent_.push_back(id);
+    if (static_cast<int64_t>(recent_.size()) > opts_.repeat_last_n) recent_.pop_front();
+  }
+}
+
 int64_t Sampler::next(const std::vector<float>& logits) {
+  const int64_t id = opts_.penalises() ? pick(penalised(logits)) : pick(logits);
+  remember({id});
+  return id;
+}
+
+// The penalties, as llama.cpp applies them: for each token among the recent ones, seen c times,
+// its logit is divided (if positive) or multiplied (if negative) by repeat_penalty, then
+// c · frequency_penalty + presence_penalty is subtracted.
+std::vector<float> Sampler::penalised(std::vector<float> logits) const {
+  std::vector<int64_t> seen;
+  std::vector<int64_t> count(logits.size(), 0);
+  for (auto id : recent_)
+    if (id >= 0 && id < static_cast<int64_t>(logits.size()) && count[id]++ == 0) seen.push_back(id);
+  for (auto id : seen) {
+    float& l = logits[id];
+    l = l > 0 ? static_cast<float>(l / opts_.repeat_penalty) : static_cast<float>(l * opts_.repeat_penalty);
+    l -= static_cast<float>(count[id] * opts_.frequency_penalty + opts_.presence_penalty);
+  }
+  return logits;
+}
+
+int64_t Sampler::pick(const std::vector<float>& logits) {
   const int64_t n = static_cast<int64_t>(logits.size());
   if (opts_.greedy || opts_.top_k == 1)
     return std::max_element(logits.begin(), logits.end()) - logits.begin();  // first maximum on ties
@@ -36,6 +74,15 @@ int64_t Sampler::next(const std::vector<float>& logits) {
   for (int64_t i = 0; i < keep; ++i) sum += p[i] = std::exp((logits[ids[i]] - top) / opts_.temperature);
   for (auto& x : p) x /= sum;
 
+  if (opts_.min_p > 0.0) {  // min-p: only tokens at least min_p times as likely as the first
+    int64_t cut = 1;
+    while (cut < keep && p[cut] >= opts_.min_p * p[0]) ++cut;
+    keep = cut;
+    p.resize(keep);
+    sum = 0.0;
+    for (auto x : p) sum += x;
+    for (auto& x : p) x /= sum;
+  }
   if (opts_.top_p < 1.0) {  // nucleus: the shortest prefix whose mass reaches top_p
     double mass = 0.0;
     int64_t cut = 0;

@@ -36,6 +36,10 @@ class TransformerImpl : public torch::nn::Module {
   // reference kernels, or on a device other than the CPU, it is forward() with the cache. Eval mode, no autograd (call
   // under torch::NoGradGuard). tests/test_model.cpp checks it against forward().
   torch::Tensor decode_one(int64_t token, KVCache& cache);
+  // The same step for B sequences at once, token b continuing caches[b]: logits [B, vocab]. Each
+  // weight is read once for all of them, and sequence b's logits are bit-equal to its
+  // decode_one (each product's rows are summed alike). The server's continuous batching.
+  torch::Tensor decode_batch(const std::vector<int64_t>& tokens, KVCache* const* caches);
 
   // GPT-2 style initial weights, module by module (model/init.h); the constructor calls it.
   void init_weights();

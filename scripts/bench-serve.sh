@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# dracarys-serve under load on loopback: 32 concurrent streaming clients, a fixed number of
-# requests (bounded in time too). Prints requests/s, generated tokens/s, time to first token
-# (median, 99th percentile), errors and the server's memory after the warm-up and after the
-# load, beside the machine's measured matrix-multiply peak.
+# dracarys-serve under load on loopback, batched against unbatched, interleaved in one run:
+# for 1, 8 and 32 concurrent streaming clients, the server as it is (continuous batching) and
+# with --no-batching (each request alone on its own core, as the server was before batching),
+# alternately, twice each. Every request streams 64 tokens. Prints a table of generated
+# tokens/s, time to first token (median and 99th percentile) and errors, with the machine's
+# measured matrix-multiply peak.
 #
 #   scripts/bench-serve.sh [CHECKPOINT] [-- more dracarys-serve-load options]
 # Without a checkpoint it trains a default-shape model for a few steps on the sample corpus
@@ -24,8 +26,35 @@ if [ -z "$ckpt" ]; then
   $BIN/dracarys-train --out "$ckpt" --max-steps 5 --eval-every 5 >/dev/null 2>&1
 fi
 echo "== the machine's matrix-multiply peak" >&2
-$BIN/dracarys-train --benchmark 2>/dev/null | tail -1 | python3 -c \
-  'import json,sys; j=json.loads(sys.stdin.read()); print("measured matmul peak: %.0f GFLOP/s" % (j["peak_flops_per_s"] / 1e9))'
-echo "== 32 concurrent streaming clients, 256 requests of 64 tokens" >&2
-$BIN/dracarys-serve-load -c "$ckpt" --clients 32 --requests 256 --tokens 64 --max-seconds 300 \
-  --log "$work/serve.log" "$@"
+peak=$($BIN/dracarys-train --benchmark 2>/dev/null | tail -1 | python3 -c \
+  'import json,sys; print("%.0f" % (json.loads(sys.stdin.read())["peak_flops_per_s"] / 1e9))')
+for round in 1 2; do
+  for clients in 1 8 32; do
+    for mode in batched unbatched; do
+      args=()
+      [ "$mode" = unbatched ] && args=(--server-args=--no-batching)
+      echo "== round $round: $clients client(s), $mode" >&2
+      $BIN/dracarys-serve-load -c "$ckpt" --clients "$clients" --requests $((clients < 4 ? 16 : clients * 4)) \
+        --tokens 64 --max-seconds 300 --log "$work/serve.log" "${args[@]}" "$@" | tail -1 |
+        python3 -c 'import json,sys; j=json.loads(sys.stdin.read()); j["mode"]=sys.argv[1]; print(json.dumps(j))' \
+          "$mode" >> "$work/runs.jsonl"
+    done
+  done
+done
+python3 - "$work/runs.jsonl" "$peak" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print(f"measured matmul peak: {sys.argv[2]} GFLOP/s; every request streams 64 tokens")
+print(f"{'clients':>7} {'server':>10} {'tokens/s (two runs)':>22} {'TTFT median ms':>16} {'TTFT p99 ms':>13} {'errors':>6}")
+for clients in (1, 8, 32):
+    rows = {m: [r for r in runs if r["clients"] == clients and r["mode"] == m] for m in ("batched", "unbatched")}
+    for mode, rs in rows.items():
+        tps = " / ".join(f"{r['generated_tokens_per_s']:,.0f}" for r in rs)
+        med = " / ".join(f"{r['ttft_median_ms']:.0f}" for r in rs)
+        p99 = " / ".join(f"{r['ttft_p99_ms']:.0f}" for r in rs)
+        errors = sum(r["errors"] for r in rs)
+        print(f"{clients:>7} {mode:>10} {tps:>22} {med:>16} {p99:>13} {errors:>6}")
+    b = sum(r["generated_tokens_per_s"] for r in rows["batched"]) / max(1, len(rows["batched"]))
+    u = sum(r["generated_tokens_per_s"] for r in rows["unbatched"]) / max(1, len(rows["unbatched"]))
+    print(f"{clients:>7} {'ratio':>10} {b / u:>21.2f}x")
+PY

@@ -20,6 +20,8 @@ using namespace dracarys;
 
 namespace {
 
+constexpr int kDefaultBatch = 32;  // requests in one batch unless --parallel says otherwise
+
 struct ServeOptions {
   std::string checkpoint;
   ServerOptions server;
@@ -43,11 +45,30 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
                    "Require this key on every API route (header 'Authorization: Bearer KEY'); the page asks for it")
             .no_default(),
         o.server.api_key);
+  visit(OptionSpec("--cors", where,
+                   "Let pages from this origin (for example https://example.org, or * for any) call the API from "
+                   "a browser: CORS headers on every answer, and OPTIONS preflights answered (default: none)")
+            .no_default(),
+        o.server.cors_origin);
+
+  const char* chat = "Chat (/v1/chat/completions)";
+  visit(OptionSpec("--user-name", chat, "Who a 'user' message without a 'name' speaks as (default: no speaker)")
+            .no_default(),
+        o.server.user_name);
+  visit(OptionSpec("--assistant-name", chat,
+                   "Who an 'assistant' message without a 'name' speaks as, and who answers when the request "
+                   "names no 'speaker' (default: the model picks who answers)")
+            .no_default(),
+        o.server.assistant_name);
 
   const char* load = "Load and limits";
+  visit(OptionSpec("--no-batching", load,
+                   "Compute each request alone on its own thread (one per core, each on one BLAS thread) instead of "
+                   "taking the one-token steps of every request together"),
+        NegatedFlag{o.server.batching});
   visit(OptionSpec("--parallel", load,
-                   "Requests computed at once, each with its own KV cache (default: one per core, each on one BLAS "
-                   "thread)")
+                   "Requests computed at once, each with its own KV cache (default: 32 in one batch; with "
+                   "--no-batching, one per core)")
             .range(1, 64)
             .no_default(),
         o.server.parallel);
@@ -74,9 +95,17 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
         o.request_timeout_s);
 }
 
+// What the options left unsaid: with batching, one batch of up to 32 requests on every core;
+// without, one request per core, each on one core (two thread pools on one core fight).
+void choose_defaults(const CLI::App& app, ServeOptions& o) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (!app.count("--parallel")) o.server.parallel = o.server.batching ? kDefaultBatch : cores;
+  if (!app.count("--threads")) o.runtime.threads = o.server.batching ? 0 : 1;
+}
+
 // Registers the table's options and the runtime's.
 void add_serve_options(CLI::App& app, ServeOptions& o) {
-  for_each_serve_option(o, [&app](const OptionSpec& spec, auto& member) { add_to_app(app, spec, member); });
+  for_each_serve_option(o, [&app](const OptionSpec& spec, auto&& member) { add_to_app(app, spec, member); });
   add_runtime_options(app, o.runtime);
 }
 
@@ -128,8 +157,6 @@ int main(int argc, char** argv) {
       "  dracarys-serve -c got.pt --host 0.0.0.0 --port 9000 --api-key secret"};
   app.get_formatter()->column_width(30);
   ServeOptions o;
-  o.server.parallel = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  o.runtime.threads = 1;  // each request on one core: --parallel requests share the cores
   add_serve_options(app, o);
   try {
     app.parse(argc, argv);
@@ -137,6 +164,7 @@ int main(int argc, char** argv) {
     return report_parse_error(app, e);
   }
   try {
+    choose_defaults(app, o);
     check_serve_options(app, o);
     auto device = apply_runtime(o.runtime);
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));

@@ -29,29 +29,69 @@ struct RequestError : std::runtime_error {
   std::string field;
 };
 
-// One or more completions of one or more prompts.
-struct CompletionRequest {
-  std::vector<std::string> prompts;  // as typed; each gets `choices` completions
-  std::string speaker;               // dracarys's own field: "speaker: " goes in front of each prompt
-  int64_t choices = 1;
-  int64_t max_new_tokens = 0;
-  SamplingOptions sampling;  // a seed the client did not give is drawn at random
-  bool stream = false;
-  bool ignore_eos = false;  // llama.cpp's field: go on past the end of the utterance
+// A prompt as a client gives it: a text, or token ids (then `text` is empty).
+struct PromptInput {
+  std::string text;
+  std::optional<std::vector<TokenId>> ids;
 };
 
-// POST /completion, in the fields of llama.cpp's server: prompt, n_predict (-1: up to the
-// server's limit), temperature (0: greedy), top_k, top_p, seed (-1: random), stream; plus
-// speaker and ignore_eos. Fields it does not know are ignored, as llama.cpp does.
-CompletionRequest parse_completion(const std::string& body, const RequestLimits& limits);
+// One or more completions of one or more prompts.
+struct CompletionRequest {
+  std::vector<PromptInput> prompts;  // each gets `choices` completions
+  std::string speaker;               // dracarys's own field: "speaker: " goes in front of each text prompt
+  int64_t choices = 1;
+  int64_t max_new_tokens = 0;
+  SamplingOptions sampling;       // a seed the client did not give is drawn at random
+  std::vector<std::string> stop;  // stop sequences
+  int64_t top_logprobs = -1;      // -1: none; n: each token's log-probability with n alternatives
+  bool stream = false;
+  bool ignore_eos = false;  // llama.cpp's field: go on past the end of the utterance
+  bool echo = false;        // OpenAI's: the prompt's text in front of each completion
+};
 
-// POST /v1/completions, OpenAI's legacy completions: prompt (a string or a list of them),
-// max_tokens (default 16), temperature (default 1), top_p, n, stream, seed.
-CompletionRequest parse_openai_completion(const std::string& body, const RequestLimits& limits);
+// POST /completion, in the fields of llama.cpp's server: prompt (a text or token ids),
+// n_predict or max_tokens (-1: up to the server's limit), temperature (0: greedy), top_k,
+// top_p, min_p, seed (-1: random), stop, repeat_penalty, repeat_last_n, presence_penalty,
+// frequency_penalty, n_probs, stream, ignore_eos; plus speaker. Any other field that would
+// change the output is refused, naming it (kAcceptedFields lists those that change nothing).
+CompletionRequest parse_completion(const std::string& body, const RequestLimits& limits, int64_t vocab_size);
+
+// POST /v1/completions, OpenAI's legacy completions: prompt (a text, a list of texts, token
+// ids, or a list of those), max_tokens (default 16), temperature (default 1), top_p, n, stop,
+// logprobs, echo, presence_penalty, frequency_penalty, seed, stream; plus speaker.
+CompletionRequest parse_openai_completion(const std::string& body, const RequestLimits& limits, int64_t vocab_size);
+
+// One message of a chat: `name` is its speaker (the server's default for its role when absent).
+struct ChatMessage {
+  std::string role;  // "user" or "assistant"
+  std::string name;
+  std::string content;
+};
+
+// POST /v1/chat/completions: messages, and the fields of /v1/completions but prompt, echo and
+// the form of logprobs (true, with top_logprobs); plus speaker, who answers (else the model
+// picks). A "system" message is refused: the model knows only lines that characters speak.
+struct ChatRequest {
+  std::vector<ChatMessage> messages;
+  CompletionRequest completion;  // its prompts stay empty; speaker: who answers
+};
+ChatRequest parse_chat(const std::string& body, const RequestLimits& limits);
+
+// POST /tokenize {"content", "with_pieces"} and POST /detokenize {"tokens"}, as llama.cpp's.
+struct TokenizeRequest {
+  std::string content;
+  bool with_pieces = false;
+};
+TokenizeRequest parse_tokenize(const std::string& body, const RequestLimits& limits);
+std::vector<TokenId> parse_detokenize(const std::string& body, const RequestLimits& limits, int64_t vocab_size);
+
+// Fields every route accepts and ignores because they change nothing here (the README lists
+// them): user, cache_prompt, id_slot, stream_options.
+extern const std::vector<std::string> kAcceptedFields;
 
 // POST /attention: either a text ("prompt", with an optional "speaker") or token ids ("tokens").
 struct AttentionRequest {
-  std::string prompt;
+  std::string prompt;  // not empty
   std::string speaker;
   std::optional<std::vector<TokenId>> tokens;
 };

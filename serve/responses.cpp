@@ -37,39 +37,107 @@ bool send_event(httplib::DataSink& sink, const std::string& data) {
   return sink.write(event.data(), event.size());
 }
 
-json completion_json(const CompletionResult& r, const std::string& model, bool with_content) {
+json completion_json(const CompletionResult& r, const std::string& model, bool with_content,
+                     const Tokenizer& tokenizer) {
   const auto& st = r.stats;
-  return {{"content", with_content ? r.text : ""},
-          {"stop", true},
-          {"model", model},
-          {"tokens", r.ids},
-          {"prompt_tokens", r.prompt_ids},
-          {"tokens_predicted", r.ids.size()},
-          {"tokens_evaluated", r.prompt_ids.size()},
-          {"truncated", st.prompt_truncated},
-          {"stopped_eos", r.stopped_by_end},
-          {"stopped_limit", !r.stopped_by_end && !r.cancelled},
-          {"timings",
-           {{"prompt_n", st.prompt_tokens},
-            {"prompt_ms", ms(st.prompt_seconds)},
-            {"predicted_n", st.generated_tokens},
-            {"predicted_ms", ms(st.generate_seconds)},
-            {"predicted_per_second", st.generated_tokens / std::max(st.generate_seconds, 1e-9)}}}};
+  const auto predicted = static_cast<int64_t>(r.ids.size());  // the end token is not one of them
+  json j = {{"content", with_content ? r.text : ""},
+            {"stop", true},
+            {"model", model},
+            {"tokens", r.ids},
+            {"prompt_tokens", r.prompt_ids},
+            {"tokens_predicted", r.ids.size()},
+            {"tokens_evaluated", r.prompt_ids.size()},
+            {"truncated", st.prompt_truncated},
+            {"stopped_eos", r.stopped_by_end},
+            {"stopped_word", !r.stopped_by_word.empty()},
+            {"stopping_word", r.stopped_by_word},
+            {"stopped_limit", !r.stopped() && !r.cancelled},
+            {"timings",
+             {{"prompt_n", st.prompt_tokens},
+              {"prompt_ms", ms(st.prompt_seconds)},
+              {"predicted_n", predicted},
+              {"predicted_ms", ms(st.generate_seconds)},
+              {"predicted_per_second", predicted / std::max(st.generate_seconds, 1e-9)}}}};
+  if (!r.logprobs.empty() && with_content) j["completion_probabilities"] = llama_probabilities(r.logprobs, tokenizer);
+  return j;
 }
 
-std::string finish_reason(const CompletionResult& r) { return r.stopped_by_end ? "stop" : "length"; }
+namespace {
+// A token's own text, as OpenAI's fields show it: sentencepiece's "▁" is the space it stands
+// for, and a byte-fallback piece "<0xE2>" is that byte (possibly part of a character).
+std::string piece_text(const Tokenizer& tokenizer, TokenId id) {
+  std::string piece = tokenizer.piece(id);
+  if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>')
+    return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+  for (size_t at; (at = piece.find("\xE2\x96\x81")) != std::string::npos;) piece.replace(at, 3, " ");
+  return piece;
+}
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+}  // namespace
 
-json openai_json(const std::string& id, const std::string& model, json choices) {
-  return {{"id", id}, {"object", "text_completion"}, {"created", unix_time()}, {"model", model}, {"choices", choices}};
+json llama_probabilities(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer) {
+  json out = json::array();
+  for (const auto& lp : logprobs) {
+    json top = json::array();
+    for (const auto& [id, logprob] : lp.top)
+      top.push_back({{"id", id}, {"token", piece_text(tokenizer, id)}, {"logprob", logprob}});
+    out.push_back(
+        {{"id", lp.id}, {"token", piece_text(tokenizer, lp.id)}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+  }
+  return out;
+}
+
+json openai_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer, size_t offset) {
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (const auto& lp : logprobs) {
+    const std::string text = piece_text(tokenizer, lp.id);
+    tokens.push_back(text);
+    values.push_back(lp.logprob);
+    json top = json::object();
+    for (const auto& [id, logprob] : lp.top) top[piece_text(tokenizer, id)] = logprob;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += text.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer) {
+  json content = json::array();
+  for (const auto& lp : logprobs) {
+    json top = json::array();
+    for (const auto& [id, logprob] : lp.top) {
+      const std::string text = piece_text(tokenizer, id);
+      top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes_of(text)}});
+    }
+    const std::string text = piece_text(tokenizer, lp.id);
+    content.push_back({{"token", text}, {"logprob", lp.logprob}, {"bytes", bytes_of(text)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+std::string finish_reason(const CompletionResult& r) { return r.stopped() ? "stop" : "length"; }
+
+json openai_json(const std::string& id, const std::string& model, json choices, const std::string& object) {
+  return {{"id", id}, {"object", object}, {"created", unix_time()}, {"model", model}, {"choices", choices}};
 }
 
 json openai_choice(const std::string& text, size_t index, const json& finish) {
   return {{"text", text}, {"index", index}, {"logprobs", nullptr}, {"finish_reason", finish}};
 }
 
-std::string openai_id() {
+std::string openai_id(const std::string& prefix) {
   static std::atomic<uint64_t> counter{0};
-  return "cmpl-" + std::to_string(unix_time()) + "-" + std::to_string(++counter);
+  return prefix + "-" + std::to_string(unix_time()) + "-" + std::to_string(++counter);
+}
+
+json model_json(const std::string& name) {
+  return {{"id", name}, {"object", "model"}, {"created", unix_time()}, {"owned_by", "dracarys"}};
 }
 
 json attention_json(const AttentionMaps& maps) {

@@ -29,16 +29,31 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 bool send_event(httplib::DataSink& sink, const std::string& data);
 
 // llama.cpp's /completion answer (also the last event of a stream, whose content is then "").
-json completion_json(const CompletionResult& r, const std::string& model, bool with_content);
+json completion_json(const CompletionResult& r, const std::string& model, bool with_content,
+                     const Tokenizer& tokenizer);
+
+// llama.cpp's completion_probabilities: per token, its id, text and log-probability, and the
+// top alternatives'.
+json llama_probabilities(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer);
+// OpenAI's legacy logprobs object: tokens, token_logprobs, top_logprobs, text_offset (counted
+// from `offset`, the length of any echoed prompt).
+json openai_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer, size_t offset);
+// OpenAI's chat logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}.
+json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer);
 
 // OpenAI's finish_reason: "stop" at the end of the utterance, else "length".
 std::string finish_reason(const CompletionResult& r);
 
-// OpenAI's chunk or answer skeleton, and one of its choices.
-json openai_json(const std::string& id, const std::string& model, json choices);
+// OpenAI's chunk or answer skeleton (object "text_completion", "chat.completion" or
+// "chat.completion.chunk"), and one of its choices.
+json openai_json(const std::string& id, const std::string& model, json choices,
+                 const std::string& object = "text_completion");
 json openai_choice(const std::string& text, size_t index, const json& finish);
-// A fresh "cmpl-…" id.
-std::string openai_id();
+// A fresh "cmpl-…" (or "chatcmpl-…") id.
+std::string openai_id(const std::string& prefix = "cmpl");
+
+// GET /v1/models's entry for the one model served.
+json model_json(const std::string& name);
 
 // /attention: the tokens, and weights[layer][head][t] holding query t's t + 1 weights over the
 // tokens 0..t (the causal mask hides the rest).

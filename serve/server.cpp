@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,6 +18,14 @@
 namespace dracarys {
 
 namespace {
+
+// When the request being handled on this thread arrived: the time to its first token counts
+// from here, its wait for a slot included. (A streamed answer runs on the same thread.)
+thread_local std::chrono::steady_clock::time_point g_arrival;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 // What is wrong with a request's framing, as a status and a message; nothing when it is fine.
 // httplib 0.11 reads a chunked body without any limit, caps form-encoded bodies at 8 KB without
@@ -62,6 +71,7 @@ Server::Server(LoadedModel& model, ServerOptions options)
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     listen_socket_ = sock;
   });
+  if (o_.batching) batcher_ = std::make_unique<Batcher>(m_, o_.parallel);
   routes();
 }
 
@@ -83,6 +93,7 @@ bool Server::listen() { return http_->listen_after_bind(); }
 
 void Server::stop() {
   stopping_ = true;
+  if (batcher_) batcher_->stop();
   admission_.close();
   http_->stop();
 }
@@ -97,11 +108,20 @@ void Server::routes() {
   http.Get("/", bind_plain(&Server::handle_page));
   http.Get("/health", bind_plain(&Server::handle_health));
   http.Get("/props", bind_plain(&Server::handle_props));
-  http.Post("/completion", admit([this](const std::string& body) { return parse_completion(body, o_.limits); },
-                                 &Server::handle_completion));
+  http.Get("/metrics", bind_plain(&Server::handle_metrics));
+  http.Get("/v1/models", bind_plain(&Server::handle_models));
+  http.Get(R"(/v1/models/(.+))", bind_plain(&Server::handle_models));
+  http.Post("/tokenize", bind_plain(&Server::handle_tokenize));
+  http.Post("/detokenize", bind_plain(&Server::handle_detokenize));
+  const int64_t vocab = m_.model->config().vocab_size;
+  http.Post("/completion",
+            admit([this, vocab](const std::string& body) { return parse_completion(body, o_.limits, vocab); },
+                  &Server::handle_completion));
   http.Post("/v1/completions",
-            admit([this](const std::string& body) { return parse_openai_completion(body, o_.limits); },
+            admit([this, vocab](const std::string& body) { return parse_openai_completion(body, o_.limits, vocab); },
                   &Server::handle_openai_completion));
+  http.Post("/v1/chat/completions",
+            admit([this](const std::string& body) { return parse_chat(body, o_.limits); }, &Server::handle_chat));
   http.Post(
       "/attention",
       admit([this](const std::string& body) { return parse_attention(body, o_.limits, m_.model->config().vocab_size); },
@@ -138,6 +158,17 @@ void Server::install_hooks() {
     spdlog::info("{} {} {}", req.method, req.path, res.status);
   });
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!o_.cors_origin.empty()) {  // --cors: a page from that origin may call the API
+      res.set_header("Access-Control-Allow-Origin", o_.cors_origin);
+      if (o_.cors_origin != "*") res.set_header("Vary", "Origin");
+      if (req.method == "OPTIONS") {  // the browser's preflight: answered before the key is asked for
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Api-Key");
+        res.set_header("Access-Control-Max-Age", "600");
+        res.status = 204;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
     if (const auto problem = framing_problem(req, o_.max_body_bytes)) {
       if (req.ranges.empty())
         send_error(res, problem->first, problem->second);
@@ -162,18 +193,26 @@ Server::Handler Server::admit(Parse parse, void (Server::*run)(const Request&, s
                                                                httplib::Response&)) {
   return [this, parse, run](const httplib::Request& req, httplib::Response& res) {
     try {
+      g_arrival = std::chrono::steady_clock::now();
       Request request = parse(req.body);
-      request.speaker = checked_speaker(request.speaker);
+      check_speakers(request);
+      metrics_.request_seen();
       std::shared_ptr<Admission::Ticket> ticket = admission_.enter();
-      if (!ticket)
+      if (!ticket) {
+        metrics_.request_refused();
         return send_error(res, 503,
                           stopping_ ? "the server is shutting down" : "the server is busy: too many requests waiting");
+      }
       (this->*run)(request, std::move(ticket), res);
     } catch (const RequestError& e) {
       send_error(res, e.status, e.what(), e.field);
     }
   };
 }
+
+void Server::check_speakers(CompletionRequest& r) const { r.speaker = checked_speaker(r.speaker); }
+void Server::check_speakers(AttentionRequest& r) const { r.speaker = checked_speaker(r.speaker); }
+void Server::check_speakers(ChatRequest& r) const { r.completion.speaker = checked_speaker(r.completion.speaker); }
 
 std::string Server::checked_speaker(const std::string& speaker) const {
   if (speaker.empty()) return speaker;
@@ -183,11 +222,34 @@ std::string Server::checked_speaker(const std::string& speaker) const {
   return spelled;
 }
 
-CompletionResult Server::complete(const std::string& prompt, const CompletionOptions& options,
+std::vector<TokenId> Server::prompt_ids(const PromptInput& prompt, const std::string& speaker) const {
+  if (prompt.ids) return *prompt.ids;
+  return prompt_tokens(m_.tokenizer, speaker.empty() ? prompt.text : speaker_line(speaker, prompt.text));
+}
+
+CompletionOptions Server::options_of(const CompletionRequest& r) {
+  CompletionOptions o;
+  o.sampling = r.sampling;
+  o.max_new_tokens = r.max_new_tokens;
+  o.ignore_end = r.ignore_eos;
+  o.stop = r.stop;
+  o.top_logprobs = r.top_logprobs;
+  return o;
+}
+
+CompletionResult Server::complete(std::vector<TokenId> prompt, const CompletionOptions& options,
                                   const std::function<bool(const CompletionPiece&)>& on_piece) {
-  return run_completion(m_, prompt, options, [this, &on_piece](const CompletionPiece& p) {
+  const auto arrival = g_arrival;
+  double first_token_s = -1;
+  auto hand_on = [&](const CompletionPiece& p) {
+    if (first_token_s < 0) first_token_s = seconds_since(arrival);
     return !stopping_ && (!on_piece || on_piece(p));
-  });
+  };
+  auto result = batcher_ ? batcher_->complete(std::move(prompt), options, hand_on)
+                         : run_completion(m_, std::move(prompt), options, hand_on);
+  metrics_.completion_done(static_cast<int64_t>(result.prompt_ids.size()), static_cast<int64_t>(result.ids.size()),
+                           first_token_s, result.stats.generate_seconds);
+  return result;
 }
 
 void Server::handle_page(const httplib::Request&, httplib::Response& res) {
@@ -226,17 +288,19 @@ void Server::handle_props(const httplib::Request&, httplib::Response& res) {
 // llama.cpp's /completion: one completion, whole or streamed as events of its pieces.
 void Server::handle_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
                                httplib::Response& res) {
-  const std::string prompt = r.speaker.empty() ? r.prompts.front() : speaker_line(r.speaker, r.prompts.front());
-  const CompletionOptions options{r.sampling, r.max_new_tokens, r.ignore_eos};
-  if (!r.stream) return send_json(res, completion_json(complete(prompt, options), o_.model_name, true));
+  auto prompt = prompt_ids(r.prompts.front(), r.speaker);
+  const CompletionOptions options = options_of(r);
+  if (!r.stream) return send_json(res, completion_json(complete(prompt, options), o_.model_name, true, m_.tokenizer));
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream", [this, prompt, options, ticket](size_t, httplib::DataSink& sink) {
-        auto result = complete(prompt, options, [&sink](const CompletionPiece& p) {
-          return send_event(sink, dump({{"content", p.text}, {"stop", false}, {"tokens", p.ids}}));
+        auto result = complete(prompt, options, [&](const CompletionPiece& p) {
+          json event = {{"content", p.text}, {"stop", false}, {"tokens", p.ids}};
+          if (!p.logprobs.empty()) event["completion_probabilities"] = llama_probabilities(p.logprobs, m_.tokenizer);
+          return send_event(sink, dump(event));
         });
         if (result.cancelled) return false;  // the client is gone: close
-        if (!send_event(sink, dump(completion_json(result, o_.model_name, false)))) return false;
+        if (!send_event(sink, dump(completion_json(result, o_.model_name, false, m_.tokenizer)))) return false;
         sink.done();
         return true;
       });
@@ -249,47 +313,13 @@ bool Server::complete_all(const CompletionRequest& r, const ChoicePiece& on_piec
   size_t index = 0;
   for (const auto& prompt : r.prompts)
     for (int64_t c = 0; c < r.choices; ++c, ++index) {
-      CompletionOptions options{r.sampling, r.max_new_tokens, false};
+      CompletionOptions options = options_of(r);
       options.sampling.seed += static_cast<uint64_t>(c);
-      auto result = complete(prompt, options, [&](const CompletionPiece& p) { return on_piece(index, p); });
+      auto result = complete(prompt_ids(prompt, r.speaker), options,
+                             [&](const CompletionPiece& p) { return on_piece(index, p); });
       if (result.cancelled || !on_end(index, result)) return false;
     }
   return true;
-}
-
-// OpenAI's /v1/completions: whole, with the usage counts, or streamed as chunks then [DONE].
-void Server::handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
-                                      httplib::Response& res) {
-  const std::string id = openai_id();
-  if (!r.stream) {
-    json choices = json::array();
-    int64_t prompt_tokens = 0, completion_tokens = 0;
-    complete_all(
-        r, [](size_t, const CompletionPiece&) { return true; },
-        [&](size_t index, const CompletionResult& result) {
-          choices.push_back(openai_choice(result.text, index, finish_reason(result)));
-          prompt_tokens += static_cast<int64_t>(result.prompt_ids.size());
-          completion_tokens += static_cast<int64_t>(result.ids.size());
-          return true;
-        });
-    auto j = openai_json(id, o_.model_name, choices);
-    j["usage"] = {{"prompt_tokens", prompt_tokens},
-                  {"completion_tokens", completion_tokens},
-                  {"total_tokens", prompt_tokens + completion_tokens}};
-    return send_json(res, j);
-  }
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider("text/event-stream", [this, r, id, ticket](size_t, httplib::DataSink& sink) {
-    auto chunk = [&](const std::string& text, size_t index, const json& finish) {
-      return send_event(sink, dump(openai_json(id, o_.model_name, {openai_choice(text, index, finish)})));
-    };
-    const bool finished = complete_all(
-        r, [&](size_t index, const CompletionPiece& p) { return chunk(p.text, index, nullptr); },
-        [&](size_t index, const CompletionResult& result) { return chunk("", index, finish_reason(result)); });
-    if (!finished || !send_event(sink, "[DONE]")) return false;
-    sink.done();
-    return true;
-  });
 }
 
 // The weights --attention-map draws, for a text or for token ids.
@@ -298,6 +328,48 @@ void Server::handle_attention(const AttentionRequest& r, std::shared_ptr<Admissi
                              : compute_attention(m_.model, m_.tokenizer,
                                                  r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
   send_json(res, attention_json(maps));
+}
+
+// OpenAI's model list: the one checkpoint served; /v1/models/{id} is it, or 404.
+void Server::handle_models(const httplib::Request& req, httplib::Response& res) {
+  if (req.matches.size() < 2) return send_json(res, {{"object", "list"}, {"data", {model_json(o_.model_name)}}});
+  if (req.matches[1] != o_.model_name)
+    return send_error(res, 404, "no model '" + req.matches[1].str() + "' here (GET /v1/models lists the one there is)",
+                      "model");
+  send_json(res, model_json(o_.model_name));
+}
+
+void Server::handle_metrics(const httplib::Request&, httplib::Response& res) {
+  const auto c = admission_.counts();
+  const auto b = batcher_ ? batcher_->stats() : Batcher::Stats{};
+  res.set_content(metrics_.text(c.running, c.waiting, b.steps, b.tokens, b.largest),
+                  "text/plain; version=0.0.4; charset=utf-8");
+}
+
+// llama.cpp's /tokenize: the ids (with each one's text when asked).
+void Server::handle_tokenize(const httplib::Request& req, httplib::Response& res) {
+  try {
+    const auto r = parse_tokenize(req.body, o_.limits);
+    json tokens = json::array();
+    for (auto id : m_.tokenizer.encode(r.content)) {
+      if (r.with_pieces)
+        tokens.push_back({{"id", id}, {"piece", m_.tokenizer.decode({id})}});
+      else
+        tokens.push_back(id);
+    }
+    send_json(res, {{"tokens", tokens}});
+  } catch (const RequestError& e) {
+    send_error(res, e.status, e.what(), e.field);
+  }
+}
+
+void Server::handle_detokenize(const httplib::Request& req, httplib::Response& res) {
+  try {
+    send_json(res,
+              {{"content", m_.tokenizer.decode(parse_detokenize(req.body, o_.limits, m_.model->config().vocab_size))}});
+  } catch (const RequestError& e) {
+    send_error(res, e.status, e.what(), e.field);
+  }
 }
 
 }  // namespace dracarys

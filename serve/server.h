@@ -3,11 +3,16 @@
 //   GET  /             the page (serve/page.html, built into the executable)
 //   GET  /health       {"status":"ok", slots running and waiting}
 //   GET  /props        the model: shape, context, speakers, the server's limits
+//   GET  /metrics      requests, tokens, the queue, time to first token (Prometheus's text)
+//   GET  /v1/models, /v1/models/{id}   the one model served (OpenAI's form)
 //   POST /completion   llama.cpp's fields; "stream": true sends server-sent events
-//   POST /v1/completions  OpenAI's legacy completions, streamed or not
+//   POST /v1/completions       OpenAI's legacy completions, streamed or not
+//   POST /v1/chat/completions  OpenAI's chat: the messages are the lines of a scene
+//   POST /tokenize, /detokenize  llama.cpp's
 //   POST /attention    every layer's and head's attention weights over a text or token ids
 //
-// Every error is JSON: {"error": {"code", "message", "type", "param"}}.
+// Every error is JSON: {"error": {"code", "message", "type", "param"}}. A field that would
+// change the output and is not supported is refused (400), naming it.
 #pragma once
 
 #include <atomic>
@@ -18,21 +23,26 @@
 #include "engine/completion.h"
 #include "engine/loaded_model.h"
 #include "serve/admission.h"
+#include "serve/batcher.h"
 #include "serve/guarded_http.h"
+#include "serve/metrics.h"
 #include "serve/requests.h"
 
 namespace dracarys {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;      // 0: any free port
-  std::string api_key;  // when set, every route but / and /health needs it
-  int parallel = 1;     // requests computed at once, each on its own KV cache
-  int queue = 32;       // requests that may wait for a free slot; past that, 503
+  int port = 8080;       // 0: any free port
+  std::string api_key;   // when set, every route but / and /health needs it
+  int parallel = 1;      // requests computed at once, each on its own KV cache
+  bool batching = true;  // their one-token steps taken together (serve/batcher.h); false: each alone
+  int queue = 32;        // requests that may wait for a free slot; past that, 503
   size_t max_body_bytes = 1 << 20;
   RequestLimits limits;
-  ConnectionLimits connections;  // slow and numerous clients (serve/guarded_http.h)
-  std::string model_name;        // reported in responses (the checkpoint's file name)
+  ConnectionLimits connections;           // slow and numerous clients (serve/guarded_http.h)
+  std::string model_name;                 // reported in responses (the checkpoint's file name)
+  std::string cors_origin;                // --cors: the origin (or "*") whose pages may call the API; empty: none
+  std::string user_name, assistant_name;  // chat: who a message without a name speaks as
 };
 
 class Server {
@@ -60,8 +70,14 @@ class Server {
   Handler admit(Parse parse,
                 void (Server::*run)(const Request&, std::shared_ptr<Admission::Ticket>, httplib::Response&));
   std::string checked_speaker(const std::string& speaker) const;  // the corpus's spelling; RequestError if unknown
-  // One completion that ends early when the server is stopping.
-  CompletionResult complete(const std::string& prompt, const CompletionOptions& options,
+  void check_speakers(CompletionRequest& r) const;
+  void check_speakers(AttentionRequest& r) const;
+  void check_speakers(ChatRequest& r) const;
+  // The tokens of a prompt as given: a text (with the request's speaker in front) or ids.
+  std::vector<TokenId> prompt_ids(const PromptInput& prompt, const std::string& speaker) const;
+  static CompletionOptions options_of(const CompletionRequest& r);
+  // One completion that ends early when the server is stopping; counted in /metrics.
+  CompletionResult complete(std::vector<TokenId> prompt, const CompletionOptions& options,
                             const std::function<bool(const CompletionPiece&)>& on_piece = nullptr);
   bool complete_all(const CompletionRequest& r, const ChoicePiece& on_piece, const ChoiceEnd& on_end);
 
@@ -72,13 +88,23 @@ class Server {
   void handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
                                 httplib::Response& res);
   void handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+  void handle_chat(const ChatRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+  void handle_models(const httplib::Request& req, httplib::Response& res);
+  void handle_metrics(const httplib::Request& req, httplib::Response& res);
+  void handle_tokenize(const httplib::Request& req, httplib::Response& res);
+  void handle_detokenize(const httplib::Request& req, httplib::Response& res);
+  // The chat's scene as the model's tokens, ending with the answering speaker's prefix when
+  // one is known (serve/chat.cpp).
+  std::vector<TokenId> chat_prompt(const ChatRequest& r, std::string& answering) const;
 
   LoadedModel& m_;
   ServerOptions o_;
   Admission admission_;
+  ServerMetrics metrics_;
   std::atomic<bool> stopping_{false};
   int listen_socket_ = -1;
   std::unique_ptr<GuardedHttpServer> http_;
+  std::unique_ptr<Batcher> batcher_;  // with batching: the thread that runs the model
 };
 
 }  // namespace dracarys

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <set>
 
 #include "model/attention.h"
 #include "model/config.h"
@@ -592,4 +593,88 @@ TEST(Sampler, TopKOneEqualsGreedyAndSeedsRepeat) {
   bad = SamplingOptions{};
   bad.top_p = 1.5;
   EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
+// The server's batched step: every sequence's logits equal its one-token step alone, bit for
+// bit, whatever the batch's size and whatever the others hold; and the caches end up equal.
+TEST(Model, DecodeBatchEqualsDecodeOneBitForBit) {
+  for (const auto& c : variants(tiny(2, 2, 32, 40, 37))) {
+    SCOPED_TRACE(describe(c));
+    auto m = make(c, 13);
+    m->eval();
+    torch::NoGradGuard no_grad;
+    for (int64_t B : {1, 2, 3, 5, 9}) {
+      std::vector<KVCache> alone(B), together(B);
+      for (int64_t b = 0; b < B; ++b) {  // prompts of different lengths
+        std::vector<int64_t> prompt;
+        for (int64_t t = 0; t <= b; ++t) prompt.push_back((b * 5 + t * 3) % c.vocab_size);
+        alone[b] = m->make_cache(), together[b] = m->make_cache();
+        m->forward(one_sequence(prompt), &alone[b]);
+        m->forward(one_sequence(prompt), &together[b]);
+      }
+      for (int step = 0; step < 6; ++step) {
+        std::vector<int64_t> tokens;
+        std::vector<KVCache*> caches;
+        for (int64_t b = 0; b < B; ++b)
+          tokens.push_back((b * 7 + step * 11) % c.vocab_size), caches.push_back(&together[b]);
+        const auto batched = m->decode_batch(tokens, caches.data());
+        ASSERT_EQ(batched.size(0), B);
+        for (int64_t b = 0; b < B; ++b)
+          EXPECT_TRUE(torch::equal(batched[b], m->decode_one(tokens[b], alone[b]))) << "B " << B << " row " << b;
+      }
+      for (int64_t b = 0; b < B; ++b)
+        for (size_t l = 0; l < alone[b].layers.size(); ++l)
+          EXPECT_TRUE(torch::equal(alone[b].layers[l].keys(), together[b].layers[l].keys()));
+    }
+  }
+}
+
+// The sampler's boxes beyond temperature: the penalties on tokens seen recently (llama.cpp's
+// repeat penalty, OpenAI's presence and frequency), and min-p.
+TEST(Sampler, PenaltiesLookBackAndMinPKeepsTheLikely) {
+  const std::vector<float> logits = {2.0f, 1.9f, 0.5f, -1.0f};
+  SamplingOptions greedy;
+  greedy.greedy = true;
+  EXPECT_EQ(Sampler(greedy).next(logits), 0);
+  auto penalised = greedy;
+  penalised.repeat_penalty = 1.1;  // 2.0 / 1.1 = 1.82 < 1.9
+  Sampler a(penalised);
+  a.remember({0});
+  EXPECT_EQ(a.next(logits), 1);
+  auto far = penalised;
+  far.repeat_last_n = 1;  // token 0 is two tokens back: out of sight
+  Sampler b(far);
+  b.remember({0, 3});
+  EXPECT_EQ(b.next(logits), 0);
+  auto presence = greedy;
+  presence.presence_penalty = 0.2;
+  Sampler p(presence);
+  p.remember({0});
+  EXPECT_EQ(p.next(logits), 1);
+  auto frequency = greedy;
+  frequency.frequency_penalty = 0.06;  // once: 1.94 > 1.9; twice: 1.88 < 1.9
+  Sampler f1(frequency), f2(frequency);
+  f1.remember({0});
+  f2.remember({0, 0});
+  EXPECT_EQ(f1.next(logits), 0);
+  EXPECT_EQ(f2.next(logits), 1);
+  // The sampler remembers its own picks: greedy with a strong penalty alternates.
+  Sampler alternating(penalised);
+  EXPECT_EQ(alternating.next(logits), 0);
+  EXPECT_EQ(alternating.next(logits), 1);
+  // min-p 0.95 keeps tokens 0 and 1 (e^-0.1 = 0.905 < 0.95: only token 0) at temperature 1.
+  SamplingOptions hot;
+  hot.temperature = 1.0;
+  hot.min_p = 0.95;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    hot.seed = seed;
+    EXPECT_EQ(Sampler(hot).next(logits), 0);
+  }
+  hot.min_p = 0.2;  // keeps 0, 1 and 2 (e^-1.5 = 0.22); never 3
+  std::set<int64_t> seen;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    hot.seed = seed;
+    seen.insert(Sampler(hot).next(logits));
+  }
+  EXPECT_EQ(seen, (std::set<int64_t>{0, 1, 2}));
 }

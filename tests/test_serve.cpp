@@ -559,3 +559,263 @@ TEST_F(Serve, LoadBenchmarkRunsWithoutErrors) {
   EXPECT_LT(report["server_heap_mb_after_load"].get<double>() - report["server_heap_mb_after_half"].get<double>(), 0.25)
       << r.out;
 }
+
+// OpenAI's discovery and llama.cpp's token routes: the one model, its tokens both ways, and
+// the counters of /metrics growing with a completion.
+TEST_F(Serve, ModelsTokensAndMetrics) {
+  auto c = client();
+  auto list = c.Get("/v1/models");
+  ASSERT_TRUE(list);
+  const auto models = json::parse(list->body);
+  ASSERT_EQ(models["data"].size(), 1u) << models;
+  const std::string name = models["data"][0]["id"];
+  EXPECT_EQ(name, "scene.pt");
+  auto one = c.Get(("/v1/models/" + name).c_str());
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+  EXPECT_EQ(json::parse(one->body)["id"], name);
+  auto none = c.Get("/v1/models/gpt-4");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 404);
+  EXPECT_EQ(json::parse(none->body)["error"]["param"], "model");
+
+  auto [status, tokens] = post("/tokenize", json{{"content", "ned stark: Winter is coming."}}.dump());
+  ASSERT_EQ(status, 200) << tokens;
+  ASSERT_GT(tokens["tokens"].size(), 3u);
+  auto [status2, text] = post("/detokenize", json{{"tokens", tokens["tokens"]}}.dump());
+  ASSERT_EQ(status2, 200) << text;
+  EXPECT_EQ(text["content"], "ned stark: Winter is coming.");
+  auto [status3, pieces] = post("/tokenize", json{{"content", "Winter"}, {"with_pieces", true}}.dump());
+  ASSERT_EQ(status3, 200) << pieces;
+  std::string joined;
+  for (const auto& t : pieces["tokens"]) joined += t["piece"].get<std::string>();
+  EXPECT_EQ(joined, "Winter");
+  EXPECT_EQ(post("/detokenize", R"({"tokens": [100000]})").first, 400);
+  EXPECT_EQ(post("/tokenize", R"({"content": "a", "add_special": true})").first, 400);
+
+  auto counter = [&](const std::string& metric) {
+    auto res = client().Get("/metrics");
+    EXPECT_TRUE(res && res->status == 200);
+    if (!res) return -1.0;
+    EXPECT_NE(res->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+    const auto at = res->body.find("\ndracarys:" + metric + " ");
+    EXPECT_NE(at, std::string::npos) << res->body;
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + metric.size() + 11));
+  };
+  const double before = counter("tokens_predicted_total"), requests = counter("requests_total");
+  auto [status4, done] = post("/completion", json{{"prompt", "ned stark: Winter"}, {"temperature", 0}}.dump());
+  ASSERT_EQ(status4, 200) << done;
+  EXPECT_EQ(counter("tokens_predicted_total"), before + static_cast<double>(done["tokens"].size()));
+  EXPECT_EQ(counter("requests_total"), requests + 1);
+  EXPECT_GE(counter("time_to_first_token_count"), 1);
+  EXPECT_EQ(done["timings"]["predicted_n"], done["tokens_predicted"]);
+}
+
+// Stop sequences end the text where they first appear, are never shown, and may span tokens;
+// streamed pieces hold back what might begin one.
+TEST_F(Serve, StopSequencesEndTheTextAndAreNeverShown) {
+  // The memorised line: "ned stark: Winter" -> " is coming."
+  const json body = {{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"stop", {"xyz", "s com"}}};
+  auto [status, j] = post("/completion", body.dump());
+  ASSERT_EQ(status, 200) << j;
+  EXPECT_EQ(j["content"], " i");
+  EXPECT_EQ(j["stopped_word"], true);
+  EXPECT_EQ(j["stopping_word"], "s com");
+  EXPECT_EQ(j["stopped_eos"], false);
+  json streamed = body;
+  streamed["stream"] = true;
+  const auto data = events("/completion", streamed);
+  std::string text;
+  for (size_t i = 0; i + 1 < data.size(); ++i) text += json::parse(data[i])["content"].get<std::string>();
+  EXPECT_EQ(text, " i");
+  auto [status2, o] =
+      post("/v1/completions",
+           json{{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"stop", "ing"}, {"max_tokens", 20}}.dump());
+  ASSERT_EQ(status2, 200) << o;
+  EXPECT_EQ(o["choices"][0]["text"], " is com");
+  EXPECT_EQ(o["choices"][0]["finish_reason"], "stop");
+  // A stop sequence that never comes changes nothing.
+  auto [status3, k] =
+      post("/completion", json{{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"stop", {"dragon"}}}.dump());
+  ASSERT_EQ(status3, 200) << k;
+  EXPECT_EQ(k["content"], " is coming.");
+}
+
+// Every field that changes the output is honoured: the prompt as token ids, min_p, echo, the
+// log-probabilities in both shapes; and any other is refused, naming it.
+TEST_F(Serve, EveryFieldIsHonouredOrRefused) {
+  auto [s1, ids] = post("/tokenize", json{{"content", "ned stark: Winter"}}.dump());
+  ASSERT_EQ(s1, 200);
+  auto [s2, by_ids] = post("/completion", json{{"prompt", ids["tokens"]}, {"temperature", 0}}.dump());
+  ASSERT_EQ(s2, 200) << by_ids;
+  EXPECT_EQ(by_ids["content"], " is coming.");
+  EXPECT_EQ(by_ids["prompt_tokens"], ids["tokens"]);
+  // min_p = 1 keeps only the most likely token: any temperature and seed give the greedy text.
+  auto [s3, min_p] =
+      post("/completion",
+           json{{"prompt", "robert baratheon:"}, {"temperature", 1.5}, {"seed", 3}, {"min_p", 1.0}, {"n_predict", 30}}
+               .dump());
+  auto [s4, greedy] =
+      post("/completion", json{{"prompt", "robert baratheon:"}, {"temperature", 0}, {"n_predict", 30}}.dump());
+  ASSERT_EQ(s3, 200) << min_p;
+  EXPECT_EQ(min_p["tokens"], greedy["tokens"]);
+  // n_probs: each token's log-probability, with the alternatives most likely first.
+  auto [s5, probs] =
+      post("/completion", json{{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"n_probs", 3}}.dump());
+  ASSERT_EQ(s5, 200) << probs;
+  const auto& cp = probs["completion_probabilities"];
+  ASSERT_EQ(cp.size(), probs["tokens"].size());
+  for (size_t i = 0; i < cp.size(); ++i) {
+    EXPECT_EQ(cp[i]["id"], probs["tokens"][i]);
+    ASSERT_EQ(cp[i]["top_logprobs"].size(), 3u);
+    EXPECT_EQ(cp[i]["top_logprobs"][0]["id"], cp[i]["id"]);  // greedy: the most likely
+    EXPECT_EQ(cp[i]["top_logprobs"][0]["logprob"], cp[i]["logprob"]);
+    EXPECT_LE(cp[i]["logprob"].get<double>(), 0.0);
+    EXPECT_GE(cp[i]["top_logprobs"][0]["logprob"].get<double>(), cp[i]["top_logprobs"][1]["logprob"].get<double>());
+  }
+  // OpenAI's echo and logprobs.
+  auto [s6, echo] =
+      post("/v1/completions",
+           json{{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"echo", true}, {"max_tokens", 20}}.dump());
+  ASSERT_EQ(s6, 200) << echo;
+  EXPECT_EQ(echo["choices"][0]["text"], "ned stark: Winter is coming.");
+  auto [s7, lp] =
+      post("/v1/completions",
+           json{{"prompt", "ned stark: Winter"}, {"temperature", 0}, {"logprobs", 2}, {"max_tokens", 20}}.dump());
+  ASSERT_EQ(s7, 200) << lp;
+  const auto& l = lp["choices"][0]["logprobs"];
+  ASSERT_EQ(l["tokens"].size(), l["token_logprobs"].size());
+  ASSERT_EQ(l["top_logprobs"].size(), l["tokens"].size());
+  std::string joined;
+  for (const auto& t : l["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, lp["choices"][0]["text"]);
+  // Refused, each naming its field; accepted where they change nothing.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"/completion", R"({"prompt": "a", "grammar": "root ::= x"})"},
+      {"/completion", R"({"prompt": "a", "n_keep": 4})"},
+      {"/v1/completions", R"({"prompt": "a", "suffix": "b"})"},
+      {"/v1/completions", R"({"prompt": "a", "logit_bias": {"5": 100}})"},
+      {"/v1/completions", R"({"prompt": "a", "echo": true, "logprobs": 1})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "a"}], "tools": []})"},
+  };
+  for (const auto& [path, body] : refused) {
+    auto [status, e] = post(path, body);
+    EXPECT_EQ(status, 400) << path << " " << body << " -> " << e;
+    EXPECT_TRUE(e["error"]["param"].is_string()) << e;
+  }
+  EXPECT_EQ(post("/completion", R"({"prompt": "a", "user": "me", "cache_prompt": true, "n_predict": 2})").first, 200);
+  EXPECT_EQ(post("/v1/completions", R"({"prompt": "a", "user": "me", "logit_bias": {}, "max_tokens": 2})").first, 200);
+  EXPECT_EQ(post("/attention", R"({"prompt": ""})").first, 400);
+}
+
+// Chat: the messages are the lines of a scene, each spoken by its name; the answer is the next
+// line, by the speaker the request names or by whoever the model picks.
+TEST_F(Serve, ChatIsTheSceneSpokenLineByLine) {
+  const json messages = {
+      {{"role", "user"}, {"name", "ned stark"}, {"content", "Winter is coming."}},
+      {{"role", "assistant"}, {"name", "robert baratheon"}, {"content", "You were always the gloomy one."}},
+      {{"role", "user"}, {"name", "ned stark"}, {"content", "Someone has to be."}}};
+  auto [status, j] = post("/v1/chat/completions", json{{"messages", messages}, {"temperature", 0}}.dump());
+  ASSERT_EQ(status, 200) << j;
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["name"], "cersei lannister");  // the model picked who speaks
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "The king is tired.");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  auto [status2, k] = post("/v1/chat/completions",
+                           json{{"messages", messages}, {"temperature", 0}, {"speaker", "Cersei Lannister"}}.dump());
+  ASSERT_EQ(status2, 200) << k;
+  EXPECT_EQ(k["choices"][0]["message"]["name"], "cersei lannister");
+  EXPECT_EQ(k["choices"][0]["message"]["content"], "The king is tired.");
+  // Streamed: a first chunk with the role and name, then the content.
+  const auto data = events("/v1/chat/completions", json{{"messages", messages}, {"temperature", 0}, {"stream", true}});
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(data.back(), "[DONE]");
+  std::string content;
+  const auto first = json::parse(data[0]);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(first["choices"][0]["delta"]["name"], "cersei lannister");
+  for (size_t i = 0; i + 1 < data.size(); ++i) {
+    const auto e = json::parse(data[i]);
+    if (e["choices"][0]["delta"].contains("content")) content += e["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  EXPECT_EQ(content, "The king is tired.");
+  EXPECT_EQ(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"], "stop");
+  // A system message has no speaker to say it: refused, with the reason.
+  auto [status3, e] =
+      post("/v1/chat/completions", json{{"messages", {{{"role", "system"}, {"content", "You are Cersei."}}}}}.dump());
+  EXPECT_EQ(status3, 400) << e;
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("system"), std::string::npos);
+}
+
+// With --cors, a page from that origin may call the API: preflights answered, the header on
+// every answer. Without it (the suite's server), neither.
+TEST_F(Serve, CorsOnlyWhenAsked) {
+  auto plain = client().Get("/health");
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->has_header("Access-Control-Allow-Origin"));
+  ServerProcess cors;
+  ASSERT_TRUE(
+      cors.start(kServe, {"-c", ckpt_, "--cors", "https://example.org", "--api-key", "k"}, dir_->file("cors.log")));
+  httplib::Client c("127.0.0.1", cors.port);
+  httplib::Headers preflight = {{"Origin", "https://example.org"}, {"Access-Control-Request-Method", "POST"}};
+  auto res = c.Options("/v1/completions", preflight);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 204);
+  EXPECT_EQ(res->get_header_value("Access-Control-Allow-Origin"), "https://example.org");
+  EXPECT_NE(res->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  auto refused = c.Post("/v1/completions", R"({"prompt": "a"})", "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);  // the key is still needed, and the refusal still readable
+  EXPECT_EQ(refused->get_header_value("Access-Control-Allow-Origin"), "https://example.org");
+  cors.stop(SIGTERM);
+}
+
+// Continuous batching: requests computed together give exactly the tokens and log-probabilities
+// they give alone, on a server that computes each alone (--no-batching).
+TEST_F(Serve, BatchedRequestsEqualTheSameRequestsAlone) {
+  ServerProcess alone;
+  ASSERT_TRUE(alone.start(kServe, {"-c", ckpt_, "--no-batching", "--parallel", "1"}, dir_->file("alone.log")));
+  httplib::Client c("127.0.0.1", alone.port);
+  c.set_read_timeout(60);
+  std::vector<json> bodies;
+  const std::vector<std::string> prompts = {"robert baratheon:", "cersei lannister: The", "ned stark:", ""};
+  for (int i = 0; i < 6; ++i)
+    bodies.push_back({{"prompt", prompts[i % prompts.size()]},
+                      {"n_predict", 50 + 7 * i},
+                      {"temperature", 1.3},
+                      {"seed", 100 + i},
+                      {"n_probs", 2}});
+  std::vector<json> expected;
+  for (const auto& b : bodies) {
+    auto res = c.Post("/completion", b.dump(), "application/json");
+    ASSERT_TRUE(res && res->status == 200);
+    expected.push_back(json::parse(res->body));
+  }
+  alone.stop(SIGTERM);
+  ServerProcess batched;  // all six in one batch
+  ASSERT_TRUE(batched.start(kServe, {"-c", ckpt_, "--parallel", "6"}, dir_->file("batched.log")));
+  std::vector<json> together(bodies.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < bodies.size(); ++i)
+    threads.emplace_back([&, i] {
+      httplib::Client b("127.0.0.1", batched.port);
+      b.set_read_timeout(60);
+      auto res = b.Post("/completion", bodies[i].dump(), "application/json");
+      if (res) together[i] = json::parse(res->body, nullptr, false);
+    });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    EXPECT_EQ(together[i]["tokens"], expected[i]["tokens"]) << "request " << i;
+    EXPECT_EQ(together[i]["completion_probabilities"], expected[i]["completion_probabilities"]) << "request " << i;
+  }
+  // They were computed together: the batch took fewer steps than the tokens it made.
+  auto metrics = httplib::Client("127.0.0.1", batched.port).Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("dracarys:batch_size_max"), std::string::npos);
+  const auto at = metrics->body.find("\ndracarys:batch_size_max ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stod(metrics->body.substr(at + 25)), 2.0) << metrics->body;
+  batched.stop(SIGTERM);
+}

@@ -24,6 +24,49 @@ DRACARYS_INLINE float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// a·b[0..3]: four dots sharing a, each summed exactly as dot() sums it (the same lanes, the
+// same order), interleaved so that the four chains of additions overlap in the CPU.
+DRACARYS_INLINE void dot4(const float* a, const float* b0, const float* b1, const float* b2, const float* b3, int64_t n,
+                          float* out) {
+  float p0[kLanes] = {}, p1[kLanes] = {}, p2[kLanes] = {}, p3[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const float w = a[i + j];
+      p0[j] += w * b0[i + j];
+      p1[j] += w * b1[i + j];
+      p2[j] += w * b2[i + j];
+      p3[j] += w * b3[i + j];
+    }
+  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+  for (; i < n; ++i) {
+    s0 += a[i] * b0[i];
+    s1 += a[i] * b1[i];
+    s2 += a[i] * b2[i];
+    s3 += a[i] * b3[i];
+  }
+  for (int j = 0; j < kLanes; ++j) s0 += p0[j], s1 += p1[j], s2 += p2[j], s3 += p3[j];
+  out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+// Rows [begin, end) of Y[i] = W·X[i] + b for the B vectors of X: each weight row is read once
+// for all of them.
+DRACARYS_VECTOR_CLONES
+void matvecs_rows(const float* W, const float* b, const float* X, float* Y, int64_t begin, int64_t end, int64_t rows,
+                  int64_t cols, int64_t B) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* w = W + r * cols;
+    const float bias = b ? b[r] : 0.0f;
+    int64_t i = 0;
+    for (; i + 4 <= B; i += 4) {
+      float sums[4];
+      dot4(w, X + i * cols, X + (i + 1) * cols, X + (i + 2) * cols, X + (i + 3) * cols, cols, sums);
+      for (int k = 0; k < 4; ++k) Y[(i + k) * rows + r] = sums[k] + bias;
+    }
+    for (; i < B; ++i) Y[i * rows + r] = dot(w, X + i * cols, cols) + bias;
+  }
+}
+
 // Rows [begin, end) of y = W·x + b.
 DRACARYS_VECTOR_CLONES
 void matvec_rows(const float* W, const float* b, const float* x, float* y, int64_t begin, int64_t end, int64_t cols) {
@@ -34,6 +77,11 @@ void matvec_rows(const float* W, const float* b, const float* x, float* y, int64
 
 void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols) {
   parallel_for(rows, [&](int64_t begin, int64_t end) { matvec_rows(W, b, x, y, begin, end, cols); });
+}
+
+void matvecs(const float* W, const float* b, const float* X, float* Y, int64_t rows, int64_t cols, int64_t B) {
+  if (B == 1) return matvec(W, b, X, Y, rows, cols);
+  parallel_for(rows, [&](int64_t begin, int64_t end) { matvecs_rows(W, b, X, Y, begin, end, rows, cols, B); });
 }
 
 DRACARYS_VECTOR_CLONES

@@ -16,6 +16,10 @@ namespace dracarys::kernels {
 // W: [rows, cols] row-major; b: [rows] or nullptr; x: [cols]; y: [rows].
 void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols);
 
+// The same for B vectors at once, each weight row read once for all of them: Y[i] = W·X[i] + b.
+// X: [B, cols]; Y: [B, rows]. Each Y[i] is bit-equal to matvec's for X[i] alone.
+void matvecs(const float* W, const float* b, const float* X, float* Y, int64_t rows, int64_t cols, int64_t B);
+
 // y = (x − mean(x)) / √(var(x) + eps) · gamma + beta, over n values (y may be x).
 void layer_norm(const float* x, const float* gamma, const float* beta, double eps, float* y, int64_t n);
 
