@@ -40,6 +40,23 @@ int64_t Sampler::next(const std::vector<float>& logits) {
   return id;
 }
 
+// Temperature alone: a draw from the softmax of every token, in id order, with no sort (a token
+// costs O(vocab), not O(vocab log vocab): the server samples every request of a batch on one
+// thread).
+int64_t Sampler::draw(const std::vector<float>& logits) {
+  const double top = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> w(logits.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) sum += w[i] = std::exp((logits[i] - top) / opts_.temperature);
+  const double u = std::generate_canonical<double, 53>(rng_) * sum;
+  double cumulative = 0.0;
+  for (size_t i = 0; i < w.size(); ++i)
+    if ((cumulative += w[i]) > u && w[i] > 0.0) return static_cast<int64_t>(i);
+  for (size_t i = w.size(); i-- > 0;)  // u at the very top of the range: the last token with weight
+    if (w[i] > 0.0) return static_cast<int64_t>(i);
+  return 0;
+}
+
 // The penalties, as llama.cpp applies them: for each token among the recent ones, seen c times,
 // its logit is divided (if positive) or multiplied (if negative) by repeat_penalty, then
 // c · frequency_penalty + presence_penalty is subtracted.
@@ -60,6 +77,7 @@ int64_t Sampler::pick(const std::vector<float>& logits) {
   const int64_t n = static_cast<int64_t>(logits.size());
   if (opts_.greedy || opts_.top_k == 1)
     return std::max_element(logits.begin(), logits.end()) - logits.begin();  // first maximum on ties
+  if (opts_.top_k == 0 && opts_.top_p >= 1.0 && opts_.min_p <= 0.0) return draw(logits);
 
   // Candidates sorted by logit, most likely first; ties keep the lower id first.
   std::vector<int64_t> ids(n);

@@ -44,6 +44,7 @@ class Sampler {
  private:
   std::vector<float> penalised(std::vector<float> logits) const;
   int64_t pick(const std::vector<float>& logits);
+  int64_t draw(const std::vector<float>& logits);  // temperature alone, without sorting
 
   SamplingOptions opts_;
   std::mt19937_64 rng_;
