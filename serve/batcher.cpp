@@ -62,13 +62,15 @@ struct Batcher::Job {
   }
 };
 
-Batcher::Batcher(LoadedModel& model, int max_batch) : m_(model), max_batch_(max_batch) {
-  thread_ = std::thread([this] { run(); });
+Batcher::Batcher(LoadedModel& model, int max_batch, int lanes)
+    : m_(model), max_batch_(std::max(1, (max_batch + lanes - 1) / lanes)) {
+  for (int i = 0; i < lanes; ++i) lanes_.emplace_back([this] { run(); });
 }
 
 Batcher::~Batcher() {
   stop();
-  if (thread_.joinable()) thread_.join();
+  for (auto& lane : lanes_)
+    if (lane.joinable()) lane.join();
 }
 
 void Batcher::stop() {

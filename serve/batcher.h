@@ -23,8 +23,10 @@ namespace dracarys {
 
 class Batcher {
  public:
-  // At most `max_batch` requests are computed at once; the others wait their turn.
-  Batcher(LoadedModel& model, int max_batch);
+  // `lanes` threads each run a batch of their own (one per core: a thread that computes alone
+  // never waits for another); at most `max_batch` requests are computed at once in all, the
+  // others wait their turn.
+  Batcher(LoadedModel& model, int max_batch, int lanes);
   ~Batcher();  // finishes nothing: call stop() first to end the requests in flight
 
   // Runs one completion in the batch and blocks until it is done. on_piece runs on the calling
@@ -42,20 +44,20 @@ class Batcher {
 
  private:
   struct Job;
-  void run();                                                    // the model's thread
+  void run();                                                    // one lane's thread
   void admit(std::vector<std::shared_ptr<Job>>& active);         // the waiting, up to max_batch
   void start(Job& job);                                          // the prompt through the model, alone
   void step(std::vector<std::shared_ptr<Job>>& active);          // one token of every active request
   static bool take(Job& job, const std::vector<float>& logits);  // picks and books one token
 
   LoadedModel& m_;
-  const int max_batch_;
+  const int max_batch_;  // in each lane
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> waiting_;
   bool stopping_ = false;
   Stats stats_;
-  std::thread thread_;
+  std::vector<std::thread> lanes_;
 };
 
 }  // namespace dracarys

@@ -66,6 +66,12 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
                    "Compute each request alone on its own thread (one per core, each on one BLAS thread) instead of "
                    "taking the one-token steps of every request together"),
         NegatedFlag{o.server.batching});
+  visit(OptionSpec("--batch-lanes", load,
+                   "With batching: threads that each run a batch of their own (default: one per core, up to "
+                   "--parallel)")
+            .range(1, 64)
+            .no_default(),
+        o.server.lanes);
   visit(OptionSpec("--parallel", load,
                    "Requests computed at once, each with its own KV cache (default: 32 in one batch; with "
                    "--no-batching, one per core)")
@@ -95,12 +101,14 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
         o.request_timeout_s);
 }
 
-// What the options left unsaid: with batching, one batch of up to 32 requests on every core;
-// without, one request per core, each on one core (two thread pools on one core fight).
+// What the options left unsaid: with batching, up to 32 requests in one batch per core, each
+// batch's thread on one core; without, one request per core. Either way each thread computes
+// alone on its core (thread pools that share cores fight).
 void choose_defaults(const CLI::App& app, ServeOptions& o) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (!app.count("--parallel")) o.server.parallel = o.server.batching ? kDefaultBatch : cores;
-  if (!app.count("--threads")) o.runtime.threads = o.server.batching ? 0 : 1;
+  if (!app.count("--threads")) o.runtime.threads = 1;
+  if (!app.count("--batch-lanes")) o.server.lanes = std::max(1, std::min(cores, o.server.parallel));
 }
 
 // Registers the table's options and the runtime's.

@@ -71,7 +71,7 @@ Server::Server(LoadedModel& model, ServerOptions options)
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     listen_socket_ = sock;
   });
-  if (o_.batching) batcher_ = std::make_unique<Batcher>(m_, o_.parallel);
+  if (o_.batching) batcher_ = std::make_unique<Batcher>(m_, o_.parallel, o_.lanes);
   routes();
 }
 

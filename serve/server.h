@@ -36,6 +36,7 @@ struct ServerOptions {
   std::string api_key;   // when set, every route but / and /health needs it
   int parallel = 1;      // requests computed at once, each on its own KV cache
   bool batching = true;  // their one-token steps taken together (serve/batcher.h); false: each alone
+  int lanes = 1;         // with batching: threads that each run a batch
   int queue = 32;        // requests that may wait for a free slot; past that, 503
   size_t max_body_bytes = 1 << 20;
   RequestLimits limits;
