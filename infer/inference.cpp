@@ -68,12 +68,14 @@ void print_completion_json(const LoadedModel& m, const std::string& prompt, cons
 
 std::string complete(LoadedModel& m, const std::string& prompt, const CompleteOptions& opts) {
   const int64_t context = m.model->config().context;
-  if (static_cast<int64_t>(m.tokenizer.encode(prompt).size()) > context)
-    spdlog::warn("prompt has more tokens than the context of {}: keeping the last {}", context, context);
+  auto ids = prompt_tokens(m.tokenizer, prompt);  // tokenised once, here
+  if (static_cast<int64_t>(ids.size()) > context)
+    spdlog::warn("prompt has {} tokens, more than the context of {}: keeping the last {}", ids.size(), context,
+                 context);
   // The pieces come whole characters at a time (engine/completion.h), printed as they come.
   const bool stream = !opts.json;
   if (stream) print_text(prompt, opts.escape);
-  const auto r = run_completion(m, prompt, opts.completion, [&](const CompletionPiece& p) {
+  const auto r = run_completion(m, std::move(ids), opts.completion, [&](const CompletionPiece& p) {
     if (stream) print_text(p.text, opts.escape);
     return true;
   });
