@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 
 #include "checkpoint/checkpoint.h"
@@ -41,6 +43,8 @@ struct InferOptions {
   std::string score;             // --score FILE, or - for standard input
   bool score_lines = false;      // --score-lines: each line's score too
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
+  bool explain = false;          // --explain: one head's every box instead of the filters
+  std::string probe_strip;       // --probe-strip FILE.svg | FILE.html: the checkpoint's probe over training
   int layer = -1, head = -1;     // -1: every layer / head
   std::string export_tokenizer;  // --export-tokenizer FILE
   int64_t turns = 0;             // --turns: utterances after the prompt's line
@@ -84,6 +88,11 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
                    "--layer/--head on the terminal")
             .no_default(),
         o.attention_map);
+  visit(OptionSpec("--probe-strip", what,
+                   "Draw one --layer/--head's filter for training's probe line (CHECKPOINT.probe, written by "
+                   "dracarys-train --probe) at up to 8 of its evaluations, side by side: FILE.svg or FILE.html")
+            .no_default(),
+        o.probe_strip);
   visit(OptionSpec("--list-speakers", what,
                    "Print the speakers of the checkpoint's training corpus with their line counts, most lines first"),
         o.list_speakers);
@@ -151,11 +160,20 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
                    "With --score: first each line's own score (bits per character, nats per token, tokens), one "
                    "per line, or one JSON object per line with --json"),
         o.score_lines);
-  visit(OptionSpec("--layer", detail, "Only this layer in --attention-map (0-based; text map default 0)")
+  visit(OptionSpec("--explain", detail,
+                   "With --attention-map FILE.svg or FILE.html: draw one --layer/--head's every box of attention "
+                   "(Q, K, V, the scores, scaled, masked, the filter, filter·V, the concatenation, the output), "
+                   "each with its shape and what it does"),
+        o.explain);
+  visit(OptionSpec("--layer", detail,
+                   "Only this layer in --attention-map; the layer of --explain and --probe-strip (0-based; default 0 "
+                   "where one is needed)")
             .range(0, ModelConfig::kMaxLayers - 1)
             .no_default(),
         o.layer);
-  visit(OptionSpec("--head", detail, "Only this head in --attention-map (0-based; text map default 0)")
+  visit(OptionSpec("--head", detail,
+                   "Only this head in --attention-map; the head of --explain and --probe-strip (0-based; default 0 "
+                   "where one is needed)")
             .range(0, ModelConfig::kMaxHeads - 1)
             .no_default(),
         o.head);
@@ -188,6 +206,8 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
   for (const auto& s : o.stop)
     if (s.empty()) throw std::invalid_argument("--stop needs a text that is not empty");
   if (o.score_lines && o.score.empty()) throw std::invalid_argument("--score-lines needs --score FILE");
+  if (o.explain && (o.attention_map.empty() || o.attention_map == "-"))
+    throw std::invalid_argument("--explain draws into --attention-map FILE.svg or FILE.html");
   check_runtime_options(o.runtime);
 }
 
@@ -204,6 +224,12 @@ void check_outputs(const InferOptions& o) {
     });
   if (!o.attention_map.empty() && o.attention_map != "-")
     check_output_path(o.attention_map, "--attention-map", is_attention_map_file);
+  if (!o.probe_strip.empty()) check_output_path(o.probe_strip, "--probe-strip", is_attention_map_file);
+}
+
+bool is_html_path(const std::string& path) {
+  return (path.size() >= 5 && path.substr(path.size() - 5) == ".html") ||
+         (path.size() >= 4 && path.substr(path.size() - 4) == ".htm");
 }
 
 // The text the model sees for one prompt: checked, with the speaker's name in front.
@@ -221,11 +247,34 @@ int draw_attention_map(LoadedModel& m, const InferOptions& o) {
     return 0;
   }
   const auto& path = o.attention_map;
-  const bool html = (path.size() >= 5 && path.substr(path.size() - 5) == ".html") ||
-                    (path.size() >= 4 && path.substr(path.size() - 4) == ".htm");
+  const bool html = is_html_path(path);
+  if (o.explain) {
+    const auto traced = trace_sequence(m.model, m.tokenizer, maps.ids);
+    const int layer = std::max(o.layer, 0), head = std::max(o.head, 0);
+    head_boxes(traced, layer, head);  // (refuses a layer or head the model does not have)
+    write_file_atomic(path, html ? render_boxes_html(traced, layer, head) : render_boxes_svg(traced, layer, head));
+    spdlog::info("every box of layer {}, head {} for {} tokens, written to {}", layer, head, maps.tokens.size(), path);
+    return 0;
+  }
   write_file_atomic(path, html ? render_html(maps, o.layer, o.head) : render_svg(maps, o.layer, o.head));
   spdlog::info("attention of {} tokens, {} layer(s) x {} head(s), written to {}", maps.tokens.size(),
                o.layer < 0 ? maps.layers.size() : 1, o.head < 0 ? maps.layers[0].size(0) : 1, path);
+  return 0;
+}
+
+// --probe-strip: the probe file beside the checkpoint, one head's filter over training.
+int draw_probe_strip(const InferOptions& o) {
+  const std::string path = probe_path(o.checkpoint);
+  if (!std::filesystem::exists(path))
+    throw std::invalid_argument("no probe file " + path + ": dracarys-train --probe writes it beside the checkpoint");
+  const auto record = read_probe_file(path);
+  const int layer = std::max(o.layer, 0), head = std::max(o.head, 0);
+  write_file_atomic(o.probe_strip, is_html_path(o.probe_strip) ? render_probe_html(record, layer, head)
+                                                               : render_probe_svg(record, layer, head));
+  spdlog::info("layer {}, head {} at {} of {} evaluations (steps {} to {}), written to {}", layer, head,
+               std::min(record.snapshots.size(), kProbeStripPanels), record.snapshots.size(),
+               record.snapshots.empty() ? 0 : record.snapshots.front().step,
+               record.snapshots.empty() ? 0 : record.snapshots.back().step, o.probe_strip);
   return 0;
 }
 
@@ -334,8 +383,8 @@ int main(int argc, char** argv) {
     if (!o.export_tokenizer.empty()) {
       write_file_atomic(o.export_tokenizer, m.tokenizer.bytes());
       spdlog::info("tokenizer written to {}", o.export_tokenizer);
-      if (o.prompts.empty() && o.score.empty() && o.attention_map.empty() && !o.benchmark && !o.chat &&
-          !o.list_speakers)
+      if (o.prompts.empty() && o.score.empty() && o.attention_map.empty() && o.probe_strip.empty() && !o.benchmark &&
+          !o.chat && !o.list_speakers)
         return 0;
     }
     if (o.benchmark) {
@@ -347,6 +396,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!o.attention_map.empty()) return draw_attention_map(m, o);
+    if (!o.probe_strip.empty()) return draw_probe_strip(o);
     if (o.chat) return chat_with(m, o);
     if (!o.score.empty()) {
       score_file(m, o.score, o.score_lines, o.json);

@@ -9,7 +9,8 @@
 // position (model/rotary.h).
 //
 // The softmax rows are each head's "attention filter": row t says how much position t
-// draws from each position ≤ t. forward() can hand them back for inspection.
+// draws from each position ≤ t. forward() can hand back every box for inspection
+// (model/attention_trace.h).
 //
 // Two implementations of the same arithmetic: the reference (attention.cpp), one statement per
 // box of the diagram in [batch, heads, T, d_k] layout, which --attention-map draws from; and
@@ -20,6 +21,7 @@
 
 #include <torch/torch.h>
 
+#include "model/attention_trace.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 
@@ -32,12 +34,12 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // x: [batch, T, d_model] -> [batch, T, d_model].
   // cache: when given, x holds positions [cache->length, cache->length + T); their keys and
   //        values are appended and attention spans the cached positions too.
-  // weights_out: when given, receives the attention weights [batch, heads, T, T_keys] (from
-  //              the reference, whatever `kernels` says).
+  // trace: when given, receives every box of the layer (from the reference, whatever `kernels`
+  //        says); its `residual` is the caller's to fill.
   // kernels: which of the two implementations runs (the model's setting, model/config.h).
-  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, torch::Tensor* weights_out = nullptr,
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, AttentionTrace* trace = nullptr,
                         Kernels kernels = Kernels::kFast);
-  torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* weights_out);
+  torch::Tensor forward_reference(const torch::Tensor& x, LayerKVCache* cache, AttentionTrace* trace);
   torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache);
   // Generation's fast step: forward() for one new position of each of B sequences, on plain
   // arrays (see TransformerImpl::decode_batch). X: [B, d_model] -> out: [B, d_model]; appends to

@@ -35,9 +35,10 @@ void DecoderBlockImpl::init_weights(double residual_std) {
   ff_->init_weights(residual_std);
 }
 
-torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache, torch::Tensor* attention_weights,
+torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, LayerKVCache* cache, AttentionTrace* trace,
                                         Kernels kernels) {
-  auto h = x + attn_->forward(ln_attn_(x), cache, attention_weights, kernels);
+  if (trace) trace->residual = x;
+  auto h = x + attn_->forward(ln_attn_(x), cache, trace, kernels);
   return h + ff_(ln_ff_(h));
 }
 

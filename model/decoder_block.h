@@ -25,8 +25,8 @@ TORCH_MODULE(FeedForward);
 class DecoderBlockImpl : public torch::nn::Module {
  public:
   explicit DecoderBlockImpl(const ModelConfig& cfg);
-  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr,
-                        torch::Tensor* attention_weights = nullptr, Kernels kernels = Kernels::kFast);
+  torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr, AttentionTrace* trace = nullptr,
+                        Kernels kernels = Kernels::kFast);
   // One position's residual streams of B sequences, X: [B, d_model], updated in place
   // (decode_step.cpp); caches[b] is sequence b's.
   void decode_batch(float* X, LayerKVCache* const* caches, int64_t B);

@@ -42,7 +42,7 @@ torch::Tensor one_sequence(const std::vector<int64_t>& ids, const torch::Device&
 torch::Tensor TransformerImpl::head_weight() const { return cfg_.tied_head ? embed_->weight : head_->weight; }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
-                                       std::vector<torch::Tensor>* attention) {
+                                       std::vector<AttentionTrace>* traces) {
   const int64_t T = tokens.size(1);
   const int64_t start = cache ? cache->length() : 0;
   TORCH_CHECK(start + T <= cfg_.context, "sequence of ", start + T, " tokens exceeds the context of ", cfg_.context);
@@ -51,13 +51,10 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   auto x = embed_(tokens) * std::sqrt(static_cast<double>(cfg_.d_model));  // token embedding
   if (adds_positions()) x = x + pos_(start, T);                            // + positional encoding
   x = dropout_(x);
-  if (attention) attention->clear();
-  for (size_t i = 0; i < blocks_->size(); ++i) {
-    torch::Tensor weights;
+  if (traces) traces->assign(blocks_->size(), AttentionTrace{});
+  for (size_t i = 0; i < blocks_->size(); ++i)  // N × decoder block
     x = blocks_->ptr<DecoderBlockImpl>(i)->forward(x, cache ? &cache->layers[i] : nullptr,
-                                                   attention ? &weights : nullptr, kernels_);
-    if (attention) attention->push_back(weights);
-  }
+                                                   traces ? &(*traces)[i] : nullptr, kernels_);
   x = ln_final_(x);
   auto logits = torch::matmul(x, head_weight().t());  // decoder head: [B, T, vocab]
   if (cfg_.logit_softcap > 0) logits = cfg_.logit_softcap * torch::tanh(logits / cfg_.logit_softcap);

@@ -24,9 +24,10 @@ class TransformerImpl : public torch::nn::Module {
 
   // tokens: [batch, T] int64 -> logits [batch, T, vocab_size].
   // cache: incremental decoding; tokens continue the cached positions.
-  // attention: when given, receives one [batch, heads, T, T_keys] tensor per layer.
+  // traces: when given, receives every layer's attention boxes (model/attention_trace.h); its
+  //         filters are the attention weights, traces[layer].filter: [batch, heads, T, T_keys].
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
-                        std::vector<torch::Tensor>* attention = nullptr);
+                        std::vector<AttentionTrace>* traces = nullptr);
 
   // Generation's fast step, beside forward() as the reference: the logits [vocab] of one new
   // token of one sequence at position cache.length(), whose keys and values it appends. With a

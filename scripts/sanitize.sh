@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AddressSanitizer (+ UBSan) on the code that handles raw memory, in build-asan/: the byte
-# parsers (checkpoint, weights, JSON, corpus, tokenizer model) and the model with its
+# parsers (checkpoint, weights, probe, JSON, corpus, tokenizer model) and the model with its
 # hand-written one-token kernels. ASan refuses dlopen with RTLD_DEEPBIND, so nothing here loads
 # the tokenizer plugin. (UBSan alone covers everything else: scripts/test.sh builds the whole
 # tree with it and runs every test there.) Any report aborts the test that caused it.
@@ -17,4 +17,4 @@ export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cmake --build build-asan -j "$(nproc)" --target test_formats test_model
-(cd build-asan && ctest --output-on-failure -j 2 -R '^(CheckpointFormat|JsonInput|OptionChecks|CorpusText|Model|CpuThreads)\.')
+(cd build-asan && ctest --output-on-failure -j 2 -R '^(CheckpointFormat|ProbeFile|JsonInput|OptionChecks|CorpusText|Model|CpuThreads)\.')

@@ -14,6 +14,7 @@
 #include "cli/logging.h"
 #include "cli/option_table.h"
 #include "cli/runtime.h"
+#include "engine/probe.h"
 #include "serve/server.h"
 
 using namespace dracarys;
@@ -177,6 +178,8 @@ int main(int argc, char** argv) {
     auto device = apply_runtime(o.runtime);
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
+    std::error_code no_probe;  // the training's probe record, when it lies beside the checkpoint
+    if (std::filesystem::exists(probe_path(o.checkpoint), no_probe)) o.server.probe_file = probe_path(o.checkpoint);
 
     Server server(m, o.server);
     const int port = server.bind();

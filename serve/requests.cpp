@@ -328,9 +328,10 @@ std::vector<TokenId> parse_detokenize(const std::string& body, const RequestLimi
   return token_ids(f["tokens"], "tokens", limits, vocab_size);
 }
 
-AttentionRequest parse_attention(const std::string& body, const RequestLimits& limits, int64_t vocab_size) {
-  Fields f(body);
-  f.only({"prompt", "speaker", "tokens"});
+namespace {
+
+// A text ("prompt", with an optional "speaker") or token ids ("tokens"), exactly one of them.
+AttentionRequest attention_input(const Fields& f, const RequestLimits& limits, int64_t vocab_size) {
   AttentionRequest r;
   if (f.has("tokens") == f.has("prompt"))
     throw RequestError(400, "prompt", "give either 'prompt' (a text) or 'tokens' (token ids), not both");
@@ -343,6 +344,24 @@ AttentionRequest parse_attention(const std::string& body, const RequestLimits& l
   }
   if (!f["tokens"].is_array()) throw RequestError(400, "tokens", "'tokens' must be a non-empty list of token ids");
   r.tokens = token_ids(f["tokens"], "tokens", limits, vocab_size);
+  return r;
+}
+
+}  // namespace
+
+AttentionRequest parse_attention(const std::string& body, const RequestLimits& limits, int64_t vocab_size) {
+  Fields f(body);
+  f.only({"prompt", "speaker", "tokens"});
+  return attention_input(f, limits, vocab_size);
+}
+
+TraceRequest parse_trace(const std::string& body, const RequestLimits& limits, const ModelConfig& model) {
+  Fields f(body);
+  f.only({"prompt", "speaker", "tokens", "layer", "head"});
+  TraceRequest r;
+  r.input = attention_input(f, limits, model.vocab_size);
+  r.layer = f.integer("layer", 0, 0, model.layers - 1);
+  r.head = f.integer("head", 0, 0, model.heads - 1);
   return r;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/tokenizer.h"
+#include "model/config.h"
 #include "model/sampler.h"
 
 namespace dracarys {
@@ -96,5 +97,12 @@ struct AttentionRequest {
   std::optional<std::vector<TokenId>> tokens;
 };
 AttentionRequest parse_attention(const std::string& body, const RequestLimits& limits, int64_t vocab_size);
+
+// POST /trace: the same text or ids, and the layer and head whose boxes to return (0 unless given).
+struct TraceRequest {
+  AttentionRequest input;
+  int64_t layer = 0, head = 0;
+};
+TraceRequest parse_trace(const std::string& body, const RequestLimits& limits, const ModelConfig& model);
 
 }  // namespace dracarys

@@ -1,13 +1,32 @@
 #include "serve/responses.h"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 
 namespace dracarys {
 
 namespace {
 
 double ms(double seconds) { return seconds * 1e3; }
+
+// A float as the double whose shortest text is the float's shortest text ("0.1", not
+// "0.10000000149011612"): the same number, a third of the bytes. Infinities become null.
+json shortest(float x) {
+  if (!std::isfinite(x)) return nullptr;
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof text, x).ptr;
+  *end = 0;
+  return std::strtod(text, nullptr);
+}
+
+json tokens_json(const std::vector<TokenId>& ids, const std::vector<std::string>& pieces) {
+  json tokens = json::array();
+  for (size_t t = 0; t < ids.size(); ++t) tokens.push_back({{"id", ids[t]}, {"piece", pieces[t]}});
+  return tokens;
+}
 
 int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -141,8 +160,7 @@ json model_json(const std::string& name) {
 }
 
 json attention_json(const AttentionMaps& maps) {
-  json tokens = json::array();
-  for (size_t t = 0; t < maps.ids.size(); ++t) tokens.push_back({{"id", maps.ids[t]}, {"piece", maps.tokens[t]}});
+  const json tokens = tokens_json(maps.ids, maps.tokens);
   json layers = json::array();
   for (const auto& layer : maps.layers) {  // [heads, T, T]
     json heads = json::array();
@@ -160,6 +178,66 @@ json attention_json(const AttentionMaps& maps) {
           {"layers", maps.layers.size()},
           {"heads", maps.layers.empty() ? 0 : maps.layers[0].size(0)},
           {"weights", layers}};
+}
+
+json trace_json(const TracedSequence& s, const std::vector<AttentionBox>& boxes, int64_t layer, int64_t head) {
+  json out_boxes = json::array();
+  for (const auto& b : boxes) {
+    const int64_t rows = b.values.size(0), cols = b.values.size(1);
+    const float* data = b.values.data_ptr<float>();
+    json values = json::array();
+    for (int64_t r = 0; r < rows; ++r) {
+      json row = json::array();
+      for (int64_t c = 0; c < cols; ++c) row.push_back(shortest(data[r * cols + c]));
+      values.push_back(std::move(row));
+    }
+    out_boxes.push_back({{"name", b.name},
+                         {"title", b.title},
+                         {"says", b.says},
+                         {"rows", b.rows},
+                         {"cols", b.cols},
+                         {"shape", {rows, cols}},
+                         {"values", std::move(values)}});
+  }
+  const auto& first = s.layers.front();
+  return {{"tokens", tokens_json(s.ids, s.tokens)},
+          {"layer", layer},
+          {"head", head},
+          {"layers", s.layers.size()},
+          {"heads", first.q.size(0)},
+          {"d_model", first.input.size(1)},
+          {"d_k", first.q.size(2)},
+          {"boxes", std::move(out_boxes)}};
+}
+
+json probe_json(const ProbeRecord& record) {
+  const int64_t T = record.tokens();
+  json snapshots = json::array();
+  for (const auto& snap : record.snapshots) {
+    json layers = json::array();
+    for (int64_t l = 0; l < record.layers; ++l) {
+      json heads = json::array();
+      for (int64_t h = 0; h < record.heads; ++h) {
+        json rows = json::array();
+        const float* w = snap.filters.data() + (l * record.heads + h) * T * T;
+        for (int64_t t = 0; t < T; ++t) {
+          json row = json::array();
+          for (int64_t k = 0; k <= t; ++k) row.push_back(shortest(w[t * T + k]));
+          rows.push_back(std::move(row));
+        }
+        heads.push_back(std::move(rows));
+      }
+      layers.push_back(std::move(heads));
+    }
+    snapshots.push_back({{"step", snap.step},
+                         {"val_loss", std::isnan(snap.val_loss) ? json(nullptr) : json(snap.val_loss)},
+                         {"filters", std::move(layers)}});
+  }
+  return {{"text", record.text},
+          {"tokens", tokens_json(record.ids, record.pieces)},
+          {"layers", record.layers},
+          {"heads", record.heads},
+          {"snapshots", std::move(snapshots)}};
 }
 
 }  // namespace dracarys

@@ -10,8 +10,10 @@
 #include <string>
 
 #include "cli/report.h"
+#include "engine/attention_boxes.h"
 #include "engine/attention_weights.h"
 #include "engine/completion.h"
+#include "engine/probe.h"
 
 namespace dracarys {
 
@@ -58,5 +60,14 @@ json model_json(const std::string& name);
 // /attention: the tokens, and weights[layer][head][t] holding query t's t + 1 weights over the
 // tokens 0..t (the causal mask hides the rest).
 json attention_json(const AttentionMaps& maps);
+
+// /trace: the tokens, and one head's boxes in the guide's order, each {name, title, says, rows,
+// cols, shape: [rows, cols], values: rows of numbers}, the mask's -inf as null. The numbers are
+// the model's float32 values, printed as the shortest text that reads back to the same float.
+json trace_json(const TracedSequence& s, const std::vector<AttentionBox>& boxes, int64_t layer, int64_t head);
+
+// /probe: the probe line's tokens and its snapshots, each {step, val_loss (null: none),
+// filters[layer][head][t] holding query t's t + 1 weights}.
+json probe_json(const ProbeRecord& record);
 
 }  // namespace dracarys

@@ -72,6 +72,7 @@ Server::Server(LoadedModel& model, ServerOptions options)
     listen_socket_ = sock;
   });
   if (o_.batching) batcher_ = std::make_unique<Batcher>(m_, o_.parallel, o_.lanes);
+  load_probe();
   routes();
 }
 
@@ -122,10 +123,34 @@ void Server::routes() {
                   &Server::handle_openai_completion));
   http.Post("/v1/chat/completions",
             admit([this](const std::string& body) { return parse_chat(body, o_.limits); }, &Server::handle_chat));
-  http.Post(
-      "/attention",
-      admit([this](const std::string& body) { return parse_attention(body, o_.limits, m_.model->config().vocab_size); },
-            &Server::handle_attention));
+  http.Post("/attention",
+            admit([this, vocab](const std::string& body) { return parse_attention(body, o_.limits, vocab); },
+                  &Server::handle_attention));
+  http.Post("/trace",
+            admit([this](const std::string& body) { return parse_trace(body, o_.limits, m_.model->config()); },
+                  &Server::handle_trace));
+  http.Get("/probe", bind_plain(&Server::handle_probe));
+}
+
+// The probe file beside the checkpoint, checked once. A damaged one, or one recorded for another
+// model, is reported and left out: the rest of the server does not need it.
+void Server::load_probe() {
+  if (o_.probe_file.empty()) return;
+  try {
+    const auto record = read_probe_file(o_.probe_file);
+    const auto& c = m_.model->config();
+    if (record.layers != c.layers || record.heads != c.heads)
+      throw std::invalid_argument("the probe file " + o_.probe_file + " was recorded for another model's shape");
+    for (auto id : record.ids)
+      if (id < 0 || id >= c.vocab_size)
+        throw std::invalid_argument("the probe file " + o_.probe_file +
+                                    " holds tokens outside this model's vocabulary");
+    probe_json_ = dump(probe_json(record));
+    spdlog::info("probe: {} snapshots of \"{}\" from {} (GET /probe)", record.snapshots.size(), record.text,
+                 o_.probe_file);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}; the page shows no training slider", e.what());
+  }
 }
 
 // What runs around every route: the request's framing is checked before its body is read, then
@@ -213,6 +238,7 @@ Server::Handler Server::admit(Parse parse, void (Server::*run)(const Request&, s
 void Server::check_speakers(CompletionRequest& r) const { r.speaker = checked_speaker(r.speaker); }
 void Server::check_speakers(AttentionRequest& r) const { r.speaker = checked_speaker(r.speaker); }
 void Server::check_speakers(ChatRequest& r) const { r.completion.speaker = checked_speaker(r.completion.speaker); }
+void Server::check_speakers(TraceRequest& r) const { check_speakers(r.input); }
 
 std::string Server::checked_speaker(const std::string& speaker) const {
   if (speaker.empty()) return speaker;
@@ -320,6 +346,23 @@ bool Server::complete_all(const CompletionRequest& r, const ChoicePiece& on_piec
       if (result.cancelled || !on_end(index, result)) return false;
     }
   return true;
+}
+
+// One head's every box (the page's walk through), for a text or for token ids.
+void Server::handle_trace(const TraceRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
+  const auto& in = r.input;
+  const auto ids = in.tokens
+                       ? *in.tokens
+                       : m_.tokenizer.encode(in.speaker.empty() ? in.prompt : speaker_line(in.speaker, in.prompt));
+  const auto traced = trace_sequence(m_.model, m_.tokenizer, ids);
+  send_json(res, trace_json(traced, head_boxes(traced, r.layer, r.head), r.layer, r.head));
+}
+
+void Server::handle_probe(const httplib::Request&, httplib::Response& res) {
+  if (probe_json_.empty())
+    return send_error(res, 404,
+                      "this checkpoint has no probe file beside it (dracarys-train --probe writes OUT.probe)");
+  res.set_content(probe_json_, "application/json; charset=utf-8");
 }
 
 // The weights --attention-map draws, for a text or for token ids.

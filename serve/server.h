@@ -10,6 +10,9 @@
 //   POST /v1/chat/completions  OpenAI's chat: the messages are the lines of a scene
 //   POST /tokenize, /detokenize  llama.cpp's
 //   POST /attention    every layer's and head's attention weights over a text or token ids
+//   POST /trace        one layer's and head's every box of attention (engine/attention_boxes.h)
+//   GET  /probe        the filters training recorded for its probe line (engine/probe.h), when
+//                      the checkpoint has its OUT.probe beside it
 //
 // Every error is JSON: {"error": {"code", "message", "type", "param"}}. A field that would
 // change the output and is not supported is refused (400), naming it.
@@ -44,6 +47,7 @@ struct ServerOptions {
   std::string model_name;                 // reported in responses (the checkpoint's file name)
   std::string cors_origin;                // --cors: the origin (or "*") whose pages may call the API; empty: none
   std::string user_name, assistant_name;  // chat: who a message without a name speaks as
+  std::string probe_file;                 // the probe's record to serve at GET /probe; empty: none
 };
 
 class Server {
@@ -67,6 +71,7 @@ class Server {
 
   void routes();         // one line per route
   void install_hooks();  // framing, the API key, errors and the log, around every route
+  void load_probe();     // o_.probe_file, checked, as GET /probe's answer
   template <class Parse, class Request>
   Handler admit(Parse parse,
                 void (Server::*run)(const Request&, std::shared_ptr<Admission::Ticket>, httplib::Response&));
@@ -74,6 +79,7 @@ class Server {
   void check_speakers(CompletionRequest& r) const;
   void check_speakers(AttentionRequest& r) const;
   void check_speakers(ChatRequest& r) const;
+  void check_speakers(TraceRequest& r) const;
   // The tokens of a prompt as given: a text (with the request's speaker in front) or ids.
   std::vector<TokenId> prompt_ids(const PromptInput& prompt, const std::string& speaker) const;
   static CompletionOptions options_of(const CompletionRequest& r);
@@ -89,6 +95,8 @@ class Server {
   void handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
                                 httplib::Response& res);
   void handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+  void handle_trace(const TraceRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
+  void handle_probe(const httplib::Request& req, httplib::Response& res);
   void handle_chat(const ChatRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res);
   void handle_models(const httplib::Request& req, httplib::Response& res);
   void handle_metrics(const httplib::Request& req, httplib::Response& res);
@@ -106,6 +114,7 @@ class Server {
   int listen_socket_ = -1;
   std::unique_ptr<GuardedHttpServer> http_;
   std::unique_ptr<Batcher> batcher_;  // with batching: the thread that runs the model
+  std::string probe_json_;            // GET /probe's answer, made once; empty: no probe file
 };
 
 }  // namespace dracarys

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <codecvt>
+#include <filesystem>
 #include <fstream>
 #include <locale>
 #include <regex>
@@ -13,10 +14,16 @@
 #include "checkpoint/checkpoint.h"
 #include "cli_util.h"
 #include "data/tokenizer.h"
+#include "engine/attention_boxes.h"
+#include "engine/loaded_model.h"
+#include "engine/probe.h"
 
 using namespace dracarys;
+using dracarys::testing::expect_one_line_error;
 using dracarys::testing::kInfer;
+using dracarys::testing::kPrompt;
 using dracarys::testing::kTrain;
+using dracarys::testing::run;
 using dracarys::testing::slurp;
 using dracarys::testing::TempDir;
 using dracarys::testing::train_once;
@@ -70,12 +77,12 @@ TEST_F(AttentionMap, SvgHasEveryPanelAndTheModelsWeights) {
   auto tok = Tokenizer::from_bytes(ckpt.tokenizer);
   auto ids = tok.encode(prompt);
   const int64_t T = static_cast<int64_t>(ids.size());
-  std::vector<torch::Tensor> att;
+  std::vector<AttentionTrace> att;
   {
     torch::NoGradGuard ng;
     model->forward(torch::tensor(ids).unsqueeze(0), nullptr, &att);
   }
-  auto expected = att[1][0][2];
+  auto expected = att[1].filter[0][2];
   const auto start = doc.find("data-layer=\"1\" data-head=\"2\"");
   const auto end = doc.find("</g>", start);
   ASSERT_NE(start, std::string::npos);
@@ -127,6 +134,63 @@ TEST_F(AttentionMap, HostilePromptIsEscapedInSvgAndHtml) {
   EXPECT_EQ(doc.find("data-layer=\"0\""), std::string::npos);
   EXPECT_NE(doc.find("data-layer=\"1\" data-head=\"2\""), std::string::npos);
   EXPECT_NE(sh(kInfer + " -c " + ckpt_ + " -p x --layer 7 --attention-map " + one + " 2>/dev/null"), 0);
+}
+
+// --explain: one head's every box, in the guide's order, each with its shape and its numbers.
+TEST_F(AttentionMap, ExplainDrawsEveryBoxOfOneHeadWithItsNumbers) {
+  const std::string prompt = "cersei lannister: When you play";
+  for (std::string ext : {".svg", ".html"}) {
+    const auto out = dir_->file("explain" + ext);
+    auto r = run(*dir_, kInfer + " -c " + ckpt_ + " -p '" + prompt + "' --attention-map " + out +
+                            " --explain --layer 1 --head 2");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(sh("xmllint --noout " + out), 0) << ext;
+    const std::string doc = slurp(out);
+    auto m = load_for_inference(ckpt_, torch::kCPU);
+    const auto traced = trace_sequence(m.model, m.tokenizer, m.tokenizer.encode(prompt));
+    const auto boxes = head_boxes(traced, 1, 2);
+    size_t at = 0;
+    for (const auto& b : boxes) {  // in order, each with its shape
+      const std::string head = "<g class=\"box\" data-name=\"" + b.name + "\" data-rows=\"" +
+                               std::to_string(b.values.size(0)) + "\" data-cols=\"" + std::to_string(b.values.size(1)) +
+                               "\">";
+      const auto found = doc.find(head, at);
+      ASSERT_NE(found, std::string::npos) << b.name;
+      at = found;
+      // Its first cell holds the box's first number.
+      const auto v = doc.find("data-v=\"", found) + 8;
+      const double drawn = std::stod(doc.substr(v, doc.find('"', v) - v));
+      EXPECT_FLOAT_EQ(static_cast<float>(drawn), b.values[0][0].item<float>()) << b.name;
+    }
+    EXPECT_NE(doc.find("data-v=\"-inf\""), std::string::npos) << "the mask's cells";
+  }
+  // --explain draws into a file; a head the model lacks is refused in one line.
+  expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt_ + " -p x --explain --attention-map -"), "--explain");
+  expect_one_line_error(
+      run(*dir_, kInfer + " -c " + ckpt_ + " -p x --explain --head 3 --attention-map " + dir_->file("e.svg")),
+      "head 3");
+}
+
+// --probe-strip: one head's filter at the recorded steps, side by side, from CHECKPOINT.probe.
+TEST_F(AttentionMap, ProbeStripDrawsOneHeadAcrossTheRecordedSteps) {
+  const auto ckpt = dir_->file("probed.pt");
+  std::filesystem::copy_file(ckpt_, ckpt, std::filesystem::copy_options::overwrite_existing);
+  const auto strip = dir_->file("strip.svg");
+  expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip), "no probe file");
+  auto m = load_for_inference(ckpt, torch::kCPU);
+  auto record = start_probe(m.model, m.tokenizer, kPrompt);
+  for (int64_t step = 0; step < 12; ++step) record_probe(record, m.model, 10 * step, 2.0);
+  write_probe_file(probe_path(ckpt), record);
+  auto r = run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --layer 1 --head 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(sh("xmllint --noout " + strip), 0);
+  const std::string doc = slurp(strip);
+  std::regex panel("<g class=\"panel\" data-step=\"(\\d+)\">");
+  std::vector<int> steps;
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), panel); it != std::sregex_iterator(); ++it)
+    steps.push_back(std::stoi((*it)[1]));
+  EXPECT_EQ(steps, (std::vector<int>{0, 10, 30, 40, 60, 70, 90, 110}));  // eight, the first and the last among them
+  expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --head 5"), "--head 5");
 }
 
 TEST_F(AttentionMap, TextHeatmapFitsEightyColumns) {

@@ -1,6 +1,6 @@
 // The parsers of outside bytes on their own, without LibTorch or the tokenizer plugin, so that
 // they also run under AddressSanitizer (scripts/sanitize.sh): the checkpoint container and its
-// metadata, bounded JSON, the corpus readers, and the option range checks.
+// metadata, the probe file, bounded JSON, the corpus readers, and the option range checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +10,7 @@
 
 #include "checkpoint/checkpoint_format.h"
 #include "checkpoint/json_input.h"
+#include "checkpoint/probe_file.h"
 #include "checkpoint/tensor_file.h"
 #include "cli/option_checks.h"
 #include "data/corpus.h"
@@ -44,6 +45,106 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 }  // namespace
+
+// A probe of 2 layers × 3 heads over 4 tokens; snapshot `step` has filters that differ by step.
+ProbeRecord tiny_probe(int snapshots) {
+  ProbeRecord r;
+  r.text = "when you play";
+  r.ids = {5, 9, 2, 7};
+  r.pieces = {"\xC2\xB7when", "\xC2\xB7you", "\xC2\xB7pl", "ay"};
+  r.layers = 2;
+  r.heads = 3;
+  for (int n = 0; n < snapshots; ++n) {
+    ProbeSnapshot s{10 * n, n == 0 ? std::nan("") : 3.0 / (n + 1), {}};
+    for (int64_t lh = 0; lh < r.layers * r.heads; ++lh)
+      for (int64_t t = 0; t < 4; ++t)
+        for (int64_t k = 0; k < 4; ++k) {
+          // Row t: weight on key 0 grows with the step; the rest is shared by keys 1..t.
+          const float first = t == 0 ? 1.0f : 1.0f / static_cast<float>(n + 2);
+          s.filters.push_back(k > t ? 0.0f : k == 0 ? first : (1.0f - first) / static_cast<float>(t));
+        }
+    add_snapshot(r, std::move(s));
+  }
+  return r;
+}
+
+TEST(ProbeFile, RoundTripsAndRefusesEveryDamage) {
+  const auto r = tiny_probe(3);
+  const std::string bytes = probe_bytes(r);
+  const auto back = parse_probe(bytes, "p");
+  EXPECT_EQ(back.text, r.text);
+  EXPECT_EQ(back.ids, r.ids);
+  EXPECT_EQ(back.pieces, r.pieces);
+  ASSERT_EQ(back.snapshots.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(back.snapshots[i].step, r.snapshots[i].step);
+    EXPECT_TRUE(back.snapshots[i].filters == r.snapshots[i].filters);
+  }
+  EXPECT_TRUE(std::isnan(back.snapshots[0].val_loss));
+  EXPECT_EQ(back.snapshots[2].val_loss, 1.0);
+  EXPECT_EQ(probe_bytes(back), bytes);
+
+  // Every truncation is refused, and so is every damage below, each with the file named.
+  for (size_t n = 0; n < bytes.size(); ++n) EXPECT_NE(error_of([&] { parse_probe(bytes.substr(0, n), "p"); }), "") << n;
+  uint32_t header_size = 0;
+  std::memcpy(&header_size, bytes.data() + 8, 4);
+  auto damaged = [&](size_t at, const void* value, size_t size) {
+    std::string b = bytes;
+    std::memcpy(b.data() + at, value, size);
+    return error_of([&] { parse_probe(b, "the probe file x.probe"); });
+  };
+  const size_t first_snapshot = 12 + header_size, snapshot = r.snapshot_bytes();
+  const int64_t back_step = 0;  // the step before it again
+  EXPECT_NE(damaged(first_snapshot + snapshot, &back_step, 8).find("steps do not increase"), std::string::npos);
+  const double bad_loss = -1;
+  EXPECT_NE(damaged(first_snapshot + 8, &bad_loss, 8).find("impossible loss"), std::string::npos);
+  const float above = 1.5f, in_future = 0.25f, nan = std::nanf("");
+  EXPECT_NE(damaged(first_snapshot + 16, &above, 4).find("weight that no filter can"), std::string::npos);
+  EXPECT_NE(damaged(first_snapshot + 16 + 4, &in_future, 4).find("weight that no filter can"), std::string::npos);
+  EXPECT_NE(damaged(first_snapshot + 16, &nan, 4).find("weight that no filter can"), std::string::npos);
+  const float shifted = 0.5f;  // row 0 is {1}: now it sums to 0.5
+  EXPECT_NE(damaged(first_snapshot + 16, &shifted, 4).find("does not sum to 1"), std::string::npos);
+  const uint32_t huge = 0xFFFFFFFFu;
+  EXPECT_NE(damaged(8, &huge, 4).find("header"), std::string::npos);
+  EXPECT_NE(damaged(0, "DRPROBE9", 8).find("not a probe file"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse_probe(bytes + "x", "p"); }).find("3 snapshots its header declares"),
+            std::string::npos);
+  for (const char* header_json :
+       {R"({"text":"a","ids":[1],"pieces":["a"],"layers":0,"heads":1,"snapshots":0})",
+        R"({"text":"a","ids":[1],"pieces":[],"layers":1,"heads":1,"snapshots":0})",
+        R"({"text":"a","ids":[1],"pieces":["a"],"layers":1,"heads":1,"snapshots":-1})",
+        R"({"text":"a","ids":[1],"pieces":["a"],"layers":1,"heads":1,"snapshots":999})", R"({"text":1})", R"([)"}) {
+    std::string b = "DRPROBE1";
+    const uint32_t n = static_cast<uint32_t>(std::strlen(header_json));
+    b.append(reinterpret_cast<const char*>(&n), 4);
+    b += header_json;
+    EXPECT_NE(error_of([&] { parse_probe(b, "p"); }), "") << header_json;
+  }
+}
+
+// However long the run, the file stays within its stated bound; the first snapshot and the
+// newest always stay, and the steps keep increasing.
+TEST(ProbeFile, SizeIsBoundedAndTheRunStaysCovered) {
+  auto r = tiny_probe(1000);
+  EXPECT_LE(r.snapshots.size(), kMaxProbeSnapshots);
+  EXPECT_GE(r.snapshots.size(), kMaxProbeSnapshots / 2);
+  EXPECT_EQ(r.snapshots.front().step, 0);
+  EXPECT_EQ(r.snapshots.back().step, 9990);
+  for (size_t i = 1; i < r.snapshots.size(); ++i) EXPECT_GT(r.snapshots[i].step, r.snapshots[i - 1].step);
+  EXPECT_LE(probe_bytes(r).size(), kMaxProbeFileBytes);
+  EXPECT_NO_THROW(parse_probe(probe_bytes(r), "p"));
+  // A step already recorded is not recorded again; a resumed run forgets what is past its step.
+  const auto before = r.snapshots.size();
+  add_snapshot(r, r.snapshots.back());
+  EXPECT_EQ(r.snapshots.size(), before);
+  drop_after(r, 5000);
+  EXPECT_LE(r.snapshots.back().step, 5000);
+  // A model too large for even two snapshots has no room at all.
+  ProbeRecord big = tiny_probe(0);
+  big.layers = big.heads = 256;
+  big.ids.assign(32, 1);
+  EXPECT_LT(big.max_snapshots(), 2u);
+}
 
 TEST(CheckpointFormat, RoundTripsAndRefusesEveryTruncation) {
   const auto bytes = encode_checkpoint(tiny());

@@ -78,16 +78,79 @@ TEST(Model, AttentionWeightsRowsSumToOneAndMaskedAboveDiagonal) {
   auto c = tiny();
   auto m = make(c);
   torch::NoGradGuard ng;
-  std::vector<torch::Tensor> att;
+  std::vector<AttentionTrace> att;
   m->forward(torch::randint(0, c.vocab_size, {3, 10}, torch::kLong), nullptr, &att);
   ASSERT_EQ(att.size(), static_cast<size_t>(c.layers));
-  for (auto& w : att) {
+  for (auto& trace : att) {
+    const auto& w = trace.filter;
     ASSERT_EQ(w.sizes(), (std::vector<int64_t>{3, c.heads, 10, 10}));
     EXPECT_TRUE(torch::allclose(w.sum(-1), torch::ones({3, c.heads, 10}), 1e-5, 1e-6));
     auto upper = torch::ones({10, 10}, torch::kBool).triu(1);
     EXPECT_EQ(w.masked_select(upper.expand_as(w)).abs().max().item<float>(), 0.0f);
     // something below the diagonal is non-zero: the mask is not masking everything
     EXPECT_GT(w.masked_select(~upper.expand_as(w)).min().item<float>(), 0.0f);
+  }
+}
+
+// The trace (model/attention_trace.h) is the reference forward's own intermediates: each box
+// recomputed here from the box before it is bit-equal to the one kept, the output projection of
+// the concatenation is the layer's output, asking for a trace changes no logit, and every
+// filter row sums to 1. For every model option (QK-norm and rotary add their boxes).
+TEST(Model, TraceHoldsEveryBoxOfTheReferenceBitForBit) {
+  namespace F = torch::nn::functional;
+  for (const auto& c : variants(tiny(2, 4, 32, 16, 50))) {
+    SCOPED_TRACE(describe(c));
+    auto m = make(c, 11);
+    m->set_kernels(Kernels::kReference);
+    torch::NoGradGuard ng;
+    const int64_t B = 2, T = 9, H = c.heads, dk = c.head_dim();
+    const auto tokens = torch::randint(0, c.vocab_size, {B, T}, torch::kLong);
+    std::vector<AttentionTrace> traces;
+    EXPECT_TRUE(torch::equal(m->forward(tokens, nullptr, &traces), m->forward(tokens)));
+    ASSERT_EQ(traces.size(), static_cast<size_t>(c.layers));
+    auto params = m->named_parameters();
+    for (int64_t l = 0; l < c.layers; ++l) {
+      const auto& t = traces[l];
+      const std::string at = "blocks." + std::to_string(l) + ".attn.";
+      auto heads = [&](const torch::Tensor& x) { return x.view({B, T, H, dk}).transpose(1, 2); };
+      auto qkv = F::linear(t.input, params[at + "qkv.weight"], params[at + "qkv.bias"]).view({B, T, 3 * H * dk});
+      EXPECT_TRUE(torch::equal(t.q, heads(qkv.narrow(2, 0, H * dk).contiguous())));
+      EXPECT_TRUE(torch::equal(t.k, heads(qkv.narrow(2, H * dk, H * dk).contiguous())));
+      EXPECT_TRUE(torch::equal(t.v, heads(qkv.narrow(2, 2 * H * dk, H * dk).contiguous())));
+      EXPECT_EQ(t.q_normed.defined(), c.qk_norm);
+      EXPECT_EQ(t.q_rotated.defined(), c.positional == PositionalKind::Rotary);
+      auto q = t.q, k = t.k;
+      if (c.qk_norm) {
+        EXPECT_TRUE(torch::equal(t.q_normed, CausalSelfAttentionImpl::normalise(q)));
+        EXPECT_TRUE(torch::equal(t.k_normed, CausalSelfAttentionImpl::normalise(k)));
+        q = t.q_normed, k = t.k_normed;
+      }
+      if (t.q_rotated.defined()) {
+        auto tables = rotary_tables(c.context, dk);
+        auto cos = tables.cos.narrow(0, 0, T), sin = tables.sin.narrow(0, 0, T);
+        EXPECT_TRUE(torch::equal(t.q_rotated, rotate(q, cos, sin)));
+        EXPECT_TRUE(torch::equal(t.k_rotated, rotate(k, cos, sin)));
+        q = t.q_rotated, k = t.k_rotated;
+      }
+      EXPECT_TRUE(torch::equal(t.scores, torch::matmul(q, k.transpose(-2, -1))));
+      EXPECT_TRUE(torch::equal(t.scaled, t.scores / std::sqrt(static_cast<double>(dk))));
+      auto above = torch::ones({T, T}, torch::kBool).triu(1).expand_as(t.masked);
+      EXPECT_TRUE(torch::equal(t.masked.masked_select(~above), t.scaled.masked_select(~above)));
+      EXPECT_TRUE(torch::all(torch::isinf(t.masked.masked_select(above))).item<bool>());
+      EXPECT_TRUE(torch::equal(t.filter, torch::softmax(t.masked, -1)));
+      EXPECT_TRUE(torch::allclose(t.filter.sum(-1), torch::ones({B, H, T}), 1e-5, 1e-6));
+      EXPECT_TRUE(torch::equal(t.filtered, torch::matmul(t.filter, t.v)));
+      EXPECT_TRUE(torch::equal(t.concat, t.filtered.transpose(1, 2).reshape({B, T, H * dk})));
+      EXPECT_TRUE(torch::equal(t.output, F::linear(t.concat, params[at + "proj.weight"], params[at + "proj.bias"])));
+      // The layer's own output, run again without a trace; the next block starts from this one's.
+      CausalSelfAttention alone(c);
+      alone->eval();
+      for (auto& p : alone->named_parameters()) p.value().copy_(params[at + p.key()]);
+      EXPECT_TRUE(torch::equal(t.output, alone->forward_reference(t.input, nullptr, nullptr)));
+      if (l == 0) {
+        EXPECT_FALSE(torch::equal(t.residual, t.input));
+      }
+    }
   }
 }
 
@@ -100,8 +163,9 @@ TEST(Model, AttentionMatchesPerHeadReference) {
   torch::NoGradGuard ng;
   const int64_t B = 2, T = 9, H = c.heads, dk = c.head_dim(), d = c.d_model;
   auto x = torch::randn({B, T, d});
-  torch::Tensor weights;
-  auto y = attn->forward(x, nullptr, &weights);
+  AttentionTrace trace;
+  auto y = attn->forward(x, nullptr, &trace);
+  const auto& weights = trace.filter;
 
   auto params = attn->named_parameters();
   auto Wqkv = params["qkv.weight"], bqkv = params["qkv.bias"];
@@ -195,7 +259,7 @@ TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
           for (const auto& c : heads == 2 ? variants(tiny(2, heads, 8 * heads, 24, 37))
                                           : std::vector<ModelConfig>{tiny(2, heads, 8 * heads, 24, 37)}) {
             SCOPED_TRACE(describe(c));
-            auto run = [&](Kernels kernels, std::vector<torch::Tensor>* attention) {
+            auto run = [&](Kernels kernels, std::vector<AttentionTrace>* attention) {
               auto m = make(c, 5);
               m->train();  // dropout is 0: training mode only keeps autograd's graph
               m->set_kernels(kernels);
@@ -217,7 +281,7 @@ TEST(Model, FastAttentionEqualsTheReferenceInOutputsAndGradients) {
               for (auto& p : m->parameters()) results.push_back(p.grad().clone());
               return results;
             };
-            std::vector<torch::Tensor> att_reference;  // (2 layers)
+            std::vector<AttentionTrace> att_reference;  // (2 layers)
             const auto fast = run(Kernels::kFast, nullptr), reference = run(Kernels::kReference, &att_reference);
             // One attention module on its own, fed by random vectors: the two paths' outputs and caches.
             {

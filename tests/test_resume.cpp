@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/probe_file.h"
 #include "cli_util.h"
 
 using namespace dracarys;
@@ -154,4 +156,71 @@ TEST(Resume, MuonAndTheNewModelOptionsResumeBitForBit) {
     EXPECT_NE(refused.code, 0) << change;
     EXPECT_NE(refused.err.find("--resume"), std::string::npos) << change << ": " << refused.err;
   }
+}
+
+// The probe (dracarys-train --probe, checkpoint/probe_file.h): recorded from step 0 at every
+// evaluation; a run split and resumed records every step of the uninterrupted run, with the
+// same filters bit for bit, none repeated; a file that is ahead of its checkpoint (a crash
+// between the two writes) is cut back to the checkpoint's step; a damaged one is refused in one
+// line and left as it was; a file at OUT.probe that is not ours is never replaced.
+TEST(Resume, ProbeIsRecordedAtEachEvaluationAndResumedExactly) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string common =
+      " --corpus " + corpus + kTiny + kVocab + " --schedule-steps 30 --eval-every 10 --val-share 0";
+  auto steps_of = [](const ProbeRecord& r) {
+    std::vector<int64_t> steps;
+    for (const auto& s : r.snapshots) steps.push_back(s.step);
+    return steps;
+  };
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 30 --out " + d.file("full.pt")).code, 0);
+  const auto full = read_probe_file(probe_path(d.file("full.pt")));
+  EXPECT_EQ(steps_of(full), (std::vector<int64_t>{0, 10, 20, 30}));
+  EXPECT_EQ(full.text, kPrompt);
+  EXPECT_EQ(full.layers, 2);
+  EXPECT_EQ(full.heads, 2);
+  EXPECT_LE(std::filesystem::file_size(probe_path(d.file("full.pt"))), kMaxProbeFileBytes);
+  EXPECT_FALSE(full.snapshots.front().filters == full.snapshots.back().filters) << "training changed no filter";
+
+  auto expect_same_steps = [&](const ProbeRecord& r, const std::vector<int64_t>& steps, const std::string& what) {
+    ASSERT_EQ(steps_of(r), steps) << what;
+    for (const auto& s : r.snapshots)
+      for (const auto& f : full.snapshots)
+        if (f.step == s.step) {
+          EXPECT_TRUE(f.filters == s.filters) << what << ": step " << s.step;
+        }
+  };
+  // Split at 15 (whose last evaluation records 15 too), then resumed to 30.
+  const std::string part = d.file("part.pt");
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 15 --out " + part).code, 0);
+  const std::string part_probe = slurp(probe_path(part)), part_checkpoint = slurp(part);
+  auto r = run(d, kTrain + " --resume " + part + " --max-steps 30");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_same_steps(read_probe_file(probe_path(part)), {0, 10, 15, 20, 30}, "split at 15");
+
+  // A probe file ahead of its checkpoint: what is past step 15 is dropped and recorded again.
+  const std::string ahead = d.file("ahead.pt");
+  d.write("ahead.pt", part_checkpoint);
+  std::filesystem::copy_file(probe_path(d.file("full.pt")), probe_path(ahead));
+  r = run(d, kTrain + " --resume " + ahead + " --max-steps 30");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_same_steps(read_probe_file(probe_path(ahead)), {0, 10, 20, 30}, "a file ahead of its checkpoint");
+
+  // Damaged: refused before training, and neither file is touched.
+  const std::string damaged = d.file("damaged.pt");
+  d.write("damaged.pt", part_checkpoint);
+  d.write("damaged.pt.probe", part_probe.substr(0, part_probe.size() - 3));
+  r = run(d, kTrain + " --resume " + damaged + " --max-steps 30");
+  expect_one_line_error(r, "probe file");
+  EXPECT_EQ(slurp(damaged + ".probe"), part_probe.substr(0, part_probe.size() - 3));
+  EXPECT_TRUE(slurp(damaged) == part_checkpoint);
+
+  // Not ours: a user's file where the probe would go.
+  d.write("mine.pt.probe", "my notes\n");
+  r = run(d, kTrain + common + " --max-steps 10 --out " + d.file("mine.pt"));
+  expect_one_line_error(r, "probe file");
+  EXPECT_EQ(slurp(d.file("mine.pt.probe")), "my notes\n");
+  // --probe "" records none.
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 10 --probe '' --out " + d.file("none.pt")).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(probe_path(d.file("none.pt"))));
 }

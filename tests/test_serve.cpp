@@ -9,12 +9,16 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "cli_util.h"
+#include "engine/attention_boxes.h"
 #include "engine/attention_weights.h"
 #include "engine/loaded_model.h"
+#include "engine/probe.h"
 #include "serve_util.h"
 
 using namespace dracarys;
@@ -266,6 +270,111 @@ TEST_F(Serve, AttentionEqualsTheModelsWeights) {
   auto [status2, by_ids] = post("/attention", json{{"tokens", maps.ids}}.dump());
   ASSERT_EQ(status2, 200) << by_ids;
   EXPECT_EQ(by_ids, j);
+}
+
+// POST /trace: one head's every box, in the guide's order, each number the model's own (the
+// reference attention's intermediates, engine/attention_boxes.h, each read back to the same
+// float), the mask's -inf as null.
+TEST_F(Serve, TraceHasEveryBoxOfOneHeadWithTheModelsNumbers) {
+  const std::string text = "ned stark: Winter is coming.";
+  auto [status, j] = post("/trace", json{{"prompt", text}, {"layer", 1}, {"head", 1}}.dump());
+  ASSERT_EQ(status, 200) << j;
+  auto m = load_for_inference(ckpt_, torch::kCPU);
+  const auto traced = trace_sequence(m.model, m.tokenizer, m.tokenizer.encode(text));
+  const auto boxes = head_boxes(traced, 1, 1);
+  const int64_t T = static_cast<int64_t>(traced.ids.size());
+  ASSERT_EQ(j["tokens"].size(), traced.ids.size());
+  EXPECT_EQ(j["layer"], 1);
+  EXPECT_EQ(j["head"], 1);
+  EXPECT_EQ(j["d_k"], m.model->config().head_dim());
+  std::vector<std::string> names;
+  for (const auto& b : j["boxes"]) names.push_back(b["name"]);
+  // The scene model has the default recipe's rotary positions: Q and K are turned before Q·Kᵀ.
+  const std::vector<std::string> guide = {"residual",  "input",     "q",      "k",      "v",
+                                          "q_rotated", "k_rotated", "scores", "scaled", "masked",
+                                          "filter",    "filtered",  "concat", "output"};
+  EXPECT_EQ(names, guide);
+  ASSERT_EQ(j["boxes"].size(), boxes.size());
+  for (size_t n = 0; n < boxes.size(); ++n) {
+    const auto& b = j["boxes"][n];
+    const auto& want = boxes[n].values;
+    ASSERT_EQ(b["shape"], json::array({want.size(0), want.size(1)})) << b["name"];
+    EXPECT_FALSE(b["says"].get<std::string>().empty());
+    for (int64_t r = 0; r < want.size(0); ++r)
+      for (int64_t c = 0; c < want.size(1); ++c) {
+        const float x = want[r][c].item<float>();
+        const auto& got = b["values"][r][c];
+        if (std::isinf(x)) {
+          ASSERT_TRUE(got.is_null()) << b["name"] << " " << r << "," << c;
+        } else {
+          ASSERT_EQ(static_cast<float>(got.get<double>()), x) << b["name"] << " " << r << "," << c;
+        }
+      }
+  }
+  EXPECT_TRUE(j["boxes"][9]["values"][0][T - 1].is_null()) << "the mask hides the last key from the first query";
+  // Ids give the same answer; a layer or head the model lacks, or a field it does not know, is refused.
+  auto [status2, by_ids] = post("/trace", json{{"tokens", traced.ids}, {"layer", 1}, {"head", 1}}.dump());
+  ASSERT_EQ(status2, 200);
+  EXPECT_EQ(by_ids, j);
+  for (const auto& [body, field] :
+       std::vector<std::pair<json, std::string>>{{{{"prompt", text}, {"layer", 2}}, "layer"},
+                                                 {{{"prompt", text}, {"head", -1}}, "head"},
+                                                 {{{"prompt", text}, {"box", "q"}}, "box"},
+                                                 {{{"prompt", ""}}, "prompt"}}) {
+    auto [code, e] = post("/trace", body.dump());
+    EXPECT_EQ(code, 400) << body;
+    EXPECT_EQ(e["error"]["param"], field) << e;
+  }
+}
+
+// GET /probe: the probe file beside the checkpoint, as recorded; none beside it is a 404, and a
+// damaged one is reported in the log and left out while the server runs on.
+TEST_F(Serve, ProbeServesTheRecordBesideTheCheckpoint) {
+  TempDir d;
+  const std::string ckpt = d.file("probed.pt");
+  std::filesystem::copy_file(ckpt_, ckpt);
+  ServerProcess bare;
+  ASSERT_TRUE(bare.start(kServe, {"-c", ckpt}, d.file("bare.log")));
+  auto none = httplib::Client("127.0.0.1", bare.port).Get("/probe");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 404);
+  bare.stop(SIGTERM);
+  auto m = load_for_inference(ckpt_, torch::kCPU);
+  auto record = start_probe(m.model, m.tokenizer, "ned stark: Winter");
+  record_probe(record, m.model, 0, std::nan(""));
+  record_probe(record, m.model, 50, 1.25);
+  write_probe_file(probe_path(ckpt), record);
+  ServerProcess probed;
+  ASSERT_TRUE(probed.start(kServe, {"-c", ckpt}, d.file("probed.log")));
+  httplib::Client c("127.0.0.1", probed.port);
+  auto res = c.Get("/probe");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto j = json::parse(res->body);
+  EXPECT_EQ(j["text"], "ned stark: Winter");
+  ASSERT_EQ(j["snapshots"].size(), 2u);
+  EXPECT_TRUE(j["snapshots"][0]["val_loss"].is_null());
+  EXPECT_EQ(j["snapshots"][1]["val_loss"], 1.25);
+  const int64_t T = record.tokens();
+  for (size_t n = 0; n < 2; ++n) {
+    EXPECT_EQ(j["snapshots"][n]["step"], record.snapshots[n].step);
+    for (int64_t l = 0; l < record.layers; ++l)
+      for (int64_t h = 0; h < record.heads; ++h)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t k = 0; k <= t; ++k)
+            ASSERT_EQ(static_cast<float>(j["snapshots"][n]["filters"][l][h][t][k].get<double>()),
+                      record.snapshots[n].filters[((l * record.heads + h) * T + t) * T + k]);
+  }
+  probed.stop(SIGTERM);
+  d.write("probed.pt.probe", "DRPROBE1 and then nonsense");
+  ServerProcess damaged;
+  ASSERT_TRUE(damaged.start(kServe, {"-c", ckpt}, d.file("damaged.log")));
+  httplib::Client c2("127.0.0.1", damaged.port);
+  auto refused = c2.Get("/probe");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 404);
+  damaged.stop(SIGTERM);
+  EXPECT_NE(damaged.log().find("probe file"), std::string::npos) << damaged.log();
 }
 
 TEST_F(Serve, MalformedRequestsGetAJsonErrorNamingTheField) {

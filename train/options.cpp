@@ -231,6 +231,13 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .stored("prompt")
             .no_default(),
         o.prompt);
+  visit(OptionSpec("--probe", io,
+                   "A line whose attention filters, every layer and head, each evaluation records beside the "
+                   "checkpoint in OUT.probe, so you can watch them form (dracarys-serve's page, dracarys-infer "
+                   "--probe-strip); \"\" records none")
+            .stored("probe")
+            .no_default(),
+        o.probe);
 
   for_each_runtime_option(o.runtime, visit);
   const char* rt = "Runtime";
@@ -309,9 +316,10 @@ void TrainOptions::validate() const {
   dist.validate();
   if (max_steps == 0 && time_budget_s <= 0 && !benchmark && !data_only)
     throw std::invalid_argument("give --max-steps or --time-budget (or both)");
-  if (prompt.size() > kMaxSamplePromptBytes)
-    throw std::invalid_argument("--prompt is " + std::to_string(prompt.size()) + " bytes, more than its limit of " +
-                                std::to_string(kMaxSamplePromptBytes));
+  for (const auto& [flag, text] : {std::pair{"--prompt", prompt}, std::pair{"--probe", probe}})
+    if (text.size() > kMaxSamplePromptBytes)
+      throw std::invalid_argument(std::string(flag) + " is " + std::to_string(text.size()) +
+                                  " bytes, more than its limit of " + std::to_string(kMaxSamplePromptBytes));
   if (model.vocab_size < 64 && !benchmark)
     throw std::invalid_argument("--vocab-size must be at least 64 for a tokenizer with byte fallback");
 }

@@ -63,6 +63,8 @@ struct TrainOptions {
   int64_t eval_windows = 256;
   int64_t patience = 0;  // stop after this many evaluations without a better validation loss (0 = never)
   std::string prompt = "cersei lannister: When you play the game of thrones, you";
+  // The line whose attention filters each evaluation records in OUT.probe (engine/probe.h); "" for none.
+  std::string probe = "cersei lannister: When you play the game of thrones, you";
   std::string out = "dracarys.pt";
   std::string resume;     // continue this checkpoint's run: model, optimizer, settings, step
   std::string init_from;  // fine-tune: this checkpoint's weights, tokenizer and shape; a fresh run

@@ -13,7 +13,9 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,7 @@
 #include "data/text.h"
 #include "data/tokenizer.h"
 #include "engine/evaluate.h"
+#include "engine/probe.h"
 #include "model/generate.h"
 #include "train/distributed.h"
 #include "train/progress_line.h"
@@ -128,6 +131,8 @@ class Trainer {
   double train_one_step();
   void show_progress(double loss);
   void evaluate_and_save(double train_loss, int64_t steps_since_eval);
+  void start_probe_record();
+  void record_probe_now(double val_loss);
   void save(const std::string& path);
   void report_end();
 
@@ -161,6 +166,7 @@ class Trainer {
   Transformer model_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   std::ofstream metrics_;
+  std::optional<ProbeRecord> probe_;  // --probe: its filters at every evaluation (rank 0 only)
 
   TrainingState state_;  // the step, the learning rate and the counters a checkpoint saves
 
@@ -199,8 +205,10 @@ void Trainer::check_and_lock_outputs() {
   check_output_path(o_.out, "--out", is_checkpoint_file);
   check_output_path(best_path(o_.out), "--out's best checkpoint", is_checkpoint_file);
   check_output_path(o_.out + ".metrics.jsonl", "--out's metrics log", is_metrics_file);
+  if (!o_.probe.empty()) check_output_path(probe_path(o_.out), "--out's probe file", is_probe_file);
   lock_.emplace(o_.out);
-  const int stale = remove_stale_temporaries(o_.out) + remove_stale_temporaries(best_path(o_.out));
+  const int stale = remove_stale_temporaries(o_.out) + remove_stale_temporaries(best_path(o_.out)) +
+                    remove_stale_temporaries(probe_path(o_.out));
   if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
   // A new file (O_EXCL, an unguessable name) proves the folder writable without following a
   // link someone planted.
@@ -302,8 +310,10 @@ void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
                       {"train_loss", train_loss},
                       {"lr", state_.learning_rate},
                       {"tokens_per_s", tokens_per_s_}};
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
   if (!validation_.empty()) {
     auto r = evaluate(model_, validation_, device_);
+    val_loss = r.loss;
     line += fmt::format(" | val loss {:.4f} | ppl {:.2f} | {:.3f} bits/char", r.loss, r.perplexity, r.bits_per_char);
     m["val_loss"] = r.loss;
     m["val_ppl"] = r.perplexity;
@@ -329,7 +339,40 @@ void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
     metrics_failed_ = true;
     spdlog::error("cannot write the metrics log {}.metrics.jsonl (disk full?); training goes on without it", o_.out);
   }
+  record_probe_now(val_loss);  // before the checkpoint: a resumed run drops what is past its step
   save(o_.out);
+}
+
+// --probe (engine/probe.h): a fresh run records its random filters at step 0; a resumed one
+// goes on with the file beside the checkpoint it resumes, from that checkpoint's step.
+void Trainer::start_probe_record() {
+  if (!dist_->is_main() || o_.probe.empty()) return;
+  probe_ = start_probe(model_, data_->tokenizer, o_.probe);
+  if (!resuming()) return record_probe_now(std::numeric_limits<double>::quiet_NaN());
+  const std::string earlier_path = probe_path(o_.resume);
+  if (!std::filesystem::exists(earlier_path)) {
+    spdlog::info("no probe file beside {}: the probe's record starts after step {}", o_.resume, state_.step);
+    return;
+  }
+  auto earlier = read_probe_file(earlier_path);
+  if (earlier.ids != probe_->ids || earlier.layers != probe_->layers || earlier.heads != probe_->heads)
+    throw std::invalid_argument("the probe file " + earlier_path +
+                                " records another line or model; move it away, or resume with its --probe");
+  drop_after(earlier, state_.step);
+  probe_ = std::move(earlier);
+}
+
+// The probe's filters at this step, and the file rewritten (a failed write is reported once,
+// and training goes on without the probe).
+void Trainer::record_probe_now(double val_loss) {
+  if (!probe_) return;
+  record_probe(*probe_, model_, state_.step, val_loss);
+  try {
+    write_probe_file(probe_path(o_.out), *probe_);
+  } catch (const std::exception& e) {
+    spdlog::error("{}; training goes on without the probe", e.what());
+    probe_.reset();
+  }
 }
 
 void Trainer::save(const std::string& path) {
@@ -454,6 +497,7 @@ void Trainer::prepare_training() {
   validation_ = eval_batches(data_->validation, data_->tokenizer.chars_per_token(), o_.model.context, o_.batch_size,
                              o_.eval_windows);
   build_model();
+  start_probe_record();
   if (o_.grad_accum > 1)
     spdlog::info("effective batch: {} sequences x {} micro-batches per rank x {} rank(s) = {}", o_.batch_size,
                  o_.grad_accum, dist_->world_size(), o_.batch_size * o_.grad_accum * dist_->world_size());

@@ -1,7 +1,11 @@
 // The page in a real browser: Debian's headless Chromium, driven by puppeteer-core, against
 // a dracarys-serve this script starts with a tiny model it trains. It types a line, waits for
 // the streamed completion, clicks a token, and checks that the layers × heads grid shows that
-// token's attention weights, equal to what POST /attention returns. Saves a screenshot.
+// token's attention weights, equal to what POST /attention returns. Then the walk through: every
+// box of one head, each box's shape and a number read by hovering equal to POST /trace's, box by
+// box and head by head. Then the filters forming: the training slider moved, the grid showing
+// that step's filters, equal to GET /probe's. Saves a screenshot of each view:
+// SCREENSHOT.png, SCREENSHOT-walk.png, SCREENSHOT-forming.png.
 //
 //   node tests/browser/page.test.mjs BIN_DIR SCREENSHOT.png [CHECKPOINT]
 import { execFileSync, spawn } from "node:child_process";
@@ -25,7 +29,8 @@ function trainTinyModel() {
                ["--corpus", join(dir, "scene.txt"), "--out", ckpt, "--layers", "2", "--heads", "2",
                 "--d-model", "64", "--d-ff", "128", "--context", "64", "--batch-size", "8", "--threads", "1",
                 "--lr", "3e-3", "--warmup", "0.05", "--vocab-size", "300", "--val-share", "0",
-                "--max-steps", "600", "--eval-every", "600"], { stdio: ["ignore", "ignore", "ignore"] });
+                "--max-steps", "600", "--eval-every", "100", "--probe", "ned stark: Winter is coming."],
+               { stdio: ["ignore", "ignore", "ignore"] });
   return ckpt;
 }
 
@@ -43,6 +48,74 @@ function startServer(ckpt) {
     server.on("exit", (code) => reject(new Error("dracarys-serve exited with " + code)));
     setTimeout(() => reject(new Error("dracarys-serve did not start in 60 s")), 60000);
   });
+}
+
+const post = async (path, body) => (await fetch(url + path.slice(1), {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
+
+// Hovers the middle of cell (row, col) of a heat-map canvas; returns what its readout then holds.
+async function hoverCell(page, canvas, readout, row, col) {
+  await canvas.evaluate((c) => c.scrollIntoView({ block: "center", inline: "center" }));
+  const box = await canvas.boundingBox();
+  const size = await canvas.evaluate((c) => ({ rows: Number(c.dataset.rows), cols: Number(c.dataset.cols) }));
+  await page.mouse.move(box.x + (col + 0.5) * box.width / size.cols, box.y + (row + 0.5) * box.height / size.rows);
+  return readout.evaluate((r) => ({ row: Number(r.dataset.row), col: Number(r.dataset.col), value: r.dataset.value }));
+}
+
+// The walk through, for the chosen token: each box in the route's order with the route's shape,
+// and a number under the mouse equal to the route's; then the next box, the next head.
+async function checkWalkThrough(page, ids, chosen) {
+  await page.waitForSelector("#walk:not([hidden]) #boxes .box");
+  const want = await post("/trace", { tokens: ids, layer: 0, head: 0 });
+  const boxes = await page.$$("#boxes .box");
+  if (boxes.length !== want.boxes.length) fail(`${boxes.length} boxes on the page, ${want.boxes.length} from /trace`);
+  for (let n = 0; n < Math.min(boxes.length, want.boxes.length); ++n) {
+    const b = want.boxes[n];
+    const shown = await boxes[n].evaluate((d) => ({ name: d.dataset.name, rows: Number(d.dataset.rows),
+                                                    cols: Number(d.dataset.cols) }));
+    if (shown.name !== b.name || shown.rows !== b.shape[0] || shown.cols !== b.shape[1])
+      fail(`box ${n}: page ${JSON.stringify(shown)}, /trace ${b.name} ${JSON.stringify(b.shape)}`);
+    const row = Math.min(chosen, b.shape[0] - 1), col = b.shape[1] > 1 ? Math.min(1, b.shape[1] - 1) : 0;
+    const got = await hoverCell(page, await boxes[n].$("canvas"), await boxes[n].$(".readout"), row, col);
+    const value = b.values[row][col];
+    const expected = value === null ? "-Infinity" : String(value);
+    if (got.row !== row || got.col !== col || got.value !== expected)
+      fail(`box ${b.name} (${row}, ${col}): page ${JSON.stringify(got)}, /trace ${expected}`);
+  }
+  await page.click("#next-box");
+  const focus = await page.$eval("#walk-focus", (e) => e.textContent);
+  if (!focus.includes(`box 2 of ${want.boxes.length}: ${want.boxes[1].title}`)) fail(`after "box ▶": ${focus}`);
+  await page.click("#next-head");
+  await page.waitForFunction(() => document.getElementById("walk-focus").textContent.includes("head 1,"));
+  console.log(`walk through: ${want.boxes.length} boxes (${want.boxes.map((b) => b.name).join(", ")}) equal /trace's`);
+}
+
+// The training slider: at each end, every panel shows that step's filters, equal to /probe's.
+async function checkFiltersForming(page) {
+  await page.waitForSelector("#forming:not([hidden]) .probe-panel");
+  const probe = await (await fetch(url + "probe")).json();
+  const T = probe.tokens.length, last = probe.snapshots.length - 1;
+  if (last < 2) fail(`only ${probe.snapshots.length} snapshots recorded`);
+  const sampled = [];
+  for (const n of [0, last]) {
+    await page.$eval("#probe-step", (e, v) => { e.value = v; e.dispatchEvent(new Event("input")); }, n);
+    const panels = await page.$$("#probe-grid .probe-panel");
+    if (panels.length !== probe.layers * probe.heads) fail(`${panels.length} probe panels`);
+    const values = [];
+    for (const p of panels) {
+      const where = await p.evaluate((d) => ({ layer: Number(d.dataset.layer), head: Number(d.dataset.head),
+                                               step: Number(d.dataset.step) }));
+      if (where.step !== probe.snapshots[n].step) fail(`panel shows step ${where.step}, not ${probe.snapshots[n].step}`);
+      const got = await hoverCell(page, await p.$("canvas"), await p.$(".readout"), T - 1, 0);
+      const want = String(probe.snapshots[n].filters[where.layer][where.head][T - 1][0]);
+      if (got.value !== want) fail(`step ${where.step} layer ${where.layer} head ${where.head}: ${got.value} != ${want}`);
+      values.push(got.value);
+    }
+    sampled.push(values);
+  }
+  if (sampled[0].every((v, i) => v === sampled[1][i])) fail("the filters did not change from the first step to the last");
+  console.log(`filters forming: ${probe.snapshots.length} snapshots, steps ${probe.snapshots[0].step} to ` +
+              `${probe.snapshots[last].step}; both ends equal /probe's`);
 }
 
 const ckpt = givenCheckpoint || trainTinyModel();
@@ -113,6 +186,15 @@ try {
 
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`page: "${text}"; token ${chosen} clicked; ${compared} weights equal the API's; screenshot ${screenshot}`);
+
+  const ids = tokens.map((t) => t.id);
+  await checkWalkThrough(page, ids, chosen);
+  await page.$eval("#walk", (e) => e.scrollIntoView());
+  await (await page.$("#walk")).screenshot({ path: screenshot.replace(/\.png$/, "-walk.png") });
+  if (!givenCheckpoint || process.env.PROBE) {
+    await checkFiltersForming(page);
+    await (await page.$("#forming")).screenshot({ path: screenshot.replace(/\.png$/, "-forming.png") });
+  }
 } catch (e) {
   fail(e.stack || String(e));
 } finally {
