@@ -45,6 +45,7 @@ struct InferOptions {
   std::string attention_map;     // --attention-map FILE.svg | FILE.html | -
   bool explain = false;          // --explain: one head's every box instead of the filters
   std::string probe_strip;       // --probe-strip FILE.svg | FILE.html: the checkpoint's probe over training
+  std::string probe_file;        // --probe-file: the probe record to draw; default CHECKPOINT.probe
   int layer = -1, head = -1;     // -1: every layer / head
   std::string export_tokenizer;  // --export-tokenizer FILE
   int64_t turns = 0;             // --turns: utterances after the prompt's line
@@ -93,6 +94,8 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
                    "dracarys-train --probe) at up to 8 of its evaluations, side by side: FILE.svg or FILE.html")
             .no_default(),
         o.probe_strip);
+  visit(OptionSpec("--probe-file", what, "The probe file --probe-strip draws (default: CHECKPOINT.probe)").no_default(),
+        o.probe_file);
   visit(OptionSpec("--list-speakers", what,
                    "Print the speakers of the checkpoint's training corpus with their line counts, most lines first"),
         o.list_speakers);
@@ -206,6 +209,8 @@ void check_infer_options(const CLI::App& app, const InferOptions& o) {
   for (const auto& s : o.stop)
     if (s.empty()) throw std::invalid_argument("--stop needs a text that is not empty");
   if (o.score_lines && o.score.empty()) throw std::invalid_argument("--score-lines needs --score FILE");
+  if (!o.probe_file.empty() && o.probe_strip.empty())
+    throw std::invalid_argument("--probe-file is for --probe-strip FILE");
   if (o.explain && (o.attention_map.empty() || o.attention_map == "-"))
     throw std::invalid_argument("--explain draws into --attention-map FILE.svg or FILE.html");
   check_runtime_options(o.runtime);
@@ -262,9 +267,9 @@ int draw_attention_map(LoadedModel& m, const InferOptions& o) {
   return 0;
 }
 
-// --probe-strip: the probe file beside the checkpoint, one head's filter over training.
+// --probe-strip: the probe file (beside the checkpoint, unless --probe-file), one head's filter over training.
 int draw_probe_strip(const InferOptions& o) {
-  const std::string path = probe_path(o.checkpoint);
+  const std::string path = o.probe_file.empty() ? probe_path(o.checkpoint) : o.probe_file;
   if (!std::filesystem::exists(path))
     throw std::invalid_argument("no probe file " + path + ": dracarys-train --probe writes it beside the checkpoint");
   const auto record = read_probe_file(path);

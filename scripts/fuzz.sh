@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (Debian's clang, with AddressSanitizer and UBSan) and runs each
 # for a bounded time: the CSV, SubRip and text corpus readers, the checkpoint parser, the weights
-# reader, the tokenizer model check and dracarys-serve's request parsers.
+# reader, the tokenizer model check, the probe file and dracarys-serve's request parsers.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs it briefly)
 # Seeds live in tests/fuzz/seeds/; what the fuzzers find new goes to build-fuzz/corpus/, and a
 # crash, hang or leak stops the script with the input that caused it saved in build-fuzz/.
@@ -26,10 +26,12 @@ build fuzz_checkpoint tests/fuzz/fuzz_checkpoint.cpp checkpoint/checkpoint_forma
 build fuzz_requests tests/fuzz/fuzz_requests.cpp serve/requests.cpp data/text.cpp &
 build fuzz_tensors tests/fuzz/fuzz_tensor_file.cpp checkpoint/tensor_file.cpp checkpoint/json_input.cpp &
 build fuzz_tokenizer tests/fuzz/fuzz_tokenizer_model.cpp data/tokenizer_model_check.cpp data/text.cpp &
+build fuzz_probe tests/fuzz/fuzz_probe.cpp checkpoint/probe_file.cpp checkpoint/json_input.cpp checkpoint/output_files.cpp \
+  data/corpus.cpp data/csv.cpp data/text.cpp model/config.cpp -DDRACARYS_SAMPLE_DIR='"."' &
 wait
 
 status=0
-for target in csv srt text checkpoint requests tensors tokenizer; do
+for target in csv srt text checkpoint requests tensors tokenizer probe; do
   mkdir -p "$OUT/corpus/$target"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -rss_limit_mb: a reader that balloons is a finding; -timeout: so is one input taking 10 s.

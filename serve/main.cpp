@@ -36,6 +36,11 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
   const char* where = "Where and for whom";
   visit(OptionSpec("-c,--checkpoint", where, "Checkpoint written by dracarys-train").no_default().must_be_given(),
         o.checkpoint);
+  visit(OptionSpec("--probe-file", where,
+                   "The probe file whose filters the page's training slider shows (GET /probe); default: "
+                   "CHECKPOINT.probe when it exists")
+            .no_default(),
+        o.server.probe_file);
   visit(OptionSpec("--host", where,
                    "Address to listen on; the default, loopback, keeps the server to this machine. 0.0.0.0 opens it "
                    "to the network (then set --api-key)"),
@@ -179,7 +184,8 @@ int main(int argc, char** argv) {
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
     std::error_code no_probe;  // the training's probe record, when it lies beside the checkpoint
-    if (std::filesystem::exists(probe_path(o.checkpoint), no_probe)) o.server.probe_file = probe_path(o.checkpoint);
+    if (o.server.probe_file.empty() && std::filesystem::exists(probe_path(o.checkpoint), no_probe))
+      o.server.probe_file = probe_path(o.checkpoint);
 
     Server server(m, o.server);
     const int port = server.bind();

@@ -191,6 +191,16 @@ TEST_F(AttentionMap, ProbeStripDrawsOneHeadAcrossTheRecordedSteps) {
     steps.push_back(std::stoi((*it)[1]));
   EXPECT_EQ(steps, (std::vector<int>{0, 10, 30, 40, 60, 70, 90, 110}));  // eight, the first and the last among them
   expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --head 5"), "--head 5");
+  // Another file, by --probe-file; which is only for --probe-strip.
+  std::filesystem::copy_file(probe_path(ckpt), dir_->file("other.probe"),
+                             std::filesystem::copy_options::overwrite_existing);
+  EXPECT_EQ(run(*dir_, kInfer + " -c " + ckpt_ + " --probe-strip " + dir_->file("other.html") + " --probe-file " +
+                           dir_->file("other.probe"))
+                .code,
+            0);
+  EXPECT_NE(slurp(dir_->file("other.html")).find("data-step=\"110\""), std::string::npos);
+  expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " -p x --probe-file " + dir_->file("other.probe")),
+                        "--probe-file is for --probe-strip");
 }
 
 TEST_F(AttentionMap, TextHeatmapFitsEightyColumns) {

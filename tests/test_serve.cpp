@@ -327,8 +327,8 @@ TEST_F(Serve, TraceHasEveryBoxOfOneHeadWithTheModelsNumbers) {
   }
 }
 
-// GET /probe: the probe file beside the checkpoint, as recorded; none beside it is a 404, and a
-// damaged one is reported in the log and left out while the server runs on.
+// GET /probe: the probe file (--probe-file, or the one beside the checkpoint), as recorded; none
+// is a 404, and a damaged one is reported in the log and left out while the server runs on.
 TEST_F(Serve, ProbeServesTheRecordBesideTheCheckpoint) {
   TempDir d;
   const std::string ckpt = d.file("probed.pt");
@@ -343,9 +343,9 @@ TEST_F(Serve, ProbeServesTheRecordBesideTheCheckpoint) {
   auto record = start_probe(m.model, m.tokenizer, "ned stark: Winter");
   record_probe(record, m.model, 0, std::nan(""));
   record_probe(record, m.model, 50, 1.25);
-  write_probe_file(probe_path(ckpt), record);
+  write_probe_file(d.file("elsewhere.probe"), record);  // given by --probe-file
   ServerProcess probed;
-  ASSERT_TRUE(probed.start(kServe, {"-c", ckpt}, d.file("probed.log")));
+  ASSERT_TRUE(probed.start(kServe, {"-c", ckpt, "--probe-file", d.file("elsewhere.probe")}, d.file("probed.log")));
   httplib::Client c("127.0.0.1", probed.port);
   auto res = c.Get("/probe");
   ASSERT_TRUE(res);
