@@ -17,12 +17,11 @@ torch::Tensor first_sequence(const torch::Tensor& x) {
   return x.defined() ? x.select(0, 0).to(torch::kCPU, torch::kFloat).contiguous() : x;
 }
 
-AttentionTrace first_sequence(const AttentionTrace& t) {
-  return {
-      first_sequence(t.residual),  first_sequence(t.input),    first_sequence(t.q),        first_sequence(t.k),
-      first_sequence(t.v),         first_sequence(t.q_normed), first_sequence(t.k_normed), first_sequence(t.q_rotated),
-      first_sequence(t.k_rotated), first_sequence(t.scores),   first_sequence(t.scaled),   first_sequence(t.masked),
-      first_sequence(t.filter),    first_sequence(t.filtered), first_sequence(t.concat),   first_sequence(t.output)};
+AttentionTrace first_sequence(AttentionTrace t) {
+  for (auto* box : {&t.residual, &t.input, &t.q, &t.k, &t.v, &t.q_normed, &t.k_normed, &t.q_rotated, &t.k_rotated,
+                    &t.scores, &t.scaled, &t.masked, &t.filter, &t.filtered, &t.concat, &t.output})
+    *box = first_sequence(*box);
+  return t;
 }
 
 }  // namespace

@@ -243,25 +243,29 @@ std::string prompt_text(const InferOptions& o, const std::string& typed) {
   return o.speaker.empty() ? typed : speaker_line(o.speaker, typed);
 }
 
-// --attention-map: one prompt's attention, drawn as SVG, HTML or text.
+// --explain: one head's every box for the prompt's tokens, drawn as SVG or HTML.
+int draw_boxes(LoadedModel& m, const InferOptions& o, const std::string& text) {
+  const auto traced = trace_sequence(m.model, m.tokenizer, m.tokenizer.encode(text));
+  const int layer = std::max(o.layer, 0), head = std::max(o.head, 0);
+  const auto& path = o.attention_map;  // (rendering refuses a layer or head the model lacks, before any write)
+  write_file_atomic(
+      path, is_html_path(path) ? render_boxes_html(traced, layer, head) : render_boxes_svg(traced, layer, head));
+  spdlog::info("every box of layer {}, head {} for {} tokens, written to {}", layer, head, traced.ids.size(), path);
+  return 0;
+}
+
+// --attention-map: one prompt's attention, drawn as SVG, HTML or text (or, with --explain, its boxes).
 int draw_attention_map(LoadedModel& m, const InferOptions& o) {
   if (o.prompts.size() != 1) throw std::invalid_argument("--attention-map needs exactly one --prompt");
-  auto maps = compute_attention(m.model, m.tokenizer, prompt_text(o, o.prompts.front()));
+  const std::string text = prompt_text(o, o.prompts.front());
+  if (o.explain) return draw_boxes(m, o, text);
+  auto maps = compute_attention(m.model, m.tokenizer, text);
   if (o.attention_map == "-") {
     std::fputs(render_text(maps, o.layer, o.head).c_str(), stdout);
     return 0;
   }
   const auto& path = o.attention_map;
-  const bool html = is_html_path(path);
-  if (o.explain) {
-    const auto traced = trace_sequence(m.model, m.tokenizer, maps.ids);
-    const int layer = std::max(o.layer, 0), head = std::max(o.head, 0);
-    head_boxes(traced, layer, head);  // (refuses a layer or head the model does not have)
-    write_file_atomic(path, html ? render_boxes_html(traced, layer, head) : render_boxes_svg(traced, layer, head));
-    spdlog::info("every box of layer {}, head {} for {} tokens, written to {}", layer, head, maps.tokens.size(), path);
-    return 0;
-  }
-  write_file_atomic(path, html ? render_html(maps, o.layer, o.head) : render_svg(maps, o.layer, o.head));
+  write_file_atomic(path, is_html_path(path) ? render_html(maps, o.layer, o.head) : render_svg(maps, o.layer, o.head));
   spdlog::info("attention of {} tokens, {} layer(s) x {} head(s), written to {}", maps.tokens.size(),
                o.layer < 0 ? maps.layers.size() : 1, o.head < 0 ? maps.layers[0].size(0) : 1, path);
   return 0;

@@ -349,12 +349,12 @@ bool Server::complete_all(const CompletionRequest& r, const ChoicePiece& on_piec
 }
 
 // One head's every box (the page's walk through), for a text or for token ids.
+std::vector<TokenId> Server::attention_ids(const AttentionRequest& r) const {
+  return r.tokens ? *r.tokens : m_.tokenizer.encode(r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
+}
+
 void Server::handle_trace(const TraceRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
-  const auto& in = r.input;
-  const auto ids = in.tokens
-                       ? *in.tokens
-                       : m_.tokenizer.encode(in.speaker.empty() ? in.prompt : speaker_line(in.speaker, in.prompt));
-  const auto traced = trace_sequence(m_.model, m_.tokenizer, ids);
+  const auto traced = trace_sequence(m_.model, m_.tokenizer, attention_ids(r.input));
   send_json(res, trace_json(traced, head_boxes(traced, r.layer, r.head), r.layer, r.head));
 }
 
@@ -367,10 +367,7 @@ void Server::handle_probe(const httplib::Request&, httplib::Response& res) {
 
 // The weights --attention-map draws, for a text or for token ids.
 void Server::handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
-  const auto maps = r.tokens ? compute_attention(m_.model, m_.tokenizer, *r.tokens)
-                             : compute_attention(m_.model, m_.tokenizer,
-                                                 r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
-  send_json(res, attention_json(maps));
+  send_json(res, attention_json(compute_attention(m_.model, m_.tokenizer, attention_ids(r))));
 }
 
 // OpenAI's model list: the one checkpoint served; /v1/models/{id} is it, or 404.
