@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/unknown_options.h"
 #include "data/text.h"
 
 namespace dracarys {
@@ -66,8 +67,6 @@ std::string parse_error_text(const CLI::ParseError& e) {
        "$1 needs at least $2 value(s); it was given $3"},
       {std::regex("^Expected (exactly|at least) (\\d+) arguments to (.*), got (\\d+)$"),
        "$3 needs $1 $2 value(s); it was given $4"},
-      {std::regex("^The following arguments? (?:was|were) not expected: (.*)$"),
-       "unknown argument(s): $1 (values with spaces need quotes)"},
       {std::regex("^Could not convert: (.*) = (.*)$"), "$1: '$2' is not a value it takes"},
       {std::regex("^The value (.*) is not an allowed value for (.*)$"), "$2: '$1' is not a value it takes"},
       {std::regex("^(.*) is required$"), "$1 is required"},
@@ -86,7 +85,15 @@ std::string parse_error_text(const CLI::ParseError& e) {
 
 int report_parse_error(CLI::App& app, const CLI::ParseError& e) {
   if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
-  const std::string text = parse_error_text(e);
+  std::string text;
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {  // words no option takes, in the order given
+    std::vector<std::string> names;
+    for (const CLI::Option* option : app.get_options())
+      for (const auto& name : option->get_lnames()) names.push_back(name);
+    text = unknown_arguments_text(app.remaining(), names);
+  } else {
+    text = parse_error_text(e);
+  }
   spdlog::error("{} (see --help)", escape_control(text.substr(0, text.find('\n'))));
   return 1;
 }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "checkpoint/checkpoint.h"
 #include "cli/runtime.h"
@@ -13,7 +14,8 @@
 
 namespace dracarys {
 
-LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device, Kernels kernels) {
+LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device, Kernels kernels,
+                               WeightFormat weights) {
   const auto t0 = std::chrono::steady_clock::now();
   auto ckpt = load_checkpoint(checkpoint);
   auto tokenizer = load_tokenizer(ckpt);
@@ -23,9 +25,15 @@ LoadedModel load_for_inference(const std::string& checkpoint, const torch::Devic
   m.speaker_prefix = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
   m.speaker_counts = checkpoint_speakers(ckpt);
   m.model->set_kernels(kernels);
+  if (weights != WeightFormat::kF32 && !device.is_cpu())
+    throw std::invalid_argument("--weights " + to_string(weights) + " runs on the CPU only");
+  if (device.is_cpu()) {  // packed now, so that the first request does not wait for it
+    torch::NoGradGuard no_grad;
+    m.model->set_weight_format(weights);
+  }
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("loaded {} ({} parameters) in {:.0f} ms; {}", checkpoint, m.model->config().parameter_count(),
-               m.load_seconds * 1e3, runtime_summary());
+  spdlog::info("loaded {} ({} parameters, {} weights) in {:.0f} ms; {}", checkpoint,
+               m.model->config().parameter_count(), to_string(weights), m.load_seconds * 1e3, runtime_summary());
   return m;
 }
 

@@ -11,7 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include "cli/option_table.h"
 #include "data/tokenizer.h"
+#include "model/decode_weights.h"
 #include "model/transformer.h"
 
 namespace dracarys {
@@ -28,9 +30,20 @@ struct LoadedModel {
 // Loads and checks a checkpoint (every file is untrusted; see checkpoint/checkpoint.h) and puts the
 // model in eval mode, so that generation never changes it: several threads may then run it at
 // once, each with its own KV cache.
-// `kernels` is the attention and decode path to run (model/config.h); the load is logged.
+// `kernels` is the attention and decode path to run (model/config.h); `weights` how generation
+// holds the product weights (model/decode_weights.h: q8 runs the int8 model everywhere, scoring
+// included); the load is logged.
 LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device,
-                               Kernels kernels = Kernels::kFast);
+                               Kernels kernels = Kernels::kFast, WeightFormat weights = WeightFormat::kF32);
+
+// --weights, described once for the programs that generate (dracarys-infer, dracarys-serve).
+inline OptionSpec weights_option(const char* group) {
+  return OptionSpec("--weights", group,
+                    "The product weights generation runs: f32 (as trained), or q8: int8 with one scale per row, "
+                    "a quarter of the memory and faster on the CPU (every path, --score too, then runs the int8 "
+                    "model; docs/serving.md gives its held-out bits/char beside f32's)")
+      .one_of({"f32", "q8"});
+}
 
 // The training corpus's speakers with their line counts, most lines first (empty: unknown).
 std::vector<std::pair<std::string, int64_t>> speakers_by_count(const LoadedModel& m);

@@ -15,6 +15,8 @@
 #include "data/text.h"
 #include "engine/completion.h"
 #include "engine/evaluate.h"
+#include "engine/matmul_peak.h"
+#include "model/systems/packed_matmul.h"
 
 namespace dracarys {
 
@@ -156,6 +158,72 @@ void score_file(LoadedModel& m, const std::string& path, bool per_line, bool jso
   print_score(path == "/dev/stdin" ? "-" : path, evaluate(m.model, batches, m.device), utterances.size(), json);
 }
 
+namespace {
+
+// The step's matrix products alone, for B vectors: matrices of the model's shapes packed in its
+// weight format, each multiplied once, the median of five runs (what the rest of the step,
+// attention over the caches, norms and activations, adds is the step's time less this).
+double products_seconds(const ModelConfig& c, WeightFormat format, int64_t B) {
+  std::vector<kernels::PackedMatrix> matrices;
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+           {3 * c.d_model, c.d_model}, {c.d_model, c.d_model}, {c.d_ff, c.d_model}, {c.d_model, c.d_ff}}) {
+    const auto W = torch::randn({rows, cols});
+    for (int64_t l = 0; l < c.layers; ++l)
+      matrices.push_back(format == WeightFormat::kQ8 ? kernels::pack_q8(W.data_ptr<float>(), rows, cols)
+                                                     : kernels::pack_f32(W.data_ptr<float>(), rows, cols));
+  }
+  const auto head = torch::randn({c.vocab_size, c.d_model});
+  matrices.push_back(format == WeightFormat::kQ8 ? kernels::pack_q8(head.data_ptr<float>(), c.vocab_size, c.d_model)
+                                                 : kernels::pack_f32(head.data_ptr<float>(), c.vocab_size, c.d_model));
+  const auto X = torch::randn({B, std::max(c.d_model, c.d_ff)});
+  auto Y = torch::empty({B, std::max(c.vocab_size, std::max(3 * c.d_model, c.d_ff))});
+  std::vector<double> runs;
+  for (int run = 0; run < 6; ++run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& W : matrices) kernels::matmul_packed(W, nullptr, X.data_ptr<float>(), Y.data_ptr<float>(), B);
+    if (run > 0) runs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(runs);
+}
+
+// The one-token step for B sequences at once (the server's continuous batching), each after a
+// prompt of 16 tokens: its time and the GFLOP/s of its matrix products (2 per weight per
+// sequence), the median of five timed windows.
+nlohmann::json batched_step(LoadedModel& m, int64_t B, double peak) {
+  const auto& c = m.model->config();
+  const int64_t prompt = std::min<int64_t>(16, c.context / 2), steps = std::min<int64_t>(32, c.context - prompt - 1);
+  const double flops =
+      2.0 * static_cast<double>(B) *
+      static_cast<double>(c.layers * (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) + c.vocab_size * c.d_model);
+  std::vector<double> seconds;
+  for (int window = 0; window < 6; ++window) {
+    std::vector<KVCache> caches(B, m.model->make_cache());
+    std::vector<KVCache*> pointers;
+    std::vector<int64_t> tokens(B);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int64_t> ids(prompt, (b * 7) % c.vocab_size);
+      m.model->forward(one_sequence(ids, m.device), &caches[b]);
+      pointers.push_back(&caches[b]);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int64_t b = 0; b < B; ++b) tokens[b] = (b * 13 + s * 3) % c.vocab_size;
+      m.model->decode_batch(tokens, pointers.data());
+    }
+    if (window > 0)  // the first warms the caches and the packed weights
+      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps);
+  }
+  const double step_s = median(seconds), products_s = products_seconds(c, m.model->weight_format(), B);
+  return {{"batch", B},
+          {"step_ms", step_s * 1e3},
+          {"products_ms", products_s * 1e3},
+          {"tokens_per_s", static_cast<double>(B) / step_s},
+          {"gflops", flops / step_s / 1e9},
+          {"share_of_peak", flops / step_s / peak}};
+}
+
+}  // namespace
+
 void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
   const int64_t ctx = m.model->config().context;
   // A prompt of half the context, from real text, repeated as needed.
@@ -182,6 +250,10 @@ void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
       if (way == kFast) pre.push_back(st.prompt_tokens / st.prompt_seconds);
     }
   m.model->set_kernels(chosen);
+  torch::NoGradGuard no_grad;
+  const double peak = matmul_flops(1024, 1024, 1024, m.device);
+  nlohmann::json batched = nlohmann::json::array();
+  for (int64_t B : {1, 8, 32, 64}) batched.push_back(batched_step(m, B, peak));
   const double prompt_tps = median(pre), cached = median(gen[kFast]), reference = median(gen[kReference]),
                uncached = median(gen[kUncached]);
   nlohmann::json j = {{"benchmark", "infer"},
@@ -197,11 +269,20 @@ void benchmark_inference(LoadedModel& m, int64_t new_tokens) {
                       {"gen_tokens_per_s_nocache", uncached},
                       {"fast_over_reference", cached / reference},
                       {"cache_speedup", cached / uncached},
+                      {"weights", to_string(m.model->weight_format())},
+                      {"matmul_peak_flops_per_s", peak},
+                      {"batched_step", batched},
                       {"peak_rss_mb", peak_rss_mb()}};
   spdlog::info(
       "infer benchmark: load {:.0f} ms, prompt {:.0f} tokens/s, generation {:.0f} tokens/s (fast one-token step) vs "
       "{:.0f} (reference step, {:.2f}x) vs {:.0f} uncached ({:.1f}x)",
       m.load_seconds * 1e3, prompt_tps, cached, reference, cached / reference, uncached, cached / uncached);
+  for (const auto& b : batched)
+    spdlog::info(
+        "batched step of {}: {:.2f} ms ({:.2f} in the products alone), {:.0f} tokens/s, {:.1f} GFLOP/s ({:.0f}% "
+        "of the {:.0f} GFLOP/s matmul peak)",
+        b["batch"].get<int64_t>(), b["step_ms"].get<double>(), b["products_ms"].get<double>(),
+        b["tokens_per_s"].get<double>(), b["gflops"].get<double>(), 100 * b["share_of_peak"].get<double>(), peak / 1e9);
   std::printf("%s\n", j.dump().c_str());
 }
 

@@ -54,6 +54,7 @@ struct InferOptions {
   bool list_speakers = false;
   bool benchmark = false;
   int64_t benchmark_tokens = 256;
+  std::string weights = "f32";  // --weights f32 | q8
   RuntimeOptions runtime;
 };
 
@@ -180,6 +181,7 @@ void for_each_infer_option(InferOptions& o, Visit&& visit) {
             .range(0, ModelConfig::kMaxHeads - 1)
             .no_default(),
         o.head);
+  visit(weights_option(detail), o.weights);
   visit(OptionSpec("--benchmark-tokens", detail, "Tokens generated per --benchmark run").range(1, kMaxNewTokens),
         o.benchmark_tokens);
 }
@@ -388,7 +390,8 @@ int main(int argc, char** argv) {
     check_infer_options(app, o);
     check_outputs(o);
     auto device = apply_runtime(o.runtime);
-    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
+    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels),
+                                weight_format_from_string(o.weights));
     if (!o.export_tokenizer.empty()) {
       write_file_atomic(o.export_tokenizer, m.tokenizer.bytes());
       spdlog::info("tokenizer written to {}", o.export_tokenizer);

@@ -23,6 +23,7 @@
 
 #include "model/attention_trace.h"
 #include "model/config.h"
+#include "model/decode_weights.h"
 #include "model/kv_cache.h"
 
 namespace dracarys {
@@ -43,8 +44,8 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::Tensor forward_fast(const torch::Tensor& x, LayerKVCache* cache);
   // Generation's fast step: forward() for one new position of each of B sequences, on plain
   // arrays (see TransformerImpl::decode_batch). X: [B, d_model] -> out: [B, d_model]; appends to
-  // each sequence's cache, caches[b].
-  void decode_batch(const float* X, LayerKVCache* const* caches, int64_t B, float* out);
+  // each sequence's cache, caches[b]; w holds this block's packed products.
+  void decode_batch(const float* X, LayerKVCache* const* caches, int64_t B, const DecodeWeights::Block& w, float* out);
   // Initial weights (model/init.h); residual_std for the output projection.
   void init_weights(double residual_std);
 

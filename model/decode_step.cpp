@@ -6,11 +6,14 @@
 //         ─► LN ─► decoder head
 //
 // Each sequence keeps its own residual stream and KV cache; the matrix products take all B
-// streams at once, so each weight is read once per step for all of them (the server's
-// continuous batching), and each row of each product is summed exactly as for one sequence
-// alone. forward() stays the reference; tests/test_model.cpp checks this step against it.
+// streams at once (model/systems/packed_matmul.h: weights packed once, tiles of outputs held in
+// registers), so each weight is read once per step for all of them (the server's continuous
+// batching), and every output is summed in one order whatever the batch, so a sequence's
+// numbers do not depend on who else is in it. forward() stays the reference;
+// tests/test_model.cpp checks this step against it.
 #include "model/rotary.h"
 #include "model/systems/decode_kernels.h"
+#include "model/systems/packed_matmul.h"
 #include "model/transformer.h"
 
 #include <cmath>
@@ -34,10 +37,9 @@ void layer_norm(const torch::nn::LayerNorm& ln, const float* X, float* Y, int64_
     kernels::layer_norm(X + b * n, data(ln->weight), data(ln->bias), ln->options.eps(), Y + b * n, n);
 }
 
-// Y = X·Wᵀ + bias for B rows of X: [B, cols] -> Y: [B, rows].
-void linear(const torch::nn::Linear& l, const float* X, float* Y, int64_t B) {
-  const auto& W = l->weight;
-  kernels::matvecs(data(W), l->bias.defined() ? data(l->bias) : nullptr, X, Y, W.size(0), W.size(1), B);
+// Y = X·Wᵀ + bias for B rows of X: [B, cols] -> Y: [B, rows], W the Linear's weight packed.
+void linear(const kernels::PackedMatrix& W, const torch::nn::Linear& l, const float* X, float* Y, int64_t B) {
+  kernels::matmul_packed(W, l->bias.defined() ? data(l->bias) : nullptr, X, Y, B);
 }
 
 // The step's working arrays. They are allocated by a thread's first step and reused by every
@@ -65,12 +67,13 @@ float* room_for(std::vector<float>& buffer, int64_t n) {
 
 }  // namespace
 
-void CausalSelfAttentionImpl::decode_batch(const float* X, LayerKVCache* const* caches, int64_t B, float* out) {
+void CausalSelfAttentionImpl::decode_batch(const float* X, LayerKVCache* const* caches, int64_t B,
+                                           const DecodeWeights::Block& w, float* out) {
   const int64_t d = d_model_, H = heads_, dk = head_dim_;
   // Q, K and V projections of every sequence: [B, 3, H, d_k]
   Scratch& s = scratch();
   float* qkv = room_for(s.qkv, B * 3 * d);
-  linear(qkv_, X, qkv, B);
+  linear(w.qkv, qkv_, X, qkv, B);
   float* heads = room_for(s.heads, B * d);
   float* scores = room_for(s.scores, context_);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
@@ -92,32 +95,32 @@ void CausalSelfAttentionImpl::decode_batch(const float* X, LayerKVCache* const* 
                           scale, scores, heads + b * d + h * dk);
   }
   // heads side by side, then the output projection
-  linear(proj_, heads, out, B);
+  linear(w.proj, proj_, heads, out, B);
 }
 
-void FeedForwardImpl::decode_batch(const float* X, int64_t B, float* out) {
+void FeedForwardImpl::decode_batch(const float* X, int64_t B, const DecodeWeights::Block& w, float* out) {
   const int64_t d_ff = up_->weight.size(0);
   float* hidden = room_for(scratch().hidden, B * d_ff);
-  linear(up_, X, hidden, B);
+  linear(w.up, up_, X, hidden, B);
   if (activation_ == Activation::Gelu)
     kernels::gelu(hidden, B * d_ff);
   else
     kernels::relu2(hidden, B * d_ff);
-  linear(down_, hidden, out, B);
+  linear(w.down, down_, hidden, out, B);
 }
 
-void DecoderBlockImpl::decode_batch(float* X, LayerKVCache* const* caches, int64_t B) {
+void DecoderBlockImpl::decode_batch(float* X, LayerKVCache* const* caches, int64_t B, const DecodeWeights::Block& w) {
   const int64_t d = ln_attn_->weight.size(0);
   Scratch& s = scratch();
   float* normed = room_for(s.normed, B * d);
   float* branch = room_for(s.branch, B * d);
   // x + Attention(LayerNorm(x))
   layer_norm(ln_attn_, X, normed, d, B);
-  attn_->decode_batch(normed, caches, B, branch);
+  attn_->decode_batch(normed, caches, B, w, branch);
   for (int64_t i = 0; i < B * d; ++i) X[i] += branch[i];
   // x + FeedForward(LayerNorm(x))
   layer_norm(ln_ff_, X, normed, d, B);
-  ff_->decode_batch(normed, B, branch);
+  ff_->decode_batch(normed, B, w, branch);
   for (int64_t i = 0; i < B * d; ++i) X[i] += branch[i];
 }
 
@@ -156,19 +159,33 @@ torch::Tensor TransformerImpl::decode_batch(const std::vector<int64_t>& tokens, 
     }
   }
 
+  const auto packed = decode_weights();
   std::vector<LayerKVCache*> layer_caches(B);
   for (size_t l = 0; l < blocks_->size(); ++l) {
     for (int64_t b = 0; b < B; ++b) layer_caches[b] = &caches[b]->layers[l];
-    blocks_->ptr<DecoderBlockImpl>(l)->decode_batch(X, layer_caches.data(), B);
+    blocks_->ptr<DecoderBlockImpl>(l)->decode_batch(X, layer_caches.data(), B, packed->blocks[l]);
   }
 
   // final LayerNorm, then the decoder head: logits [B, vocab]
   layer_norm(ln_final_, X, X, d, B);
   auto logits = torch::empty({B, cfg_.vocab_size});
-  kernels::matvecs(data(head), nullptr, X, logits.data_ptr<float>(), cfg_.vocab_size, d, B);
+  kernels::matmul_packed(packed->head, nullptr, X, logits.data_ptr<float>(), B);
   if (cfg_.logit_softcap > 0)
     kernels::softcap(logits.data_ptr<float>(), B * cfg_.vocab_size, static_cast<float>(cfg_.logit_softcap));
   return logits;
+}
+
+std::shared_ptr<const DecodeWeights> TransformerImpl::decode_weights() {
+  std::lock_guard<std::mutex> lock(decode_weights_mutex_);
+  if (!decode_weights_ || !still_current(*decode_weights_))
+    decode_weights_ = pack_decode_weights(*this, weight_format_);
+  return decode_weights_;
+}
+
+void TransformerImpl::set_weight_format(WeightFormat format) {
+  std::lock_guard<std::mutex> lock(decode_weights_mutex_);
+  weight_format_ = format;
+  decode_weights_ = pack_decode_weights(*this, format);
 }
 
 }  // namespace dracarys

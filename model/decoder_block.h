@@ -12,8 +12,9 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
-  void decode_batch(const float* X, int64_t B, float* out);  // one position of B: X, out [B, d_model] (decode_step.cpp)
-  void init_weights(double residual_std);                    // model/init.h; residual_std for the down projection
+  // one position of B: X, out [B, d_model] (decode_step.cpp); w holds this block's packed products
+  void decode_batch(const float* X, int64_t B, const DecodeWeights::Block& w, float* out);
+  void init_weights(double residual_std);  // model/init.h; residual_std for the down projection
 
  private:
   Activation activation_;
@@ -29,7 +30,7 @@ class DecoderBlockImpl : public torch::nn::Module {
                         Kernels kernels = Kernels::kFast);
   // One position's residual streams of B sequences, X: [B, d_model], updated in place
   // (decode_step.cpp); caches[b] is sequence b's.
-  void decode_batch(float* X, LayerKVCache* const* caches, int64_t B);
+  void decode_batch(float* X, LayerKVCache* const* caches, int64_t B, const DecodeWeights::Block& w);
   void init_weights(double residual_std);  // attention, then feed-forward; layer norms keep 1 and 0
 
  private:

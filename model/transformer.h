@@ -10,9 +10,12 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "model/config.h"
+#include "model/decode_weights.h"
 #include "model/decoder_block.h"
 #include "model/positional_encoding.h"
 
@@ -50,6 +53,12 @@ class TransformerImpl : public torch::nn::Module {
   void set_kernels(Kernels kernels) { kernels_ = kernels; }
   Kernels kernels() const { return kernels_; }
 
+  // How the one-token step holds the product weights (model/decode_weights.h). q8 also writes
+  // what the int8 weights stand for back into the model's own weights, so that forward() (and
+  // so --score) runs the same weights as generation. Set once, after loading.
+  void set_weight_format(WeightFormat format);
+  WeightFormat weight_format() const { return weight_format_; }
+
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
   const ModelConfig& config() const { return cfg_; }
   // Whether a positional table is added to the embeddings (not with rotary positions).
@@ -66,6 +75,12 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm ln_final_{nullptr};
   torch::nn::Linear head_{nullptr};  // only when the head is not tied
+
+  // The one-token step's packed weights: packed at first use, and again after a weight changed.
+  std::shared_ptr<const DecodeWeights> decode_weights();
+  WeightFormat weight_format_ = WeightFormat::kF32;
+  std::mutex decode_weights_mutex_;
+  std::shared_ptr<const DecodeWeights> decode_weights_;
 };
 TORCH_MODULE(Transformer);
 

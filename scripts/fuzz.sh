@@ -30,20 +30,31 @@ build fuzz_probe tests/fuzz/fuzz_probe.cpp checkpoint/probe_file.cpp checkpoint/
   data/corpus.cpp data/csv.cpp data/text.cpp model/config.cpp -DDRACARYS_SAMPLE_DIR='"."' &
 wait
 
-status=0
-for target in csv srt text checkpoint requests tensors tokenizer probe; do
+# Each target alone for SECONDS_PER_TARGET; as many run side by side as there are cores.
+fuzz_one() {  # target; prints its line, returns non-zero on a finding
+  local target=$1
   mkdir -p "$OUT/corpus/$target"
-  echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -rss_limit_mb: a reader that balloons is a finding; -timeout: so is one input taking 10 s.
   if ! (cd "$OUT" && ASAN_OPTIONS=detect_leaks=1 "./fuzz_$target" -max_total_time="$SECONDS_PER_TARGET" \
           -rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1 \
           "corpus/$target" "../tests/fuzz/seeds/$target" > "fuzz_$target.log" 2>&1); then
     echo "fuzz: $target FAILED; see $OUT/fuzz_$target.log and the crash-* / leak-* / timeout-* input there" >&2
     tail -40 "$OUT/fuzz_$target.log" >&2
-    status=1
-  else
-    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$OUT/fuzz_$target.log" | tr '\n' ' '
-    echo
+    return 1
   fi
+  echo "fuzz: $target for ${SECONDS_PER_TARGET}s: $(grep -E "stat::number_of_executed_units|stat::peak_rss_mb" \
+    "$OUT/fuzz_$target.log" | tr '\n' ' ')"
+}
+
+status=0
+targets=(csv srt text checkpoint requests tensors tokenizer probe)
+jobs_at_once=$(nproc)
+for ((i = 0; i < ${#targets[@]}; i += jobs_at_once)); do
+  pids=()
+  for target in "${targets[@]:i:jobs_at_once}"; do
+    fuzz_one "$target" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 done
 exit $status

@@ -26,7 +26,8 @@ constexpr int kDefaultBatch = 32;  // requests in one batch unless --parallel sa
 struct ServeOptions {
   std::string checkpoint;
   ServerOptions server;
-  int request_timeout_s = 10;  // becomes server.connections.request_deadline
+  int request_timeout_s = 10;   // becomes server.connections.request_deadline
+  std::string weights = "f32";  // --weights f32 | q8
   RuntimeOptions runtime;
 };
 
@@ -84,6 +85,7 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
             .range(1, 64)
             .no_default(),
         o.server.parallel);
+  visit(weights_option(load), o.weights);
   visit(
       OptionSpec("--queue", load, "Requests that may wait for a free slot; past that the answer is 503").range(0, 1024),
       o.server.queue);
@@ -181,7 +183,8 @@ int main(int argc, char** argv) {
     choose_defaults(app, o);
     check_serve_options(app, o);
     auto device = apply_runtime(o.runtime);
-    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels));
+    auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels),
+                                weight_format_from_string(o.weights));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
     std::error_code no_probe;  // the training's probe record, when it lies beside the checkpoint
     if (o.server.probe_file.empty() && std::filesystem::exists(probe_path(o.checkpoint), no_probe))

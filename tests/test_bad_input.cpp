@@ -12,6 +12,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "cli/unknown_options.h"
 #include "cli_util.h"
 #include "data/text.h"
 
@@ -159,6 +160,28 @@ TEST_F(BadInput, CommandLineErrorsAreOurWordsAndExitOne) {
   EXPECT_EQ(r.code, 1);
   for (const char* raw : {"At Most", "Could not convert", "The following argument"})
     EXPECT_EQ(r.err.find(raw), std::string::npos) << r.err;
+}
+
+TEST_F(BadInput, UnknownOptionsAreListedInOrderWithTheNearestName) {
+  auto r = run(*dir_, kTrain + " --batch-sise 8 --no-such-thing");
+  expect_one_line_error(
+      r, "unknown argument(s): --batch-sise 8 --no-such-thing; --batch-sise: did you mean --batch-size?");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.find("quotes"), std::string::npos) << "no value held a space: " << r.err;
+  EXPECT_EQ(r.err.find("--no-such-thing: did you mean"), std::string::npos) << r.err;
+  // A second word of an unquoted value is what the hint is for.
+  r = run(*dir_, kInfer + " -c " + ckpt_ + " --speaker jon snow -p x");
+  expect_one_line_error(r, "unknown argument(s): snow (a value with spaces needs quotes)");
+}
+
+TEST_F(BadInput, RemovedOptionsSayWhatReplacedThem) {
+  for (const auto& removed : replaced_options()) {
+    const auto r = run(*dir_, kTrain + " " + removed.flag + " 20");
+    expect_one_line_error(r, std::string(removed.flag) + " was replaced by " + removed.replaced);
+    EXPECT_EQ(r.code, 1);
+  }
+  expect_one_line_error(run(*dir_, kTrain + " --warmup-steps=20"),
+                        "--warmup-steps was replaced by --warmup, a share of the schedule (e.g. --warmup 0.05)");
 }
 
 TEST_F(BadInput, OneBadPipedLineIsSkippedAndTheRestAnswered) {

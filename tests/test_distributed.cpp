@@ -216,7 +216,7 @@ pid_t start_rank_in(const TempDir& d, const std::string& ns, int rank, const std
 
 TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
   TwoHosts hosts;
-  if (!hosts.ok) GTEST_SKIP() << "network namespaces cannot be made here (needs root and `ip`)";
+  if (!hosts.ok) DRACARYS_SKIP_MISSING("root with `ip` (iproute2), for network namespaces,");
   TempDir d;
   auto c = corpus(d);
   const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3 --dist-timeout 30";

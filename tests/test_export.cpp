@@ -295,7 +295,7 @@ TEST(Export, LlamaCppRunsTheExportWithOurNumbers) {
   const std::string modules = std::string(DRACARYS_SOURCE_DIR) + "/tests/llama/node_modules/node-llama-cpp";
   TempDir d;
   if (run(d, "command -v node").code != 0 || !std::filesystem::exists(modules))
-    GTEST_SKIP() << "Node or tests/llama's npm packages are missing (scripts/setup.sh installs them)";
+    DRACARYS_SKIP_MISSING("Node or tests/llama's npm package node-llama-cpp");
   const std::string corpus = std::string(DRACARYS_SOURCE_DIR) + "/data/sample/westeros.txt", ckpt = d.file("m.pt");
   // First llama.cpp's gpt2: a sinusoidal table, a tied head (the previous recipe).
   auto r = run(d, kTrain + " --corpus " + corpus + " --out " + ckpt + kTiny + kVocab +

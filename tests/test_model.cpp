@@ -13,6 +13,7 @@
 #include "model/init.h"
 #include "model/rotary.h"
 #include "model/systems/cpu_threads.h"
+#include "model/systems/packed_matmul.h"
 #include "model/transformer.h"
 
 using namespace dracarys;
@@ -741,4 +742,97 @@ TEST(Sampler, PenaltiesLookBackAndMinPKeepsTheLikely) {
     seen.insert(Sampler(hot).next(logits));
   }
   EXPECT_EQ(seen, (std::set<int64_t>{0, 1, 2}));
+}
+
+// The packed products (model/systems/packed_matmul.h): the register-blocked kernel gives the
+// plain loop's bits for every batch size, row count (panels padded) and thread count, f32 and
+// int8; and both are the product itself, within float rounding.
+TEST(PackedMatmul, TilesGiveThePlainLoopsBitsForAnyBatchAndThreads) {
+  torch::manual_seed(3);
+  for (int64_t rows : {1, 7, 8, 13, 50, 96})
+    for (int64_t cols : {1, 5, 32, 67}) {
+      const auto W = torch::randn({rows, cols}), bias = torch::randn({rows});
+      for (bool q8 : {false, true}) {
+        const auto P =
+            q8 ? kernels::pack_q8(W.data_ptr<float>(), rows, cols) : kernels::pack_f32(W.data_ptr<float>(), rows, cols);
+        auto stands_for = W.clone();
+        if (q8) kernels::unpack_q8(P, stands_for.data_ptr<float>());
+        for (int64_t B : {1, 2, 3, 4, 5, 6, 7, 13, 32}) {
+          const auto X = torch::randn({B, cols});
+          auto want = torch::empty({B, rows}), got = torch::empty({B, rows});
+          kernels::matmul_packed_reference(P, bias.data_ptr<float>(), X.data_ptr<float>(), want.data_ptr<float>(), B);
+          for (int threads : {1, 2, 3}) {
+            set_cpu_threads(threads);
+            kernels::matmul_packed(P, bias.data_ptr<float>(), X.data_ptr<float>(), got.data_ptr<float>(), B);
+            EXPECT_TRUE(torch::equal(got, want)) << rows << "x" << cols << " B " << B << " threads " << threads;
+          }
+          set_cpu_threads(1);
+          const auto product = torch::addmm(bias, X, stands_for.t());
+          EXPECT_TRUE(torch::allclose(want, product, 1e-4, 1e-4)) << (want - product).abs().max().item<float>();
+          // A vector's outputs alone equal its row of the batch.
+          auto alone = torch::empty({1, rows});
+          kernels::matmul_packed(P, bias.data_ptr<float>(), X[B - 1].contiguous().data_ptr<float>(),
+                                 alone.data_ptr<float>(), 1);
+          EXPECT_TRUE(torch::equal(alone[0], want[B - 1]));
+        }
+      }
+    }
+}
+
+// int8 with one scale per row: every weight within half a step (max|row| / 254) of its value.
+TEST(PackedMatmul, Int8WeightsAreWithinHalfAStepOfTheirRow) {
+  torch::manual_seed(5);
+  auto W = torch::randn({21, 40});
+  W[3].zero_();  // a row of zeros keeps its zeros (scale 0)
+  const auto P = kernels::pack_q8(W.data_ptr<float>(), 21, 40);
+  auto back = torch::empty_like(W);
+  kernels::unpack_q8(P, back.data_ptr<float>());
+  const auto half_step = std::get<0>(W.abs().max(1, true)) / 254.0f;
+  EXPECT_TRUE(((back - W).abs() <= half_step * 1.0001f + 1e-12f).all().item<bool>());
+  EXPECT_TRUE(torch::equal(back[3], W[3]));
+  EXPECT_GT((back - W).abs().max().item<float>(), 0.0f) << "int8 changes something";
+}
+
+// --weights q8: the one-token step runs the int8 weights, forward() runs what they stand for
+// (so the two agree as for f32), a batch still equals each sequence alone bit for bit, and the
+// logits stay near the f32 model's.
+TEST(Model, Int8WeightsDecodeAsTheirReferenceAndBatchBitForBit) {
+  for (const auto& c : variants(tiny(2, 2, 32, 20, 37))) {
+    SCOPED_TRACE(describe(c));
+    auto f32 = make(c, 21), q8 = make(c, 21);
+    f32->eval(), q8->eval();
+    torch::NoGradGuard no_grad;
+    q8->set_weight_format(WeightFormat::kQ8);
+    KVCache reference = q8->make_cache(), alone = q8->make_cache(), exact = f32->make_cache();
+    for (int64_t t = 0; t < 12; ++t) {
+      const int64_t token = (t * 5 + 3) % c.vocab_size;
+      const auto want = q8->forward(one_sequence({token}), &reference)[0][0];
+      const auto got = q8->decode_one(token, alone);
+      EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-4)) << (got - want).abs().max().item<float>();
+      EXPECT_LT((got - f32->decode_one(token, exact)).abs().max().item<float>(), 0.1f);
+    }
+    std::vector<KVCache> batch(3, q8->make_cache()), single(3, q8->make_cache());
+    for (int step = 0; step < 4; ++step) {
+      std::vector<int64_t> tokens = {1, 9, static_cast<int64_t>(step)};
+      std::vector<KVCache*> caches = {&batch[0], &batch[1], &batch[2]};
+      const auto together = q8->decode_batch(tokens, caches.data());
+      for (int b = 0; b < 3; ++b) EXPECT_TRUE(torch::equal(together[b], q8->decode_one(tokens[b], single[b])));
+    }
+  }
+}
+
+// The packed weights follow the model's: after an optimizer-like change in place, the one-token
+// step runs the new weights (training samples between its steps).
+TEST(Model, DecodeStepRepacksWeightsThatChanged) {
+  auto c = tiny(1, 2, 16, 8, 23);
+  auto m = make(c, 4);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  KVCache before = m->make_cache();
+  const auto old_logits = m->decode_one(3, before);
+  for (auto& p : m->parameters()) p.mul_(1.5);
+  KVCache fast = m->make_cache(), reference = m->make_cache();
+  const auto got = m->decode_one(3, fast), want = m->forward(one_sequence({3}), &reference)[0][0];
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5));
+  EXPECT_FALSE(torch::allclose(got, old_logits, 1e-3, 1e-3));
 }

@@ -1,6 +1,7 @@
 // Helpers shared by the tests: scratch folders and files the tests write themselves.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -53,4 +54,21 @@ inline const std::string kTrain = std::string(DRACARYS_BIN_DIR) + "/dracarys-tra
 inline const std::string kInfer = std::string(DRACARYS_BIN_DIR) + "/dracarys-infer";
 #endif
 
+// Whether this run requires every optional piece (CI sets DRACARYS_REQUIRE_OPTIONAL=1: it installs
+// them all, so a test that would skip for a missing one fails instead).
+inline bool optional_pieces_required() {
+  const char* v = std::getenv("DRACARYS_REQUIRE_OPTIONAL");
+  return v && std::string(v) == "1";
+}
+
 }  // namespace dracarys::testing
+
+// In a test body, where something scripts/setup.sh installs is missing: one skip line naming it
+// and the command, or a failure where every piece is required.
+#define DRACARYS_SKIP_MISSING(what)                                                  \
+  do {                                                                               \
+    if (::dracarys::testing::optional_pieces_required())                             \
+      FAIL() << (what) << " is missing, and this run requires every optional piece"; \
+    else                                                                             \
+      GTEST_SKIP() << (what) << " is missing (scripts/setup.sh installs it)";        \
+  } while (0)

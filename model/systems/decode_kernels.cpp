@@ -1,11 +1,9 @@
 #include "model/systems/decode_kernels.h"
 
-#include "model/systems/cpu_threads.h"
 #include "model/systems/vector_clones.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 namespace dracarys::kernels {
 
@@ -25,81 +23,7 @@ DRACARYS_INLINE float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
-// Eight floats in one vector register (GCC's vector extension: AVX in the x86-64-v3 clone).
-typedef float Lanes8 __attribute__((vector_size(32)));
-
-DRACARYS_INLINE void load8(Lanes8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
-
-// Lanes [half·8, half·8 + 8) of dot()'s sixteen partial sums, for 2 rows of W by 4 vectors of
-// X at once (8 accumulators): each weight chunk is used 4 times and each vector chunk twice.
-// Every lane adds the same products in the same order as dot(), so the sums are its bits.
-DRACARYS_INLINE void partials_2x4(const float* w0, const float* w1, const float* const* x, int64_t n16, int half,
-                                  float out[2][4][kLanes]) {
-  Lanes8 a[2][4] = {};
-  for (int64_t i = half * 8; i < n16; i += kLanes) {
-    Lanes8 u0, u1;
-    load8(u0, w0 + i), load8(u1, w1 + i);
-    for (int k = 0; k < 4; ++k) {
-      Lanes8 v;
-      load8(v, x[k] + i);
-      a[0][k] += u0 * v;
-      a[1][k] += u1 * v;
-    }
-  }
-  for (int r = 0; r < 2; ++r)
-    for (int k = 0; k < 4; ++k) std::memcpy(&out[r][k][half * 8], &a[r][k], sizeof(Lanes8));
-}
-
-// dot()'s last steps, from its sixteen partial sums: the tail, then the partials in order.
-DRACARYS_INLINE float finish_dot(const float* partial, const float* a, const float* b, int64_t n16, int64_t n) {
-  float sum = 0.0f;
-  for (int64_t i = n16; i < n; ++i) sum += a[i] * b[i];
-  for (int j = 0; j < kLanes; ++j) sum += partial[j];
-  return sum;
-}
-
-// Rows [begin, end) of Y[i] = W·X[i] + b for the B vectors of X, in blocks of 2 rows by 4
-// vectors (the rest one dot at a time): each weight row is read once for all B vectors.
-DRACARYS_VECTOR_CLONES
-void matvecs_rows(const float* W, const float* b, const float* X, float* Y, int64_t begin, int64_t end, int64_t rows,
-                  int64_t cols, int64_t B) {
-  const int64_t n16 = cols / kLanes * kLanes;
-  int64_t r = begin;
-  for (; r + 2 <= end; r += 2) {
-    const float* w[2] = {W + r * cols, W + (r + 1) * cols};
-    int64_t i = 0;
-    for (; i + 4 <= B; i += 4) {
-      const float* x[4] = {X + i * cols, X + (i + 1) * cols, X + (i + 2) * cols, X + (i + 3) * cols};
-      float partial[2][4][kLanes];
-      partials_2x4(w[0], w[1], x, n16, 0, partial);
-      partials_2x4(w[0], w[1], x, n16, 1, partial);
-      for (int q = 0; q < 2; ++q)
-        for (int k = 0; k < 4; ++k)
-          Y[(i + k) * rows + r + q] = finish_dot(partial[q][k], w[q], x[k], n16, cols) + (b ? b[r + q] : 0.0f);
-    }
-    for (; i < B; ++i)
-      for (int q = 0; q < 2; ++q) Y[i * rows + r + q] = dot(w[q], X + i * cols, cols) + (b ? b[r + q] : 0.0f);
-  }
-  for (; r < end; ++r)
-    for (int64_t i = 0; i < B; ++i) Y[i * rows + r] = dot(W + r * cols, X + i * cols, cols) + (b ? b[r] : 0.0f);
-}
-
-// Rows [begin, end) of y = W·x + b.
-DRACARYS_VECTOR_CLONES
-void matvec_rows(const float* W, const float* b, const float* x, float* y, int64_t begin, int64_t end, int64_t cols) {
-  for (int64_t r = begin; r < end; ++r) y[r] = dot(W + r * cols, x, cols) + (b ? b[r] : 0.0f);
-}
-
 }  // namespace
-
-void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols) {
-  parallel_for(rows, [&](int64_t begin, int64_t end) { matvec_rows(W, b, x, y, begin, end, cols); });
-}
-
-void matvecs(const float* W, const float* b, const float* X, float* Y, int64_t rows, int64_t cols, int64_t B) {
-  if (B == 1) return matvec(W, b, X, Y, rows, cols);
-  parallel_for(rows, [&](int64_t begin, int64_t end) { matvecs_rows(W, b, X, Y, begin, end, rows, cols, B); });
-}
 
 DRACARYS_VECTOR_CLONES
 void layer_norm(const float* x, const float* gamma, const float* beta, double eps, float* y, int64_t n) {

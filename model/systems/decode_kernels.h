@@ -1,24 +1,14 @@
 // The loops of generation's one-token step (model/decode_step.cpp), on plain float arrays.
 //
-// Generating one token of one sequence multiplies every weight matrix by a single vector. A
-// library GEMM treats that vector as a one-row matrix: it packs the whole weight matrix into its
-// own layout first, then uses each weight once. Here each product reads each weight once, in
-// the order it lies in memory, and nothing is dispatched, allocated or recorded for autograd
-// between the boxes. The arithmetic is the same as forward()'s (tests/test_model.cpp compares
-// them); only the order of the additions differs.
+// Everything of the step but its matrix products (those are model/systems/packed_matmul.h's):
+// nothing is dispatched, allocated or recorded for autograd between the boxes. The arithmetic
+// is the same as forward()'s (tests/test_model.cpp compares them); only the order of the
+// additions differs.
 #pragma once
 
 #include <cstdint>
 
 namespace dracarys::kernels {
-
-// y = W·x + b, its rows shared among the threads of model/systems/cpu_threads.h.
-// W: [rows, cols] row-major; b: [rows] or nullptr; x: [cols]; y: [rows].
-void matvec(const float* W, const float* b, const float* x, float* y, int64_t rows, int64_t cols);
-
-// The same for B vectors at once, each weight row read once for all of them: Y[i] = W·X[i] + b.
-// X: [B, cols]; Y: [B, rows]. Each Y[i] is bit-equal to matvec's for X[i] alone.
-void matvecs(const float* W, const float* b, const float* X, float* Y, int64_t rows, int64_t cols, int64_t B);
 
 // y = (x − mean(x)) / √(var(x) + eps) · gamma + beta, over n values (y may be x).
 void layer_norm(const float* x, const float* gamma, const float* beta, double eps, float* y, int64_t n);

@@ -8,7 +8,9 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import OpenAI from "openai";
+import { need } from "../optional.mjs";
+
+const { default: OpenAI } = await need("openai", () => import("openai"));
 
 const [binDir] = process.argv.slice(2);
 const dir = mkdtempSync(join(tmpdir(), "dracarys-api-"));

@@ -13,13 +13,16 @@
 // GREEDY=1 completes it greedily, WALK=L,H shows layer L, head H in the walk-through screenshot,
 // and PROBE=1 checks the slider too (the checkpoint needs its probe file).
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import puppeteer from "puppeteer-core";
+import { missing, need } from "../optional.mjs";
+
+const { default: puppeteer } = await need("puppeteer-core", () => import("puppeteer-core"));
 
 const [binDir, screenshot, givenCheckpoint] = process.argv.slice(2);
 const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
+if (!existsSync(chromium)) missing(`Chromium (${chromium})`);
 const fail = (message) => { console.error("FAIL: " + message); process.exitCode = 1; };
 const dir = mkdtempSync(join(tmpdir(), "dracarys-page-"));
 
