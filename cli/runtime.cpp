@@ -6,7 +6,10 @@
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <sstream>
 #include <thread>
 
@@ -25,7 +28,35 @@ int set_blas_threads(int n) {
   set(n);
   return get ? get() : n;
 }
+
+// The kernels OpenBLAS chose when it loaded ("Haswell", "SkylakeX", ...), or "" when it is not the BLAS.
+std::string blas_core() {
+  using NameFn = char* (*)();
+  auto name = reinterpret_cast<NameFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return name ? std::string(name()) : std::string();
+}
+
+// The OpenBLAS kernels this CPU can run, by what it says it does: "" when none beats the baseline.
+const char* blas_core_for_this_cpu() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+  return "";
+}
 }  // namespace
+
+void use_the_cpus_blas_kernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;  // the user's choice, or this process's second start
+  std::string core = blas_core();
+  for (auto& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const char* better = blas_core_for_this_cpu();
+  if (core != "prescott" || !*better) return;
+  setenv("OPENBLAS_CORETYPE", better, 1);
+  execv("/proc/self/exe", argv);  // only returns where it failed: run on with the kernels loaded
+}
 
 void check_runtime_options(const RuntimeOptions& opts) {
   RuntimeOptions copy = opts;
@@ -67,6 +98,7 @@ torch::Device apply_runtime(const RuntimeOptions& opts) {
   s << "device " << device.str() << ", LibTorch intra-op threads " << opts.intra_op_threads << ", BLAS threads "
     << (blas_set < 0 ? std::string("(not OpenBLAS, unchanged)") : std::to_string(blas_set)) << " of " << cores
     << " cores, one-token step threads " << cpu_threads();
+  if (const std::string core = blas_core(); !core.empty()) s << ", OpenBLAS kernels " << core;
   g_summary = s.str();
   return device;
 }

@@ -9,6 +9,7 @@
 #include "checkpoint/output_files.h"
 #include "cli/logging.h"
 #include "cli/option_table.h"
+#include "cli/runtime.h"
 #include "data/text.h"
 #include "engine/loaded_model.h"
 #include "export/llama_model.h"
@@ -81,6 +82,7 @@ int export_checkpoint(const ExportOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_the_cpus_blas_kernels(argv);
   setup_logging();
   CLI::App app{
       "dracarys-export: write a trained checkpoint as a GGUF file for llama.cpp, ollama and the programs built on "

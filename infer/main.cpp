@@ -367,6 +367,7 @@ int complete_prompts(LoadedModel& m, const InferOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_the_cpus_blas_kernels(argv);
   setup_logging();
   CLI::App app{
       "dracarys-infer: complete a line of dialogue with a trained dracarys checkpoint.\n"

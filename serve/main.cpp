@@ -157,6 +157,7 @@ void catch_stop_signals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_the_cpus_blas_kernels(argv);
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up is seen as a failed write
   setup_logging();
 

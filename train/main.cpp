@@ -72,6 +72,7 @@ TrainOptions settings_for_fine_tuning(const TrainOptions& now, const Checkpoint&
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_the_cpus_blas_kernels(argv);
   setup_logging();
   CLI::App app{
       "dracarys-train: train a small decoder-only transformer on dialogue.\n"

@@ -133,7 +133,22 @@ DRACARYS_TARGET_AVX2 void vectors_tile(const PackedMatrix& W, const T* packed, c
   constexpr int kPanels = R == 1 ? 6 : R == 2 ? 4 : R == 3 ? 3 : 2;  // ≤ 15 of the 16 registers
   int64_t p = p0;
   for (; p + kPanels <= p1; p += kPanels) tile<kPanels, R>(W, packed, b, X, Y, p, i0);
-  for (; p < p1; ++p) tile<1, R>(W, packed, b, X, Y, p, i0);
+  // the last panels, fewer than kPanels, in one tile too: one panel alone is one chain of sums,
+  // each add waiting on the one before
+  switch (std::min<int64_t>(p1 - p, kPanels - 1)) {
+    case 5:
+      return tile<std::min(5, kPanels), R>(W, packed, b, X, Y, p, i0);
+    case 4:
+      return tile<std::min(4, kPanels), R>(W, packed, b, X, Y, p, i0);
+    case 3:
+      return tile<std::min(3, kPanels), R>(W, packed, b, X, Y, p, i0);
+    case 2:
+      return tile<std::min(2, kPanels), R>(W, packed, b, X, Y, p, i0);
+    case 1:
+      return tile<1, R>(W, packed, b, X, Y, p, i0);
+    default:
+      return;
+  }
 }
 
 template <typename T>
