@@ -126,6 +126,9 @@ DRACARYS_TARGET_AVX2 void tile(const PackedMatrix& W, const T* packed, const flo
     }
 }
 
+template <typename T>
+using TileFn = void (*)(const PackedMatrix&, const T*, const float*, const float*, float*, int64_t, int64_t);
+
 // The tile shapes: with few vectors, more panels, so that enough independent sums are in flight.
 template <int R, typename T>
 DRACARYS_TARGET_AVX2 void vectors_tile(const PackedMatrix& W, const T* packed, const float* b, const float* X, float* Y,
@@ -135,46 +138,23 @@ DRACARYS_TARGET_AVX2 void vectors_tile(const PackedMatrix& W, const T* packed, c
   for (; p + kPanels <= p1; p += kPanels) tile<kPanels, R>(W, packed, b, X, Y, p, i0);
   // the last panels, fewer than kPanels, in one tile too: one panel alone is one chain of sums,
   // each add waiting on the one before
-  switch (std::min<int64_t>(p1 - p, kPanels - 1)) {
-    case 5:
-      return tile<std::min(5, kPanels), R>(W, packed, b, X, Y, p, i0);
-    case 4:
-      return tile<std::min(4, kPanels), R>(W, packed, b, X, Y, p, i0);
-    case 3:
-      return tile<std::min(3, kPanels), R>(W, packed, b, X, Y, p, i0);
-    case 2:
-      return tile<std::min(2, kPanels), R>(W, packed, b, X, Y, p, i0);
-    case 1:
-      return tile<1, R>(W, packed, b, X, Y, p, i0);
-    default:
-      return;
-  }
+  static constexpr TileFn<T> kLast[] = {tile<1, R, T>, tile<std::min(2, kPanels), R, T>,
+                                        tile<std::min(3, kPanels), R, T>, tile<std::min(4, kPanels), R, T>,
+                                        tile<std::min(5, kPanels), R, T>};
+  if (p < p1) kLast[p1 - p - 1](W, packed, b, X, Y, p, i0);
 }
 
 template <typename T>
 DRACARYS_TARGET_AVX2 void panels_avx2(const PackedMatrix& W, const T* packed, const float* b, const float* X, float* Y,
                                       int64_t B, int64_t p0, int64_t p1) {
+  using VectorsFn =
+      void (*)(const PackedMatrix&, const T*, const float*, const float*, float*, int64_t, int64_t, int64_t);
+  static constexpr VectorsFn kByVectors[] = {vectors_tile<1, T>, vectors_tile<2, T>, vectors_tile<3, T>,
+                                             vectors_tile<4, T>, vectors_tile<5, T>, vectors_tile<6, T>};
   for (int64_t i = 0; i < B;) {
-    switch (std::min<int64_t>(B - i, 6)) {
-      case 1:
-        vectors_tile<1>(W, packed, b, X, Y, p0, p1, i), i += 1;
-        break;
-      case 2:
-        vectors_tile<2>(W, packed, b, X, Y, p0, p1, i), i += 2;
-        break;
-      case 3:
-        vectors_tile<3>(W, packed, b, X, Y, p0, p1, i), i += 3;
-        break;
-      case 4:
-        vectors_tile<4>(W, packed, b, X, Y, p0, p1, i), i += 4;
-        break;
-      case 5:
-        vectors_tile<5>(W, packed, b, X, Y, p0, p1, i), i += 5;
-        break;
-      default:
-        vectors_tile<6>(W, packed, b, X, Y, p0, p1, i), i += 6;
-        break;
-    }
+    const int64_t vectors = std::min<int64_t>(B - i, 6);
+    kByVectors[vectors - 1](W, packed, b, X, Y, p0, p1, i);
+    i += vectors;
   }
 }
 
