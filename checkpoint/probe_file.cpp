@@ -63,6 +63,11 @@ ProbeRecord parse_header(const std::string& text, const std::string& what, size_
     if (!j.at("snapshots").is_number_unsigned()) throw std::invalid_argument(what + ": its snapshot count is not one");
     count = j.at("snapshots").get<size_t>();
     r.text = j.at("text").get<std::string>();
+    for (const char* key : {"layers", "heads"})
+      if (!j.at(key).is_number_integer()) throw std::invalid_argument(what + ": '" + key + "' is not a whole number");
+    if (!j.at("ids").is_array()) throw std::invalid_argument(what + ": its token ids are not a list");
+    for (const auto& id : j.at("ids"))  // 1.5 or 3e266 is no token id (and no long)
+      if (!id.is_number_integer()) throw std::invalid_argument(what + ": a token id is not a whole number");
     r.ids = j.at("ids").get<std::vector<int64_t>>();
     r.pieces = j.at("pieces").get<std::vector<std::string>>();
     r.layers = j.at("layers").get<int64_t>();
