@@ -6,6 +6,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -34,6 +35,8 @@ struct OptionSpec {
   std::vector<std::string> choices;  // the allowed words, when the value is one of a few
   bool show_default = true;
   bool required = false;  // the executable cannot run without it
+  // Stored options added later: the value a checkpoint that lacks the key ran with (null: keep the default).
+  nlohmann::json when_absent;
 
   OptionSpec(std::string flag_, std::string group_, std::string help_)
       : flag(std::move(flag_)), group(std::move(group_)), help(std::move(help_)) {}
@@ -59,6 +62,10 @@ struct OptionSpec {
   }
   OptionSpec& must_be_given() {
     required = true;
+    return *this;
+  }
+  OptionSpec& when_absent_value(nlohmann::json v) {
+    when_absent = std::move(v);
     return *this;
   }
   OptionSpec& no_default() {  // a long or empty default that would clutter --help

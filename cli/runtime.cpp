@@ -1,6 +1,7 @@
 #include "cli/runtime.h"
 
 #include "cli/option_checks.h"
+#include "model/systems/blas_threads.h"
 #include "model/systems/cpu_threads.h"
 
 #include <dlfcn.h>
@@ -17,17 +18,6 @@ namespace dracarys {
 
 namespace {
 std::string g_summary;
-
-// OpenBLAS is reached through LibTorch's BLAS; set its pool size if it is the one loaded.
-int set_blas_threads(int n) {
-  using SetFn = void (*)(int);
-  using GetFn = int (*)();
-  auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  if (!set) return -1;
-  set(n);
-  return get ? get() : n;
-}
 
 // The kernels OpenBLAS chose when it loaded ("Haswell", "SkylakeX", ...), or "" when it is not the BLAS.
 std::string blas_core() {

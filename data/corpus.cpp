@@ -27,6 +27,8 @@ std::string speaker_line(const std::string& speaker, const std::string& text) {
 }
 
 std::pair<std::string, std::string> split_speaker_line(const std::string& line) {
+  const std::string_view mark = kUnnamedMark;
+  if (line.compare(0, mark.size(), mark) == 0) return {"", line.substr(mark.size())};
   const auto colon = line.find(':');
   if (colon == std::string::npos) return {"", line};
   const size_t text = colon + 1 < line.size() && line[colon + 1] == ' ' ? colon + 2 : colon + 1;
@@ -42,6 +44,16 @@ std::string CorpusStats::summary() const {
   s << files << " file(s), " << utterances << " utterances, " << characters << " characters, " << episodes
     << " episode(s); dropped " << dropped_empty << " empty (cue-only) and " << dropped_lyrics
     << " song-lyric line(s); removed sound cues from " << cues_removed;
+  return s.str();
+}
+
+std::string CorpusStats::mix_summary() const {
+  size_t all = 0;
+  for (const auto& f : mix) all += f.characters;
+  std::ostringstream s;
+  for (const auto& f : mix)
+    s << (&f == &mix.front() ? "" : ", ") << f.path << " " << f.utterances << " utterances, " << f.characters
+      << " characters (" << (all ? (200 * f.characters + all) / (2 * all) : 0) << "%)";
   return s.str();
 }
 
@@ -147,6 +159,28 @@ std::string episode_id(const std::string& season, const std::string& episode) {
   return "S" + number_in(season) + "E" + number_in(episode);
 }
 
+bool ends_with(std::string_view s, std::string_view tail) {
+  return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
+}
+
+// Whether the sentence of a caption runs on into the next caption: it trails off ("you
+// win...") into one that starts in lower case ("or you die."), or it stops without closing its
+// sentence (after a comma or a word) and the next caption is the rest. Sound cues do not count.
+bool sentence_goes_on(const std::string& caption, const std::string& next) {
+  constexpr size_t kLongestSentence = 4096;  // bytes: past this, joining stops
+  const std::string text = collapse_whitespace(strip_cues(caption)), after = collapse_whitespace(strip_cues(next));
+  if (text.empty() || after.empty() || caption.size() > kLongestSentence) return false;
+  const bool lower_next = std::islower(static_cast<unsigned char>(after[0])) != 0;
+  std::string_view end = text;
+  for (std::string_view closing : {"\"", "'", ")", "\u201d", "\u2019"})
+    if (ends_with(end, closing)) end.remove_suffix(closing.size());
+  if (end.empty()) return false;
+  if (ends_with(end, "...") || ends_with(end, "\u2026") || ends_with(end, "-") || ends_with(end, "\u2014"))
+    return lower_next;
+  const char last = end.back();
+  return last != '.' && last != '!' && last != '?';
+}
+
 void read_csv(const std::string& path, std::string_view text, Collector& out) {
   auto rows = parse_csv(text, path);
   if (rows.empty()) throw DataError(path + ": CSV file has no header row");
@@ -165,7 +199,7 @@ void read_csv(const std::string& path, std::string_view text, Collector& out) {
   }
   if (cap >= 0 && season >= 0 && episode >= 0) {  // subtitles: captions, no speakers
     // A sentence split over captions ("you win..." / "or you die.") is joined back together
-    // when the next caption of the same episode starts in lower case.
+    // (sentence_goes_on says when).
     std::string pending, pending_ep;
     auto flush = [&] {
       if (!pending.empty()) out.add("", pending, pending_ep);
@@ -180,11 +214,9 @@ void read_csv(const std::string& path, std::string_view text, Collector& out) {
       }
       std::string ep = episode_id(field(r, season), field(r, episode));
       std::string c = collapse_whitespace(field(r, cap));
-      bool continues =
-          !pending.empty() && ep == pending_ep && !c.empty() && std::islower(static_cast<unsigned char>(c[0]));
-      if (continues) {
-        if (pending.size() >= 3 && pending.compare(pending.size() - 3, 3, "...") == 0)
-          pending.resize(pending.size() - 3);
+      if (!pending.empty() && ep == pending_ep && sentence_goes_on(pending, c)) {
+        for (std::string_view dots : {"...", "\u2026"})
+          if (ends_with(pending, dots)) pending.resize(pending.size() - dots.size());
         pending += " " + c;
       } else {
         flush();
@@ -311,12 +343,20 @@ void keep_only_speakers(std::vector<Utterance>& utterances, const std::vector<st
 
 }  // namespace
 
-std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker) {
+bool mixes_named_and_unnamed(const std::vector<Utterance>& utterances) {
+  bool named = false, unnamed = false;
+  for (const auto& u : utterances) (u.speaker.empty() ? unnamed : named) = true;
+  return named && unnamed;
+}
+
+std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker,
+                                        bool mark_unnamed) {
   std::vector<std::string> lines;
   lines.reserve(utterances.size() + utterances.size() / 64);
   for (size_t i = 0; i < utterances.size(); ++i) {
-    if (i > 0 && utterances[i].story != utterances[i - 1].story) lines.emplace_back();  // scene break
-    lines.push_back(utterances[i].line(with_speaker));
+    const auto& u = utterances[i];
+    if (i > 0 && u.story != utterances[i - 1].story) lines.emplace_back();  // scene break
+    lines.push_back(with_speaker && mark_unnamed && u.speaker.empty() ? kUnnamedMark + u.text : u.line(with_speaker));
   }
   return lines;
 }
@@ -360,10 +400,15 @@ Corpus load_corpus(const std::vector<std::string>& paths, const CorpusOptions& o
       files.push_back(path);
     }
     for (const auto& f : files) {
+      const size_t before = corpus.utterances.size();
       read_text_of(f.string(),
                    read_file(f.string(), opts.max_file_bytes, opts.name_limit_options ? "--max-file-mb raises it" : ""),
                    out);
       ++corpus.stats.files;
+      CorpusStats::File share{f.string(), corpus.utterances.size() - before, 0};
+      for (size_t i = before; i < corpus.utterances.size(); ++i)
+        share.characters += count_chars(corpus.utterances[i].text);
+      corpus.stats.mix.push_back(share);
     }
   }
   if (corpus.utterances.empty())

@@ -21,8 +21,13 @@ namespace dracarys {
 // prompt that leaves the words to the model). The one place the speaker prefix is written.
 std::string speaker_line(const std::string& speaker, const std::string& text);
 
+// Where one corpus mixes lines with a speaker and lines without (the script with subtitles), a
+// line without one starts with this mark where a name would stand: the model learns no made-up
+// speaker for it, and every line it writes says which kind it is.
+inline constexpr const char* kUnnamedMark = "\u00bb ";  // "» "
+
 // The speaker and the text of such a line ("jon snow: Winter is coming." -> {"jon snow",
-// "Winter is coming."}); a line without ':' has no speaker.
+// "Winter is coming."}); a line without ':', or one that starts with kUnnamedMark, has no speaker.
 std::pair<std::string, std::string> split_speaker_line(const std::string& line);
 
 struct Utterance {
@@ -54,7 +59,13 @@ struct CorpusStats {
   size_t dropped_empty = 0;   // nothing left after removing cues and whitespace
   size_t dropped_lyrics = 0;  // song lyrics (subtitle "music" rows)
   size_t cues_removed = 0;    // utterances that lost a sound cue
+  struct File {
+    std::string path;
+    size_t utterances = 0, characters = 0;  // characters of text, before any --speakers filter
+  };
+  std::vector<File> mix;  // what each file read gave, in reading order
   std::string summary() const;
+  std::string mix_summary() const;  // "a.csv 23,000 utterances, 1.4M characters (49%), ..."
 };
 
 struct Corpus {
@@ -75,7 +86,12 @@ std::vector<Utterance> parse_corpus_text(const std::string& name, std::string_vi
 // Lines as training reads them, in corpus order: each utterance's line, and an empty line where
 // one story (an episode of the show, a text file) ends and the next begins. The empty line becomes a lone
 // end-of-utterance token (see tokenize_lines), so a window that spans two episodes shows the model the scene break.
-std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker);
+// `mark_unnamed`: lines without a speaker start with kUnnamedMark (see mixes_named_and_unnamed).
+std::vector<std::string> training_lines(const std::vector<Utterance>& utterances, bool with_speaker,
+                                        bool mark_unnamed = false);
+
+// Whether some utterances name their speaker and some do not: then the unnamed are marked.
+bool mixes_named_and_unnamed(const std::vector<Utterance>& utterances);
 
 // How many utterances each named speaker has.
 std::map<std::string, int64_t> count_speakers(const std::vector<Utterance>& utterances);

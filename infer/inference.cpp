@@ -151,7 +151,8 @@ void score_file(LoadedModel& m, const std::string& path, bool per_line, bool jso
   CorpusOptions corpus_options;
   corpus_options.speaker_prefix = m.speaker_prefix;
   const auto utterances = scored_utterances(path, corpus_options);
-  const auto lines = training_lines(utterances, corpus_options.speaker_prefix);
+  const auto lines = training_lines(utterances, corpus_options.speaker_prefix,
+                                    corpus_options.speaker_prefix && mixes_named_and_unnamed(utterances));
   if (per_line) print_line_scores(m, lines, json);
   auto stream = tokenize_lines(m.tokenizer, lines);
   auto batches = eval_batches(stream, m.tokenizer.chars_per_token(), m.model->config().context, 16);

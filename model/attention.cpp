@@ -17,8 +17,8 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg)
       rotary_(cfg.positional == PositionalKind::Rotary) {
   qkv_ = register_module("qkv", torch::nn::Linear(cfg.d_model, 3 * cfg.d_model));
   proj_ = register_module("proj", torch::nn::Linear(cfg.d_model, cfg.d_model));
-  attn_dropout_ = register_module("attn_dropout", torch::nn::Dropout(cfg.dropout));
-  resid_dropout_ = register_module("resid_dropout", torch::nn::Dropout(cfg.dropout));
+  attn_dropout_ = register_module("attn_dropout", HashedDropout(cfg.dropout));
+  resid_dropout_ = register_module("resid_dropout", HashedDropout(cfg.dropout));
   // Added to the scores before the softmax: exp(-inf) = 0, so a position never sees its future.
   causal_mask_ = register_buffer(
       "causal_mask", torch::full({cfg.context, cfg.context}, -std::numeric_limits<float>::infinity()).triu(1));

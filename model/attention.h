@@ -24,6 +24,7 @@
 #include "model/attention_trace.h"
 #include "model/config.h"
 #include "model/decode_weights.h"
+#include "model/dropout.h"
 #include "model/kv_cache.h"
 
 namespace dracarys {
@@ -62,7 +63,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   bool qk_norm_, rotary_;
   torch::nn::Linear qkv_{nullptr};   // Q, K and V projections fused into one matrix multiply
   torch::nn::Linear proj_{nullptr};  // output projection after the heads are concatenated
-  torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};
+  HashedDropout attn_dropout_{nullptr}, resid_dropout_{nullptr};  // model/dropout.h
   torch::Tensor causal_mask_;              // [context, context]: 0 on and below the diagonal, -inf above
   torch::Tensor rotary_cos_, rotary_sin_;  // rotary positions only: [context, d_k/2] each
 };

@@ -7,7 +7,7 @@ namespace dracarys {
 FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
   up_ = register_module("up", torch::nn::Linear(cfg.d_model, cfg.d_ff));
   down_ = register_module("down", torch::nn::Linear(cfg.d_ff, cfg.d_model));
-  dropout_ = register_module("dropout", torch::nn::Dropout(cfg.dropout));
+  dropout_ = register_module("dropout", HashedDropout(cfg.dropout));
 }
 
 void FeedForwardImpl::init_weights(double residual_std) {

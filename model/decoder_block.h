@@ -19,7 +19,7 @@ class FeedForwardImpl : public torch::nn::Module {
  private:
   Activation activation_;
   torch::nn::Linear up_{nullptr}, down_{nullptr};  // d_model -> d_ff -> d_model
-  torch::nn::Dropout dropout_{nullptr};
+  HashedDropout dropout_{nullptr};
 };
 TORCH_MODULE(FeedForward);
 

@@ -10,7 +10,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
   embed_ = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   pos_ = register_module("pos", PositionalEncoding(cfg));
-  dropout_ = register_module("dropout", torch::nn::Dropout(cfg.dropout));
+  dropout_ = register_module("dropout", HashedDropout(cfg.dropout));
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < cfg.layers; ++i) blocks_->push_back(DecoderBlock(cfg));
   ln_final_ = register_module("ln_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model})));
@@ -33,6 +33,11 @@ void TransformerImpl::init_weights() {
   const double residual_std = cfg_.zero_init ? 0.0 : init::residual_std(cfg_.layers);
   for (size_t i = 0; i < blocks_->size(); ++i) blocks_->ptr<DecoderBlockImpl>(i)->init_weights(residual_std);
   if (head_) head_->weight.normal_(0.0, init::kStd);
+}
+
+void TransformerImpl::set_dropout(double p) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* d = dynamic_cast<HashedDropoutImpl*>(m.get())) d->set_rate(p);
 }
 
 torch::Tensor one_sequence(const std::vector<int64_t>& ids, const torch::Device& device) {

@@ -17,6 +17,7 @@
 #include "model/config.h"
 #include "model/decode_weights.h"
 #include "model/decoder_block.h"
+#include "model/dropout.h"
 #include "model/positional_encoding.h"
 
 namespace dracarys {
@@ -61,6 +62,8 @@ class TransformerImpl : public torch::nn::Module {
 
   KVCache make_cache() const { return KVCache{std::vector<LayerKVCache>(cfg_.layers)}; }
   const ModelConfig& config() const { return cfg_; }
+  // Every dropout of the model at rate p from now on (the config's rate is where it starts).
+  void set_dropout(double p);
   // Whether a positional table is added to the embeddings (not with rotary positions).
   bool adds_positions() const { return cfg_.positional != PositionalKind::Rotary; }
   // The decoder head's weight: the embedding matrix itself when tied.
@@ -71,7 +74,7 @@ class TransformerImpl : public torch::nn::Module {
   Kernels kernels_ = Kernels::kFast;
   torch::nn::Embedding embed_{nullptr};
   PositionalEncoding pos_{nullptr};
-  torch::nn::Dropout dropout_{nullptr};
+  HashedDropout dropout_{nullptr};  // model/dropout.h
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm ln_final_{nullptr};
   torch::nn::Linear head_{nullptr};  // only when the head is not tied

@@ -4,12 +4,14 @@
 # held-out bits per character. Prints one Markdown row per candidate: steps made, training
 # tokens/s (the run's own mean), held-out bits/char, and the sample completion of the seed line.
 #   scripts/bench-recipe.sh SPLIT_DIR OUT_DIR BUDGET [NAME=FLAGS ...]
-# SPLIT_DIR holds train.txt and heldout.txt; BUDGET is a duration (3m, 10m). Without candidates
-# it runs the table of the README: today's default, each technique alone, and the combination.
+# SPLIT_DIR holds train.txt and heldout.txt; BUDGET is a duration (3m, 10m). In FLAGS, @split
+# stands for SPLIT_DIR ("--corpus @split/subtitles.csv" adds the split's subtitles to train.txt).
+# Without candidates it runs the first table of docs/learning-speed.md, each technique alone;
+# with RECIPE=data, its ten-minute table of regularisation and data.
 # Nothing else should run on the machine meanwhile: the budget is wall-clock time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { sed -n 2,9p "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,11p "$0" >&2; exit 2; }
 split=$1 out=$2 budget=$3
 shift 3
 bin=${BIN_DIR:-build/bin}
@@ -17,22 +19,38 @@ bin=${BIN_DIR:-build/bin}
 mkdir -p "$out"
 candidates=("$@")
 if [ ${#candidates[@]} -eq 0 ]; then
+  # The first table of docs/learning-speed.md: the old default, then each technique alone.
+  old="--optimizer adamw --schedule cosine --positions sinusoidal --tied-head --dropout 0 --batch-size 16"
   candidates=(
-    "default="
-    "muon=--optimizer muon"
-    "muon-lr-0.05=--optimizer muon --muon-lr 0.05"
-    "rope=--positions rope"
-    "qk-norm=--qk-norm"
-    "relu2=--activation relu2"
-    "wsd=--schedule wsd"
-    "zero-init=--zero-init"
-    "softcap-30=--logit-softcap 30 --untied-head"
+    "old-default=$old"
+    "muon=$old --optimizer muon --muon-weight-decay 0"
+    "muon-lr-0.05=$old --optimizer muon --muon-weight-decay 0 --muon-lr 0.05"
+    "rope=$old --positions rope"
+    "qk-norm=$old --qk-norm"
+    "relu2=$old --activation relu2"
+    "wsd=$old --schedule wsd"
+    "zero-init=$old --zero-init"
+    "softcap-30=$old --logit-softcap 30 --untied-head"
   )
+  # RECIPE=data: the ten-minute table of the same page (run it with BUDGET 10m): the previous
+  # default, its regularisation, the subtitles (SPLIT_DIR/subtitles.csv), the batch, the default.
+  if [ "${RECIPE:-}" = data ]; then
+    previous="--dropout 0 --muon-weight-decay 0 --batch-size 16 --dropout-from-epoch 0"
+    candidates=(
+      "previous-default=$previous"
+      "regularised=$previous --dropout 0.1 --muon-weight-decay 0.1"
+      "heavier=$previous --dropout 0.1 --muon-weight-decay 0.5 --weight-decay 0.5"
+      "subtitles=$previous --dropout 0.1 --muon-weight-decay 0.1 --corpus @split/subtitles.csv"
+      "batch-32=$previous --dropout 0.1 --muon-weight-decay 0.1 --batch-size 32"
+      "default="
+    )
+  fi
 fi
 echo "| candidate | flags | steps in $budget | tokens/s | held-out bits/char |"
 echo "| --- | --- | ---: | ---: | ---: |"
 for c in "${candidates[@]}"; do
   name=${c%%=*} flags=${c#*=}
+  flags=${flags//@split/$split}
   ckpt="$out/$name.pt"
   rm -f "$ckpt" "$ckpt.metrics.jsonl" "${ckpt%.pt}.best.pt"
   # shellcheck disable=SC2086

@@ -178,6 +178,85 @@ TEST(Corpus, RealShowCorporaWhenPresent) {
   EXPECT_GT(s.stats.dropped_lyrics, 0u);
 }
 
+// A caption that stops mid-sentence (a comma, a word, a trailing "..." before lower case) runs
+// on into the next; one that ends its sentence, or trails off before a new one, does not.
+TEST(Corpus, CaptionsThatEndMidSentenceJoinIntoTheSentence) {
+  TempDir d;
+  auto p = d.write("subs.csv",
+                   "name,season,episode,line,cap,music\n"
+                   "W,1,1,1,\"One lot steals a goat from another lot,\",FALSE\n"
+                   "W,1,1,2,before you know it they're ripping each other to pieces.,FALSE\n"
+                   "W,1,1,3,I've never seen wildlings,FALSE\n"
+                   "W,1,1,4,Do a thing like this. ( grunts ),FALSE\n"
+                   "W,1,1,5,Wait...,FALSE\n"
+                   "W,1,1,6,Who is there?,FALSE\n"
+                   "W,1,1,7,\"\"\"Winter is coming,\"\" he said,\",FALSE\n"
+                   "W,1,1,8,and then he died.,FALSE\n"
+                   "W,1,1,9,It ends here,FALSE\n"
+                   "W,1,2,1,in another episode.,FALSE\n"
+                   "W,1,2,2,Stop.,FALSE\n"
+                   "W,1,2,3,go on.,FALSE\n");
+  EXPECT_EQ(lines_of(load_corpus({p})),
+            (std::vector<std::string>{"One lot steals a goat from another lot, before you know it they're ripping "
+                                      "each other to pieces.",
+                                      "I've never seen wildlings Do a thing like this.", "Wait...", "Who is there?",
+                                      "\"Winter is coming,\" he said, and then he died.", "It ends here",
+                                      "in another episode.", "Stop.", "go on."}));
+}
+
+// The script (speakers) with subtitles (none): the unnamed lines start with the mark where a
+// name would stand, so no line of theirs reads as a speaker's, even one with a colon in it;
+// a corpus of one kind is not marked.
+TEST(Corpus, LinesWithoutASpeakerNeverProduceASpeakerPrefix) {
+  std::vector<Utterance> u = {{"jon snow", "Winter is coming.", "S1E1", "S1E1"},
+                              {"", "Note: the king is dead.", "S1E1", "S1E1"},
+                              {"", "Ser Davos: a smuggler.", "S1E2", "S1E2"}};
+  ASSERT_TRUE(mixes_named_and_unnamed(u));
+  const auto lines = training_lines(u, true, true);
+  ASSERT_EQ(lines.size(), 4u);  // a scene break between the episodes
+  EXPECT_EQ(lines[0], "jon snow: Winter is coming.");
+  for (const auto& line : {lines[1], lines[3]}) {
+    EXPECT_EQ(line.rfind(kUnnamedMark, 0), 0u) << line;
+    EXPECT_EQ(split_speaker_line(line).first, "") << line;
+  }
+  EXPECT_EQ(split_speaker_line(lines[1]).second, "Note: the king is dead.");
+  EXPECT_EQ(split_speaker_line(lines[0]), (std::pair<std::string, std::string>{"jon snow", "Winter is coming."}));
+  std::vector<Utterance> unnamed(u.begin() + 1, u.end());
+  EXPECT_FALSE(mixes_named_and_unnamed(unnamed));
+  EXPECT_EQ(training_lines(unnamed, true, false)[0], "Note: the king is dead.");
+  EXPECT_EQ(training_lines(u, false, true)[1], "Note: the king is dead.");  // --no-speakers: nothing to mark
+}
+
+// The script and the subtitles name their episodes alike ("S1E7"), so the split by episode
+// keeps each episode of both files on one side; the start reports what each file gave.
+TEST(Split, TwoCorporaNeverPutOneEpisodeOnBothSides) {
+  TempDir d;
+  std::string script = "\"\",Release Date,Season,Episode,Episode Title,Name,Sentence\n";
+  std::string subs = "name,season,episode,line,cap,music\n";
+  for (int e = 1; e <= 10; ++e)
+    for (int i = 0; i < 6; ++i) {
+      script += std::to_string(e * 10 + i) + ",2011-04-17,Season 1,Episode " + std::to_string(e) + ",T,jon snow,Line " +
+                std::to_string(i) + " of episode " + std::to_string(e) + ".\n";
+      subs += "T,1," + std::to_string(e) + "," + std::to_string(i) + ",Said " + std::to_string(i) + " in episode " +
+              std::to_string(e) + ".,FALSE\n";
+    }
+  auto c = load_corpus({d.write("script.csv", script), d.write("subs.csv", subs)});
+  ASSERT_EQ(c.stats.mix.size(), 2u);
+  EXPECT_EQ(c.stats.mix[0].utterances, 60u);
+  EXPECT_EQ(c.stats.mix[1].utterances, 60u);
+  EXPECT_NE(c.stats.mix_summary().find("(50%)"), std::string::npos) << c.stats.mix_summary();
+  EXPECT_EQ(c.stats.episodes, 10u);
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    auto split = split_by_episode(c.utterances, 0.3, seed);
+    std::set<std::string> train, validation;
+    size_t named = 0, unnamed = 0;
+    for (const auto& x : split.train) train.insert(x.episode);
+    for (const auto& x : split.validation) validation.insert(x.episode), ++(x.speaker.empty() ? unnamed : named);
+    for (const auto& e : validation) EXPECT_EQ(train.count(e), 0u) << e;
+    EXPECT_EQ(named, unnamed);  // each held-out episode took its script lines and its captions
+  }
+}
+
 TEST(Split, DisjointByEpisodeAndDeterministic) {
   std::vector<Utterance> u;
   for (int e = 0; e < 20; ++e)

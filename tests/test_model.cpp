@@ -9,6 +9,7 @@
 
 #include "model/attention.h"
 #include "model/config.h"
+#include "model/dropout.h"
 #include "model/generate.h"
 #include "model/init.h"
 #include "model/rotary.h"
@@ -835,4 +836,59 @@ TEST(Model, DecodeStepRepacksWeightsThatChanged) {
   const auto got = m->decode_one(3, fast), want = m->forward(one_sequence({3}), &reference)[0][0];
   EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5));
   EXPECT_FALSE(torch::allclose(got, old_logits, 1e-3, 1e-3));
+}
+
+// Dropout works while training and is off whenever the model is read: in evaluation mode its
+// outputs are those of the same weights without dropout, and generation (which sets that mode
+// itself) writes what the dropout-free model writes.
+TEST(Dropout, OffInEvaluationAndGeneration) {
+  for (const auto& base : variants(tiny(2, 2, 32, 32, 40))) {
+    auto with = base, without = base;
+    with.dropout = 0.5;
+    auto m = make(with, 5), plain = make(without, 5);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : plain->named_parameters()) p.value().copy_(m->named_parameters()[p.key()]);
+    }
+    auto x = torch::randint(0, base.vocab_size, {2, base.context}, torch::kLong);
+    m->train();
+    EXPECT_FALSE(torch::equal(m->forward(x), m->forward(x))) << describe(base) << ": dropout drew no masks";
+    m->eval();
+    EXPECT_TRUE(torch::equal(m->forward(x), plain->forward(x))) << describe(base);
+    GenerateOptions o;
+    o.max_new_tokens = 20;
+    o.sampling.seed = 3;
+    m->train();
+    EXPECT_EQ(generate(m, {1, 2, 3}, o), generate(plain, {1, 2, 3}, o)) << describe(base);
+    EXPECT_FALSE(m->is_training());
+  }
+}
+
+// The hashed mask (model/dropout.h): every element is what its one-element definition says, in
+// the forward pass and in the gradient; about p of them are dropped; another seed is another
+// mask; the team's threads share the work without changing a bit.
+TEST(Dropout, TheHashedMaskIsItsDefinitionElementByElement) {
+  set_cpu_threads(2);
+  const double p = 0.1;
+  auto x = torch::randn({3, 70000}).requires_grad_();
+  auto y = hashed_dropout(x, p, 12345);
+  y.sum().backward();
+  const auto xs = x.detach().contiguous(), ys = y.detach().contiguous(), gs = x.grad().contiguous();
+  const float* xv = xs.data_ptr<float>();
+  const float* yv = ys.data_ptr<float>();
+  const float* gv = gs.data_ptr<float>();
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  int64_t dropped = 0, wrong = 0;
+  for (int64_t i = 0; i < xs.numel(); ++i) {
+    const bool keep = kept_by_dropout(12345, i, p);
+    dropped += keep ? 0 : 1;
+    wrong += yv[i] != (keep ? xv[i] * scale : 0.0f) || gv[i] != (keep ? scale : 0.0f);
+  }
+  EXPECT_EQ(wrong, 0);
+  const double n = static_cast<double>(xs.numel()), sd = std::sqrt(n * p * (1 - p));
+  EXPECT_NEAR(static_cast<double>(dropped), n * p, 6 * sd);
+  EXPECT_FALSE(torch::equal(hashed_dropout(x.detach(), p, 12346), ys));
+  // A view that is not contiguous is masked by its elements' order.
+  auto t = x.detach().t();
+  EXPECT_TRUE(torch::equal(hashed_dropout(t, p, 7), hashed_dropout(t.contiguous(), p, 7)));
 }

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "model/systems/blas_threads.h"
+#include "model/systems/cpu_threads.h"
 #include "train/muon.h"
 
 using namespace dracarys;
@@ -85,4 +87,59 @@ TEST(Muon, AStepIsTheOrthogonalisedNesterovMomentumOfEachBlock) {
                                torch::cat({newton_schulz(g1f.narrow(0, 0, 4)), newton_schulz(g1f.narrow(0, 4, 4)),
                                            newton_schulz(g1f.narrow(0, 8, 4))}),
                                1e-3, 1e-3));
+}
+
+// Decoupled weight decay: on a zero gradient the update is zero, so a step leaves exactly
+// W·(1 − lr·wd), the same bits as that product; a matrix without a gradient is not touched.
+TEST(Muon, WeightDecayShrinksAMatrixByExactlyTheDecoupledFactorOnAZeroGradient) {
+  torch::manual_seed(3);
+  auto w = torch::randn({8, 4}).requires_grad_(), idle = torch::randn({4, 4}).requires_grad_();
+  const auto w0 = w.detach().clone(), idle0 = idle.detach().clone();
+  MuonOptions o;
+  o.lr = 0.05;
+  o.weight_decay = 0.7;
+  Muon muon({{w, 1}, {idle, 1}}, o);
+  w.mutable_grad() = torch::zeros({8, 4});
+  muon.step();
+  EXPECT_TRUE(torch::equal(w.detach(), w0 * (1.0 - 0.05 * 0.7)));
+  EXPECT_FALSE(torch::equal(w.detach(), w0));
+  EXPECT_TRUE(torch::equal(idle.detach(), idle0));
+  // The rate the schedule sets scales the decay with it.
+  muon.set_lr(0.01);
+  const auto w1 = w.detach().clone();
+  muon.step();
+  EXPECT_TRUE(torch::equal(w.detach(), w1 * (1.0 - 0.01 * 0.7)));
+}
+
+// Many matrices at once go to the thread team, one matrix per thread: each comes out with the
+// bits Newton–Schulz gives it alone, and the iteration count is the option's.
+TEST(Muon, EveryMatrixIsOrthogonalisedAsItWouldBeAlone) {
+  set_cpu_threads(3);  // a team of three, whatever the cores
+  torch::manual_seed(4);
+  std::vector<torch::Tensor> ws, gs, w0s;
+  std::vector<Muon::Matrix> matrices;
+  for (int i = 0; i < 9; ++i) {
+    const int64_t rows = 16 + 8 * (i % 3), cols = 24;
+    ws.push_back(torch::randn({rows, cols}).requires_grad_());
+    w0s.push_back(ws.back().detach().clone());
+    gs.push_back(torch::randn({rows, cols}));
+    matrices.push_back({ws.back(), 1});
+  }
+  MuonOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.0;  // U = G
+  o.ns_steps = 3;
+  Muon muon(matrices, o);
+  for (size_t i = 0; i < ws.size(); ++i) ws[i].mutable_grad() = gs[i];
+  muon.step();
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const double rows = static_cast<double>(ws[i].size(0)), scale = std::sqrt(std::max(1.0, rows / 24.0));
+    torch::Tensor alone;
+    {
+      OneBlasThreadPerCaller blas_alone;
+      alone = newton_schulz(gs[i].view({1, ws[i].size(0), 24}), 3).reshape(ws[i].sizes());
+    }
+    EXPECT_TRUE(torch::equal(ws[i].detach(), w0s[i].add(alone, -0.1 * scale))) << i;
+    EXPECT_FALSE(torch::allclose(alone, newton_schulz(gs[i], 5), 1e-3, 1e-3)) << i;
+  }
 }

@@ -126,7 +126,7 @@ TEST(Resume, GradientAccumulationResumesBitForBitAndMatchesTheLargerBatch) {
   EXPECT_NE(r.err.find("4 sequences x 2 micro-batches per rank x 1 rank(s) = 8"), std::string::npos) << r.err;
   expect_identical(full, read_state(d.file("part.pt")), "5 accumulated steps, then resumed to 12");
   // Two micro-batches of 4 are the batch of 8 (the same windows), up to the order of the sums.
-  const std::string plain = " --corpus " + corpus + shape + kVocab + " --schedule-steps 12 --val-share 0";
+  const std::string plain = " --corpus " + corpus + shape + kVocab + " --schedule-steps 12 --val-share 0 --dropout 0";
   ASSERT_EQ(run(d, kTrain + plain + " --batch-size 8 --max-steps 12 --out " + d.file("b8.pt")).code, 0);
   ASSERT_EQ(run(d, kTrain + plain + " --batch-size 4 --grad-accum 2 --max-steps 12 --out " + d.file("b4x2.pt")).code,
             0);
@@ -143,7 +143,7 @@ TEST(Resume, MuonAndTheNewModelOptionsResumeBitForBit) {
   const std::string common = " --corpus " + corpus + kTiny + kVocab +
                              " --schedule-steps 12 --eval-every 6 --val-share 0 --dropout 0.1 --optimizer muon "
                              "--positions rope --qk-norm --activation relu2 --logit-softcap 30 --zero-init "
-                             "--schedule wsd --cooldown 0.5";
+                             "--schedule wsd --cooldown 0.5 --muon-weight-decay 0.5 --muon-ns-steps 4";
   ASSERT_EQ(run(d, kTrain + common + " --max-steps 12 --out " + d.file("full.pt")).code, 0);
   const auto full = read_state(d.file("full.pt"));
   EXPECT_FALSE(full.muon_bytes.empty());
@@ -156,6 +156,39 @@ TEST(Resume, MuonAndTheNewModelOptionsResumeBitForBit) {
     EXPECT_NE(refused.code, 0) << change;
     EXPECT_NE(refused.err.find("--resume"), std::string::npos) << change << ": " << refused.err;
   }
+}
+
+// --dropout-from-epoch: until that many passes over the training tokens, the run is the run
+// without dropout, bit for bit; from then on the masks are drawn, and a resume across the
+// switch is exact.
+TEST(Resume, DropoutFromAnEpochIsNoDropoutUntilThenAndResumesAcrossTheSwitch) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string common = " --corpus " + corpus + kTiny + kVocab + " --schedule-steps 12 --val-share 0";
+  auto weights_equal = [](const RunState& a, const RunState& b) {
+    for (const auto& [name, w] : a.weights)
+      if (!torch::equal(w, b.weights.at(name))) return false;
+    return true;
+  };
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 12 --dropout 0 --out " + d.file("none.pt")).code, 0);
+  ASSERT_EQ(
+      run(d, kTrain + common + " --max-steps 12 --dropout 0.1 --dropout-from-epoch 1e5 --out " + d.file("never.pt"))
+          .code,
+      0);
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 12 --dropout 0.1 --out " + d.file("always.pt")).code, 0);
+  const auto none = read_state(d.file("none.pt"));
+  EXPECT_TRUE(weights_equal(none, read_state(d.file("never.pt"))));
+  EXPECT_FALSE(weights_equal(none, read_state(d.file("always.pt"))));
+  // The tiny corpus passes in a few steps: switch at the pass step 6 reaches, resume from 4.
+  const std::string late = common + " --dropout 0.1 --dropout-from-epoch 0.3";
+  ASSERT_EQ(run(d, kTrain + late + " --max-steps 12 --out " + d.file("late.pt")).code, 0);
+  ASSERT_EQ(run(d, kTrain + late + " --max-steps 4 --out " + d.file("late4.pt")).code, 0);
+  auto r = run(d, kTrain + " --resume " + d.file("late4.pt") + " --max-steps 12");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto late_full = read_state(d.file("late.pt"));
+  expect_identical(late_full, read_state(d.file("late4.pt")), "dropout from a pass, resumed across the switch");
+  EXPECT_FALSE(weights_equal(none, late_full));
+  EXPECT_FALSE(weights_equal(read_state(d.file("always.pt")), late_full));
 }
 
 // The probe (dracarys-train --probe, checkpoint/probe_file.h): recorded from step 0 at every

@@ -207,6 +207,29 @@ TEST_F(UntrustedCheckpoint, TrainingStateAndSettingsAreChecked) {
       "flag.pt", [](auto& m) { m["train_options"]["no_speakers"] = 1; }, "setting 'no_speakers' has the wrong type");
 }
 
+// A checkpoint from before an option existed resumes with the value its run had then (Muon's
+// weight decay was 0, its Newton–Schulz five iterations), not with today's default.
+TEST_F(UntrustedCheckpoint, SettingsAddedLaterResumeAsTheOldRunHadThem) {
+  auto stored_options = [](const std::string& path) {
+    for (const auto& [section, bytes] : read_sections(slurp(path)))
+      if (section == "meta") return nlohmann::json::parse(bytes)["train_options"];
+    return nlohmann::json();
+  };
+  ASSERT_EQ(stored_options(base_)["muon_weight_decay"], 0.1);  // today's default, stored
+  const auto old = crafted(*dir_, base_, "old.pt", [](auto& m) {
+    m["train_options"].erase("muon_weight_decay");
+    m["train_options"].erase("muon_ns_steps");
+  });
+  const auto out = dir_->file("old-resumed.pt");
+  auto r = run(*dir_, kTrain + " --resume " + old + " --max-steps 3 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(stored_options(out)["muon_weight_decay"], 0.0);
+  EXPECT_EQ(stored_options(out)["muon_ns_steps"], 5);
+  r = run(*dir_, kTrain + " --resume " + old + " --max-steps 3 --muon-weight-decay 0.2 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(stored_options(out)["muon_weight_decay"], 0.2);  // given now, it wins as any rate does
+}
+
 TEST_F(UntrustedCheckpoint, WeightRecordsAreCheckedAgainstTheBytesBeforeCopying) {
   // A record cut to 4 bytes loaded before, and greedy text then changed from run to run.
   std::string first;  // the first tensor's name

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/systems/blas_threads.h"
+#include "model/systems/cpu_threads.h"
+
 namespace dracarys {
 
 torch::Tensor newton_schulz(const torch::Tensor& G, int64_t steps) {
@@ -30,19 +33,45 @@ Muon::Muon(std::vector<Matrix> matrices, MuonOptions options)
   }
 }
 
+// Every matrix on the CPU goes to the thread team, one matrix per thread at a time, each with
+// BLAS on its own thread; elsewhere (CUDA) the device runs them in turn.
+void Muon::orthogonalise(std::vector<torch::Tensor>& updates) const {
+  const auto one = [&](int64_t i) {
+    auto& u = updates[static_cast<size_t>(i)];
+    if (u.defined()) u = newton_schulz(u, options_.ns_steps);
+  };
+  const auto n = static_cast<int64_t>(updates.size());
+  if (matrices_.empty() || !matrices_.front().param.device().is_cpu()) {
+    for (int64_t i = 0; i < n; ++i) one(i);
+    return;
+  }
+  OneBlasThreadPerCaller blas_alone;
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) one(i);
+  });
+}
+
 void Muon::step() {
   torch::NoGradGuard no_grad;
+  // Momentum and Nesterov's look-ahead, matrix by matrix: U, as [blocks, rows, cols].
+  std::vector<torch::Tensor> updates(matrices_.size());
   for (size_t i = 0; i < matrices_.size(); ++i) {
     auto& p = matrices_[i].param;
     if (!p.grad().defined()) continue;
     const auto& g = p.grad();
     auto& m = momentum_[i];
-    m.mul_(options_.momentum).add_(g);     // M ← μ·M + G
-    auto u = g.add(m, options_.momentum);  // U ← G + μ·M
-    const int64_t n = matrices_[i].blocks, rows = p.size(0) / n, cols = p.size(1);
-    auto o = newton_schulz(u.view({n, rows, cols}), options_.ns_steps).reshape(p.sizes());
-    const double scale = std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols)));
-    p.add_(o, -lr_ * scale);  // W ← W − lr·scale·O
+    m.mul_(options_.momentum).add_(g);  // M ← μ·M + G
+    const int64_t n = matrices_[i].blocks;
+    updates[i] = g.add(m, options_.momentum).view({n, p.size(0) / n, p.size(1)});  // U ← G + μ·M
+  }
+  orthogonalise(updates);  // O ← NewtonSchulz(U)
+  for (size_t i = 0; i < matrices_.size(); ++i) {
+    if (!updates[i].defined()) continue;
+    auto& p = matrices_[i].param;
+    const double rows = static_cast<double>(updates[i].size(1)), cols = static_cast<double>(updates[i].size(2));
+    const double scale = std::sqrt(std::max(1.0, rows / cols));
+    if (options_.weight_decay > 0) p.mul_(1.0 - lr_ * options_.weight_decay);  // W ← W·(1 − lr·wd)
+    p.add_(updates[i].reshape(p.sizes()), -lr_ * scale);                       // W ← W − lr·scale·O
   }
 }
 

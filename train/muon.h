@@ -4,11 +4,14 @@
 //   M ← μ·M + G                            momentum
 //   U ← G + μ·M                            Nesterov's look-ahead
 //   O ← NewtonSchulz(U)                    U with its singular values pushed near 1
-//   W ← W − lr · √max(1, rows/cols) · O
+//   W ← W·(1 − lr·wd) − lr · √max(1, rows/cols) · O     decoupled weight decay, then the step
 //
 // An update with every singular value near 1 moves the matrix the same amount in every direction
 // it can, however skewed the gradient's spectrum: the rare directions learn as fast as the common.
-// Newton–Schulz is matrix products only (five iterations of a quintic), no SVD.
+// Newton–Schulz is matrix products only (five iterations of a quintic), no SVD. On the CPU each
+// matrix is orthogonalised whole by one thread of the team (model/systems/cpu_threads.h), its
+// products on that thread alone: small products share two cores worse than two matrices do, and a
+// matrix's bits then do not depend on the thread count.
 #pragma once
 
 #include <torch/torch.h>
@@ -19,9 +22,10 @@
 namespace dracarys {
 
 struct MuonOptions {
-  double lr = 0.02;        // --muon-lr: the peak rate; the schedule scales it as it scales AdamW's
-  double momentum = 0.95;  // --muon-momentum
-  int64_t ns_steps = 5;    // Newton–Schulz iterations
+  double lr = 0.02;         // --muon-lr: the peak rate; the schedule scales it as it scales AdamW's
+  double momentum = 0.95;   // --muon-momentum
+  double weight_decay = 0;  // --muon-weight-decay: each step shrinks W by the factor 1 − lr·wd
+  int64_t ns_steps = 5;     // --muon-ns-steps: Newton–Schulz iterations
 };
 
 // X ≈ the orthogonal factor U·Vᵀ of G = U·S·Vᵀ, for G: [rows, cols] or a batch [n, rows, cols].
@@ -39,7 +43,7 @@ class Muon {
   Muon(std::vector<Matrix> matrices, MuonOptions options);
 
   void set_lr(double lr) { lr_ = lr; }
-  void step();  // uses each parameter's .grad(); a parameter without one is left alone
+  void step();  // uses each parameter's .grad(); a parameter without one is left alone (not decayed)
   const std::vector<Matrix>& matrices() const { return matrices_; }
 
   // The momentum buffers, as a module of buffers "m0", "m1", ... so that common/checkpoint's
@@ -50,6 +54,8 @@ class Muon {
   std::vector<Matrix> matrices_;
   std::vector<torch::Tensor> momentum_;  // M, one per matrix, the parameter's shape
   torch::nn::Module state_;
+  // O for each U of `updates` (each [blocks, rows, cols]), in place.
+  void orthogonalise(std::vector<torch::Tensor>& updates) const;
   MuonOptions options_;
   double lr_;
 };

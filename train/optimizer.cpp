@@ -16,7 +16,8 @@ int64_t row_blocks(const std::string& name) {
 
 }  // namespace
 
-Optimizer::Optimizer(Transformer& model, const TrainOptions& o) : adamw_peak_(o.lr), muon_peak_(o.muon_lr) {
+Optimizer::Optimizer(Transformer& model, const TrainOptions& o)
+    : adamw_peak_(o.lr), muon_peak_(o.muon_lr), ns_steps_(o.muon_ns_steps) {
   const bool muon = o.optimizer == "muon";
   std::vector<torch::Tensor> decay, no_decay;
   std::vector<Muon::Matrix> matrices;
@@ -33,7 +34,9 @@ Optimizer::Optimizer(Transformer& model, const TrainOptions& o) : adamw_peak_(o.
   groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(o.weight_decay)));
   groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(opts.weight_decay(0.0)));
   adamw_ = std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
-  if (muon) muon_ = std::make_unique<Muon>(std::move(matrices), MuonOptions{o.muon_lr, o.muon_momentum});
+  if (muon)
+    muon_ = std::make_unique<Muon>(std::move(matrices),
+                                   MuonOptions{o.muon_lr, o.muon_momentum, o.muon_weight_decay, o.muon_ns_steps});
 }
 
 void Optimizer::set_rate_factor(double factor) {
@@ -72,7 +75,8 @@ double Optimizer::newton_schulz_flops() const {
     const double r = static_cast<double>(m.param.size(0) / m.blocks), c = static_cast<double>(m.param.size(1));
     const double small = std::min(r, c), large = std::max(r, c);
     // per iteration: X·Xᵀ (2·s²·l), A·A (2·s³), B·X (2·s²·l)
-    flops += static_cast<double>(m.blocks) * 5.0 * (4.0 * small * small * large + 2.0 * small * small * small);
+    flops += static_cast<double>(m.blocks) * static_cast<double>(ns_steps_) *
+             (4.0 * small * small * large + 2.0 * small * small * small);
   }
   return flops;
 }

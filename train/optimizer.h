@@ -43,6 +43,7 @@ class Optimizer {
   std::unique_ptr<torch::optim::AdamW> adamw_;
   std::unique_ptr<Muon> muon_;
   double adamw_peak_, muon_peak_;
+  int64_t ns_steps_;
 };
 
 // After loading AdamW's state: every moment has its parameter's shape and the step counts are

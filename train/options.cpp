@@ -161,6 +161,25 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .above(0, 10),
         o.muon_lr);
   visit(OptionSpec("--muon-momentum", opt, "Muon's momentum").stored("muon_momentum").range(0, 0.999), o.muon_momentum);
+  visit(OptionSpec("--dropout-from-epoch", opt,
+                   "Train without dropout until this many passes over the training tokens are done, then at "
+                   "--dropout: regularisation for when the data repeats (0 = from the start)")
+            .stored("dropout_from_epoch")
+            .when_absent_value(0.0)
+            .range(0, 1e6),
+        o.dropout_from_epoch);
+  visit(OptionSpec("--muon-weight-decay", opt,
+                   "Decoupled weight decay on Muon's matrices: each step multiplies them by 1 - (Muon's rate "
+                   "now) x this, before the step (0 = none)")
+            .stored("muon_weight_decay")
+            .when_absent_value(0.0)
+            .range(0, 100),
+        o.muon_weight_decay);
+  visit(OptionSpec("--muon-ns-steps", opt, "Newton-Schulz iterations that orthogonalise each Muon update")
+            .stored("muon_ns_steps")
+            .when_absent_value(5)
+            .range(1, 20),
+        o.muon_ns_steps);
   visit(OptionSpec("--schedule", opt,
                    "Learning-rate schedule after the warm-up: wsd (default: stable at the peak, then a straight "
                    "decay over the last --cooldown of the run) or cosine (decay from the start)")
@@ -295,13 +314,15 @@ void TrainOptions::update_from_json(const nlohmann::json& j,
                                     const std::function<bool(const std::string&)>& keep_current) {
   if (!j.is_object()) throw std::invalid_argument("the stored training settings are not a JSON object");
   for_each_option(*this, [&](const OptionSpec& spec, auto&& member) {
-    if (spec.key.empty() || !j.contains(spec.key)) return;
+    if (spec.key.empty() || (!j.contains(spec.key) && spec.when_absent.is_null())) return;
     if (keep_current && keep_current(spec.long_name())) return;
     auto& field = stored_member(member);
     using Field = std::decay_t<decltype(field)>;
+    // A checkpoint written before the option existed ran with its value of then.
+    const auto& value = j.contains(spec.key) ? j.at(spec.key) : spec.when_absent;
     try {
-      if (!json_fits<Field>(j.at(spec.key))) throw std::domain_error("wrong type");
-      field = j.at(spec.key).get<Field>();
+      if (!json_fits<Field>(value)) throw std::domain_error("wrong type");
+      field = value.get<Field>();
     } catch (const std::exception&) {
       throw std::invalid_argument("the stored training setting '" + spec.key + "' has the wrong type");
     }

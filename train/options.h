@@ -19,13 +19,14 @@ namespace dracarys {
 
 constexpr size_t kMaxSamplePromptBytes = 4096;  // --prompt, the evaluation sample's start
 
-// The model dracarys-train builds unless told otherwise: ModelConfig's shape with the two model
-// choices of the recipe that measured best (the README's "Learning faster"): rotary positions
-// and a decoder head of its own.
+// The model dracarys-train builds unless told otherwise: ModelConfig's shape with the model
+// choices of the recipe that measured best (docs/learning-speed.md): rotary positions, a decoder
+// head of its own, and dropout 0.1 (from the second pass over the data on: --dropout-from-epoch).
 inline ModelConfig default_train_model() {
   ModelConfig m;
   m.positional = PositionalKind::Rotary;
   m.tied_head = false;
+  m.dropout = 0.1;
   return m;
 }
 
@@ -42,13 +43,17 @@ struct TrainOptions {
   // model (vocab_size is the tokenizer's size too)
   ModelConfig model = default_train_model();
   // optimisation
-  int64_t batch_size = 16;
+  int64_t batch_size = 32;
   int64_t grad_accum = 1;          // micro-batches of batch_size per optimizer step
   bool overlap_allreduce = true;   // all-reduce behind the backward pass (distributed)
   std::string optimizer = "muon";  // muon for the blocks' matrices, or adamw alone (train/optimizer.h)
   double lr = 2e-3;                // AdamW's peak rate
   double muon_lr = 0.02;           // Muon's peak rate
   double muon_momentum = 0.95;
+  double dropout_from_epoch =
+      1;  // dropout (the model's rate) only once this many passes over the training tokens are done
+  double muon_weight_decay = 0.1;  // decoupled, on Muon's matrices: W·(1 − lr·wd) each step
+  int64_t muon_ns_steps = 5;       // Newton–Schulz iterations per step
   double min_lr = 2e-4;
   std::string schedule = "wsd";  // wsd or cosine (train/schedule.h)
   double cooldown = 0.3;         // wsd: share of the schedule spent decaying

@@ -245,6 +245,12 @@ double Trainer::train_one_step() {
   state_.learning_rate = learning_rate(schedule_, dist_->enabled() && by_clock ? synced_progress_ : progress);
   optimizer_->set_rate_factor(state_.learning_rate / schedule_.peak_lr);
   auto batch = batcher_->batch(state_.step, dist_->rank());
+  // Dropout once the data starts to repeat (--dropout-from-epoch): passes made, from the step.
+  const auto tokens_per_step =
+      static_cast<double>(o_.batch_size * o_.grad_accum * o_.model.context * dist_->world_size());
+  const double passes = static_cast<double>(state_.step) * tokens_per_step /
+                        static_cast<double>(std::max<size_t>(1, data_->train.ids.size()));
+  model_->set_dropout(passes >= o_.dropout_from_epoch ? o_.model.dropout : 0.0);
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
   torch::manual_seed(o_.seed * kSeedStride + static_cast<uint64_t>(state_.step) +
                      kRankStride * static_cast<uint64_t>(dist_->rank()));

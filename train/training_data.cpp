@@ -30,9 +30,12 @@ TrainingData prepare_data(const TrainOptions& o, std::optional<Tokenizer> given)
   corpus_options.only_speakers = split_speaker_list(o.only_speakers);
   auto corpus = load_corpus(o.corpus, corpus_options);
   spdlog::info("corpus: {}", corpus.stats.summary());
+  if (corpus.stats.mix.size() > 1) spdlog::info("corpus mix: {}", corpus.stats.mix_summary());
+  const bool mark = corpus_options.speaker_prefix && mixes_named_and_unnamed(corpus.utterances);
+  if (mark) spdlog::info("lines without a speaker start with '{}' where a name would stand", kUnnamedMark);
   auto split = split_by_episode(corpus.utterances, o.validation_share, o.seed);
-  const auto train_lines = training_lines(split.train, corpus_options.speaker_prefix);
-  const auto val_lines = training_lines(split.validation, corpus_options.speaker_prefix);
+  const auto train_lines = training_lines(split.train, corpus_options.speaker_prefix, mark);
+  const auto val_lines = training_lines(split.validation, corpus_options.speaker_prefix, mark);
   spdlog::info("split by episode: {} training and {} validation utterances ({} validation episodes)",
                split.train.size(), split.validation.size(), split.validation_episodes.size());
   auto t1 = Clock::now();
