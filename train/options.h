@@ -64,7 +64,7 @@ struct TrainOptions {
   int64_t schedule_steps = 0;  // 0 = max_steps, or follow the time budget
   double time_budget_s = 0;    // 0 = until max_steps
   // evaluation and output
-  int64_t eval_every = 250;
+  int64_t eval_every = 100;
   int64_t eval_windows = 256;
   int64_t patience = 0;  // stop after this many evaluations without a better validation loss (0 = never)
   std::string prompt = "cersei lannister: When you play the game of thrones, you";
