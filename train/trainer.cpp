@@ -137,6 +137,8 @@ class Trainer {
   void report_end();
 
   double elapsed() const { return state_.elapsed_s + seconds_since(start_time_); }
+  // Tokens one optimisation step trains on, every rank together.
+  int64_t tokens_per_step() const { return o_.batch_size * o_.grad_accum * o_.model.context * dist_->world_size(); }
   double schedule_progress() const { return schedule_position(schedule_, state_.step, elapsed()); }
   // How far the run is towards whichever limit ends it, 0..1 (the progress line's bar).
   double run_fraction() const {
@@ -246,9 +248,7 @@ double Trainer::train_one_step() {
   optimizer_->set_rate_factor(state_.learning_rate / schedule_.peak_lr);
   auto batch = batcher_->batch(state_.step, dist_->rank());
   // Dropout once the data starts to repeat (--dropout-from-epoch): passes made, from the step.
-  const auto tokens_per_step =
-      static_cast<double>(o_.batch_size * o_.grad_accum * o_.model.context * dist_->world_size());
-  const double passes = static_cast<double>(state_.step) * tokens_per_step /
+  const double passes = static_cast<double>(state_.step * tokens_per_step()) /
                         static_cast<double>(std::max<size_t>(1, data_->train.ids.size()));
   model_->set_dropout(passes >= o_.dropout_from_epoch ? o_.model.dropout : 0.0);
   // Dropout depends on the step (and rank) only, so resumed runs see the same masks.
@@ -269,7 +269,7 @@ double Trainer::train_one_step() {
 // evaluation's time restarts the window).
 void Trainer::show_progress(double loss) {
   ++window_steps_;
-  const int64_t tokens_per_step = o_.batch_size * o_.grad_accum * o_.model.context * dist_->world_size();
+  const int64_t tokens_per_step = this->tokens_per_step();
   const double window_s = seconds_since(window_start_);
   const double window_rate = static_cast<double>(window_steps_ * tokens_per_step) / std::max(window_s, 1e-9);
   if (window_s >= 2.0) {
