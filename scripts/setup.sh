@@ -18,6 +18,8 @@ PACKAGES=(
   clang-format              # scripts/lint.sh
   libcpp-httplib-dev        # dracarys-serve's HTTP server (and the tests' client)
   chromium                  # tests/browser: the page in a real, headless browser
+  python3-torch             # torchrun (PyTorch 1.13.1, the same LibTorch): tests/test_launchers.cpp
+  slurm-wlm munge           # a one-node Slurm cluster for the srun test (tests/slurm_cluster.sh)
 )
 
 missing=()

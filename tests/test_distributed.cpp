@@ -15,61 +15,10 @@
 #include <sstream>
 #include <thread>
 
-#include "checkpoint/checkpoint.h"
-#include "test_util.h"
+#include "dist_util.h"
 
 using namespace dracarys;
-using dracarys::testing::kTrain;
-using dracarys::testing::slurp;
-using dracarys::testing::TempDir;
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// A port per test process, away from the usual 29500, so parallel tests do not collide.
-int port(int offset) { return 20000 + static_cast<int>(getpid() % 20000) + offset; }
-
-std::string corpus(const TempDir& d) {
-  std::string text;
-  const char* lines[] = {"cersei lannister: When you play the game of thrones, you win or you die.",
-                         "ned stark: The snows will come early this year.", "hodor: Hodor.",
-                         "arya stark: The sharp end goes toward the enemy.",
-                         "tyrion lannister: Our family settles every account."};
-  for (int i = 0; i < 60; ++i) text += std::string(lines[(i * 3) % 5]) + " " + std::to_string(i) + "\n";
-  return d.write("c.txt", text);
-}
-
-const std::string kModel =
-    " --layers 2 --heads 2 --d-model 32 --d-ff 64 --context 32 --vocab-size 300 --dropout 0 --val-share 0 --threads 1";
-
-// Starts one rank in the background; its stderr goes to a file.
-pid_t start_rank(const TempDir& d, int rank, int world, int p, const std::string& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = "WORLD_SIZE=" + std::to_string(world) + " RANK=" + std::to_string(rank) +
-                            " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(p) + " exec " + kTrain + args +
-                            " > /dev/null 2> " + d.file("rank" + std::to_string(rank) + ".err");
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    _exit(127);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::map<std::string, torch::Tensor> weights(const std::string& path) {
-  auto m = load_model(load_checkpoint(path), torch::kCPU);
-  std::map<std::string, torch::Tensor> w;
-  for (auto& p : m->named_parameters()) w[p.key()] = p.value().clone();
-  return w;
-}
-
-}  // namespace
+using namespace dracarys::testing;
 
 TEST(Distributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   TempDir d;
@@ -163,57 +112,6 @@ TEST(Distributed, SilentMasterPortAndBadValuesAreBounded) {
   }
 }
 
-namespace {
-
-// Two "hosts" on this machine: network namespaces A and B joined by a veth pair, 10.231.N.1 and
-// 10.231.N.2, both under the machine's one hostname (which /etc/hosts maps to a loopback
-// address, as on a stock host). Needs root and `ip`; `ok` is false where they cannot be made.
-struct TwoHosts {
-  std::string a, b, link_a, link_b, addr_a, addr_b;
-  bool ok = false;
-  TwoHosts() {
-    const std::string id = std::to_string(getpid() % 100000), net = std::to_string(getpid() % 250);
-    a = "drc" + id + "a", b = "drc" + id + "b", link_a = "drc" + id + "A", link_b = "drc" + id + "B";
-    addr_a = "10.231." + net + ".1", addr_b = "10.231." + net + ".2";
-    if (geteuid() != 0) return;
-    const std::string cmds[] = {
-        "ip netns add " + a,
-        "ip netns add " + b,
-        "ip link add " + link_a + " type veth peer name " + link_b,
-        "ip link set " + link_a + " netns " + a,
-        "ip link set " + link_b + " netns " + b,
-        "ip -n " + a + " addr add " + addr_a + "/24 dev " + link_a,
-        "ip -n " + b + " addr add " + addr_b + "/24 dev " + link_b,
-        "ip -n " + a + " link set " + link_a + " up",
-        "ip -n " + b + " link set " + link_b + " up",
-        "ip -n " + a + " link set lo up",
-        "ip -n " + b + " link set lo up",
-    };
-    for (const auto& c : cmds)
-      if (std::system((c + " > /dev/null 2>&1").c_str()) != 0) return;
-    ok = true;
-  }
-  ~TwoHosts() {
-    std::system(("ip netns del " + a + " > /dev/null 2>&1; ip netns del " + b + " > /dev/null 2>&1").c_str());
-  }
-};
-
-// Starts one rank inside a namespace, with `env` (VAR=value ...) before the program.
-pid_t start_rank_in(const TempDir& d, const std::string& ns, int rank, const std::string& master, int p,
-                    const std::string& env, const std::string& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = "exec ip netns exec " + ns + " env WORLD_SIZE=2 RANK=" + std::to_string(rank) +
-                            " MASTER_ADDR=" + master + " MASTER_PORT=" + std::to_string(p) + " " + env + " " + kTrain +
-                            args + " > /dev/null 2> " + d.file("rank" + std::to_string(rank) + ".err");
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    _exit(127);
-  }
-  return pid;
-}
-
-}  // namespace
-
 TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
   TwoHosts hosts;
   if (!hosts.ok) DRACARYS_SKIP_MISSING("root with `ip` (iproute2), for network namespaces,");
@@ -254,4 +152,39 @@ TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
   const std::string err = slurp(d.file("rank1.err"));
   EXPECT_NE(err.find("loopback address 127.0.0.1"), std::string::npos) << err;
   EXPECT_NE(err.find("--dist-interface NAME"), std::string::npos) << err;
+}
+
+// torchrun on each "host", one node each (--nnodes 2 --node_rank), its static rendezvous: node 0's
+// agent hosts the store the workers join as clients.
+TEST(Distributed, TorchrunStartsOneNodePerHostAndTheyEqualOneProcess) {
+  if (!have_tool("torchrun")) DRACARYS_SKIP_MISSING("torchrun (Debian's python3-torch)");
+  TwoHosts hosts;
+  if (!hosts.ok) DRACARYS_SKIP_MISSING("root with `ip` (iproute2), for network namespaces,");
+  TempDir d;
+  auto c = corpus(d);
+  const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3 --dist-timeout 30";
+  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
+            0);
+  const std::string node = kTorchrun + " --nnodes 2 --nproc_per_node 1 --master_addr " + hosts.addr_a +
+                           " --master_port " + std::to_string(port(20)) + " --node_rank ";
+  const std::string train = " " + kTrain + common + " --batch-size 4 --out " + d.file("two.pt");
+  auto in_host = [&](const std::string& ns, int rank) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      const std::string cmd = "exec ip netns exec " + ns + " " + node + std::to_string(rank) + train + " > " +
+                              d.file("node" + std::to_string(rank) + ".log") + " 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      _exit(127);
+    }
+    return pid;
+  };
+  auto n0 = in_host(hosts.a, 0), n1 = in_host(hosts.b, 1);
+  ASSERT_EQ(wait_exit(n0), 0) << slurp(d.file("node0.log"));
+  ASSERT_EQ(wait_exit(n1), 0) << slurp(d.file("node1.log"));
+  const std::string log = slurp(d.file("node0.log"));
+  EXPECT_NE(log.find("started by torchrun"), std::string::npos) << log;
+  EXPECT_NE(log.find("torchrun's own, attempt 0"), std::string::npos) << log;
+  EXPECT_NE(log.find("chosen by the route to " + hosts.addr_a), std::string::npos) << log;
+  auto one = weights(d.file("one.pt")), two = weights(d.file("two.pt"));
+  for (auto& [name, t] : one) EXPECT_TRUE(torch::allclose(t, two[name], 1e-5, 1e-5)) << name;
 }

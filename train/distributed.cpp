@@ -3,6 +3,7 @@
 #include "cli/option_checks.h"
 #include "train/dist_address.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -74,6 +75,25 @@ class StartupWatchdog {
   std::thread thread_;
 };
 
+// The rendezvous store: rank 0 hosts it and waits for the others; or, under torchrun's agent,
+// every rank joins the agent's as a client, with this attempt's prefix (as PyTorch's own
+// workers do, torch/distributed/rendezvous.py), so a restarted group never reads the keys of
+// the attempt before it.
+c10::intrusive_ptr<c10d::Store> join_store(const DistOptions& opts, std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(opts.master_port);
+  so.timeout = timeout;
+  if (opts.agent_store) {
+    so.waitWorkers = false;  // the process group's own exchange waits for every rank
+    auto agents = c10::make_intrusive<c10d::TCPStore>(opts.master_addr, so);
+    return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(opts.restart_count), agents);
+  }
+  so.isServer = opts.rank == 0;
+  so.numWorkers = opts.world_size;
+  so.waitWorkers = true;
+  return c10::make_intrusive<c10d::TCPStore>(opts.master_addr, so);
+}
+
 }  // namespace
 
 // The gradients' buckets and the all-reduces in flight (see attach()).
@@ -92,7 +112,7 @@ struct GradientBuckets {
 };
 
 struct Distributed::Impl {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
   GradientBuckets grads;
 };
@@ -109,20 +129,16 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
   const std::string cannot_join = "rank " + std::to_string(opts.rank) + " could not join the process group at " +
                                   opts.master_addr + ":" + std::to_string(opts.master_port) + " within " +
                                   std::to_string(static_cast<int>(opts.timeout_s)) + "s";
-  StartupWatchdog watchdog(opts.timeout_s,
-                           cannot_join + (opts.rank == 0 ? ": not every one of the " + std::to_string(opts.world_size) +
+  StartupWatchdog watchdog(
+      opts.timeout_s,
+      cannot_join + (opts.rank == 0 && !opts.agent_store ? ": not every one of the " + std::to_string(opts.world_size) +
                                                                " ranks arrived (start them all with the same "
                                                                "--world-size and --master-port)"
-                                                         : ": no answer from rank 0's rendezvous store (is rank 0 "
-                                                           "running, or another program listening on that port?)"));
+                     : opts.agent_store ? ": not every rank joined torchrun's rendezvous store"
+                                        : ": no answer from rank 0's rendezvous store (is rank 0 "
+                                          "running, or another program listening on that port?)"));
   try {
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<uint16_t>(opts.master_port);
-    so.isServer = opts.rank == 0;
-    so.numWorkers = opts.world_size;
-    so.waitWorkers = true;
-    so.timeout = timeout;
-    impl_->store = c10::make_intrusive<c10d::TCPStore>(opts.master_addr, so);
+    impl_->store = join_store(opts, timeout);
     auto go = c10d::ProcessGroupGloo::Options::create();
     go->timeout = timeout;
     go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(where.address));

@@ -23,6 +23,11 @@ struct DistOptions {
   int master_port = 29500;
   double timeout_s = 120;  // a rank that dies or never connects fails the others after this
   std::string interface;   // network interface for the all-reduce; empty: see train/dist_address.h
+  // torchrun's agent already hosts the store at master_addr:master_port (train/launch_env.h):
+  // every rank, rank 0 too, joins it as a client under "/worker/attempt_<restart_count>".
+  bool agent_store = false;
+  int restart_count = 0;
+  std::string launcher = "none";  // who set the variables, for the log: "torchrun", "slurm", "none"
 
   void validate() const;  // throws std::invalid_argument naming the option
 };

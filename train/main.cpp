@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <optional>
 
@@ -13,6 +14,7 @@
 #include "cli/option_table.h"
 #include "cli/runtime.h"
 #include "data/errors.h"
+#include "train/launch_env.h"
 #include "train/trainer.h"
 
 using namespace dracarys;
@@ -21,11 +23,49 @@ namespace {
 
 using Given = std::function<bool(const std::string&)>;  // whether an option was given now
 
-// The stored training settings of `ckpt`, for update_from_json.
-nlohmann::json stored_settings(const Checkpoint& ckpt) {
+nlohmann::json stored_meta(const Checkpoint& ckpt) {
   auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
   if (!meta.is_object()) throw CheckpointError("checkpoint's metadata is not a JSON object");
-  return meta.value("train_options", nlohmann::json::object());
+  return meta;
+}
+
+// The stored training settings of `ckpt`, for update_from_json.
+nlohmann::json stored_settings(const Checkpoint& ckpt) {
+  return stored_meta(ckpt).value("train_options", nlohmann::json::object());
+}
+
+// The launcher's variables (train/launch_env.h) as the distributed options' defaults, and BLAS
+// threads shared out among the ranks on this machine (the command line overrides both).
+void use_launch_environment(TrainOptions& o) {
+  const LaunchEnvironment env = read_launch_environment([](const char* name) { return std::getenv(name); });
+  o.dist.world_size = env.world_size;
+  o.dist.rank = env.rank;
+  o.dist.master_addr = env.master_addr;
+  o.dist.master_port = env.master_port;
+  o.dist.agent_store = env.agent_store;
+  o.dist.restart_count = env.restart_count;
+  o.dist.launcher = env.launcher;
+  if (env.local_world_size > 1)
+    o.runtime.threads = std::max(1, resolved_blas_threads(RuntimeOptions{}) / env.local_world_size);
+}
+
+// --resume auto: continue --out where it exists (refuse_another_run checks it is this run's);
+// where it does not, start fresh. A fine-tune's --init-from is then its starting point.
+void choose_resume_auto(TrainOptions& o) {
+  if (std::filesystem::exists(o.out)) {
+    o.resume = o.out;
+    o.init_from.clear();  // the run it started is what continues
+  } else {
+    spdlog::info("--resume auto: {} holds no checkpoint yet, so this run starts fresh", o.out);
+    o.resume.clear();
+  }
+}
+
+void refuse_another_run(const Checkpoint& ckpt, const nlohmann::json& identity, const std::string& out) {
+  const std::string differences = identity_differences(stored_meta(ckpt).value("run", nlohmann::json()), identity);
+  if (!differences.empty())
+    throw std::invalid_argument("--resume auto: " + out + " holds a checkpoint of another run (" + differences +
+                                "); give another --out, or continue that run with --resume " + out);
 }
 
 // Refuses a fixed option (the model's shape, the tokenizer, the speaker prefix) given now with
@@ -82,22 +122,10 @@ int main(int argc, char** argv) {
       "--speakers \"tyrion lannister\" --out tyrion.pt --time-budget 3m --patience 3"};
   app.get_formatter()->column_width(34);
   TrainOptions o;
-  // torchrun's environment variables are the defaults of the distributed options.
-  auto env_int = [](const char* name, int fallback) {
-    const char* v = std::getenv(name);
-    try {
-      return v ? std::stoi(v) : fallback;
-    } catch (const std::exception&) {
-      return fallback;
-    }
-  };
-  o.dist.world_size = env_int("WORLD_SIZE", 1);
-  o.dist.rank = env_int("RANK", 0);
-  o.dist.master_port = env_int("MASTER_PORT", 29500);
-  if (const char* a = std::getenv("MASTER_ADDR")) o.dist.master_addr = a;
   add_train_options(app, o);
   try {
     check_config_argument(argc, argv);
+    use_launch_environment(o);  // torchrun's or srun's variables are the defaults of the distributed options
   } catch (const std::exception& e) {
     return report_error(e);
   }
@@ -111,15 +139,23 @@ int main(int argc, char** argv) {
     check_config_file_keys(app);
     o.exact_vocab_size = app.count("--vocab-size") > 0;
     auto given = [&app](const std::string& long_name) { return app.count("--" + long_name) > 0; };
+    const nlohmann::json identity = o.run_identity();  // before a checkpoint's settings join in
+    const bool resume_auto = o.resume == kResumeAuto;
+    if (resume_auto) choose_resume_auto(o);
     std::optional<Checkpoint> start;  // loaded once, here: the trainer takes it from here
     if (!o.resume.empty() && !o.init_from.empty())
       throw std::invalid_argument("give --resume (continue a run) or --init-from (fine-tune from it), not both");
     if (!o.resume.empty()) {
       start = load_checkpoint(o.resume);
+      if (resume_auto) refuse_another_run(*start, identity, o.out);
       o = settings_for_resume(o, *start, given);
-    } else if (!o.init_from.empty()) {
-      start = load_checkpoint(o.init_from);
-      o = settings_for_fine_tuning(o, *start, given);
+      o.started_as = stored_meta(*start).value("run", nlohmann::json());
+    } else {
+      if (!o.init_from.empty()) {
+        start = load_checkpoint(o.init_from);
+        o = settings_for_fine_tuning(o, *start, given);
+      }
+      o.started_as = identity;
     }
     if (!given("max-steps") && !given("time-budget") && o.max_steps == 0 && o.time_budget_s <= 0)
       o.time_budget_s = 600;  // the default: ten minutes

@@ -226,7 +226,10 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
 
   const char* io = "Evaluation and output";
   visit(OptionSpec("--out", io, "Checkpoint to write (the best by validation loss goes to NAME.best.pt)"), o.out);
-  visit(OptionSpec("--resume", io, "Continue training from this checkpoint, with its model, optimizer and settings"),
+  visit(OptionSpec("--resume", io,
+                   "Continue training from this checkpoint, with its model, optimizer and settings; \"auto\": "
+                   "from --out where it holds a checkpoint of this same command's run (a restart), else start "
+                   "fresh"),
         o.resume);
   visit(OptionSpec("--init-from", io,
                    "Fine-tune: start from this checkpoint's weights, tokenizer and shape, with a fresh optimizer, "
@@ -236,6 +239,13 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .stored("eval_every")
             .range(1, kManySteps),
         o.eval_every);
+  visit(OptionSpec("--save-every", io,
+                   "Also save the checkpoint every N steps between evaluations (0 = only at evaluations): what "
+                   "a restart after a crash loses at most")
+            .stored("save_every")
+            .range(0, kManySteps)
+            .when_absent_value(0),
+        o.save_every);
   visit(OptionSpec("--eval-windows", io, "Validation windows per evaluation (fixed; 0 = all)")
             .stored("eval_windows")
             .range(0, 1 << 30),
@@ -308,6 +318,36 @@ nlohmann::json TrainOptions::values_by_name() const {
   for_each_option(
       copy, [&j](const OptionSpec& spec, auto member) { j[spec.long_name()] = as_written(stored_member(member)); });
   return j;
+}
+
+nlohmann::json TrainOptions::run_identity() const {
+  nlohmann::json j = nlohmann::json::object();
+  TrainOptions copy = *this;
+  for_each_option(copy, [&j](const OptionSpec& spec, auto member) {
+    if (spec.key.empty() && spec.on_resume != OnResume::kFixed) return;  // not stored: per process
+    if (spec.key == "threads" || spec.key == "intra_op_threads") return;
+    j[spec.long_name()] = as_written(stored_member(member));
+  });
+  j["init-from"] = init_from;
+  return j;
+}
+
+std::string identity_differences(const nlohmann::json& there, const nlohmann::json& here) {
+  std::string out;
+  auto add = [&out](const std::string& name, const nlohmann::json& a, const nlohmann::json& b) {
+    constexpr size_t kShown = 40;  // characters of a value shown
+    auto shown = [](const nlohmann::json& v) {
+      const std::string s = v.is_null() ? "unset" : v.dump();
+      return s.size() > kShown ? s.substr(0, kShown) + "..." : s;
+    };
+    out += (out.empty() ? "" : "; ") + ("--" + name + " " + shown(a) + " there, " + shown(b) + " here");
+  };
+  if (!there.is_object()) return "no record of the command that started it";
+  for (const auto& [name, value] : here.items())
+    if (!there.contains(name) || there.at(name) != value) add(name, there.value(name, nlohmann::json()), value);
+  for (const auto& [name, value] : there.items())
+    if (!here.contains(name)) add(name, value, nlohmann::json());
+  return out;
 }
 
 void TrainOptions::update_from_json(const nlohmann::json& j,

@@ -65,17 +65,22 @@ struct TrainOptions {
   double time_budget_s = 0;    // 0 = until max_steps
   // evaluation and output
   int64_t eval_every = 100;
+  int64_t save_every = 0;  // also save (no evaluation) every N steps; 0 = at evaluations only
   int64_t eval_windows = 256;
   int64_t patience = 0;  // stop after this many evaluations without a better validation loss (0 = never)
   std::string prompt = "cersei lannister: When you play the game of thrones, you";
   // The line whose attention filters each evaluation records in OUT.probe (engine/probe.h); "" for none.
   std::string probe = "cersei lannister: When you play the game of thrones, you";
   std::string out = "dracarys.pt";
-  std::string resume;     // continue this checkpoint's run: model, optimizer, settings, step
+  std::string resume;     // continue this checkpoint's run: model, optimizer, settings, step;
+                          // "auto": --out's, where it holds this run's checkpoint (see run_identity)
   std::string init_from;  // fine-tune: this checkpoint's weights, tokenizer and shape; a fresh run
   uint64_t seed = 1337;
   RuntimeOptions runtime;
   DistOptions dist;
+  // Not an option: the settings of the command that started this run (run_identity() then),
+  // stored in every checkpoint and carried over on resume, so that --resume auto knows its own.
+  nlohmann::json started_as;
   bool benchmark = false;
   bool data_only = false;
   int64_t benchmark_windows = 5;
@@ -87,7 +92,17 @@ struct TrainOptions {
   void validate() const;  // throws std::invalid_argument
   // Every option's value by long name ({"layers": 4, "lr": 0.002, ...}), to compare two sets.
   nlohmann::json values_by_name() const;
+  // What makes a run this run: every stored setting and the model's shape by long name, and
+  // --init-from; not the thread counts, outputs, --resume or the distributed options (a restart
+  // may run at another world size, from another folder).
+  nlohmann::json run_identity() const;
 };
+
+// The settings where two run identities differ, as "--seed 7 there, 3 here; ..." (empty if none).
+std::string identity_differences(const nlohmann::json& there, const nlohmann::json& here);
+
+// The value --resume takes to mean "--out's checkpoint, if it holds one of this run".
+constexpr const char* kResumeAuto = "auto";
 
 // Registers every option on `app`. Options a user set explicitly are found with app.count().
 void add_train_options(CLI::App& app, TrainOptions& o);

@@ -393,6 +393,7 @@ void Trainer::save(const std::string& path) {
   saved.elapsed_s = elapsed();
   meta["state"] = saved.to_json();
   meta["speakers"] = listed_speakers_;
+  if (!o_.started_as.is_null()) meta["run"] = o_.started_as;  // what --resume auto recognises
   c.meta_json = meta.dump();
   save_checkpoint(path, c);
 }
@@ -457,6 +458,8 @@ int Trainer::run() {
       evaluate_and_save(average, steps);
       window_start_ = Clock::now();  // the evaluation's time is not training speed
       window_steps_ = 0;
+    } else if (o_.save_every > 0 && state_.step % o_.save_every == 0 && dist_->is_main()) {
+      save(o_.out);  // between evaluations: what a restart after a crash would lose
     }
   }
 
@@ -472,8 +475,12 @@ int Trainer::run() {
 void Trainer::start_ranks() {
   dist_ = std::make_unique<Distributed>(o_.dist);
   if (dist_->enabled()) {
-    spdlog::info("distributed: rank {} of {}, store {}:{}", dist_->rank(), dist_->world_size(), o_.dist.master_addr,
-                 o_.dist.master_port);
+    spdlog::info("distributed: rank {} of {} (started by {}), store {}:{}{}", dist_->rank(), dist_->world_size(),
+                 o_.dist.launcher, o_.dist.master_addr, o_.dist.master_port,
+                 o_.dist.agent_store ? fmt::format(", torchrun's own, attempt {}", o_.dist.restart_count) : "");
+    // A restarted group resumes together: every rank from the same step of the same checkpoint.
+    dist_->require_same("starting step (every rank needs the same checkpoint: --out in a folder they share)",
+                        std::to_string(state_.step));
     // Every rank must train the same model the same way (output path, rank and threads may differ).
     auto same = o_.to_json();
     same.erase("threads");
