@@ -5,6 +5,10 @@
 # after the backward pass (--no-overlap) and behind it, interleaved; then --grad-accum on the
 # slowest link. Prints a table. Needs root, `ip` and `tc`, and a Release build.
 #   scripts/bench-distributed.sh [WINDOWS]      (timed windows per run, default 3)
+#   FLAGS="--batch-size 16" scripts/bench-distributed.sh   adds trainer flags to every run
+#   ROWS=overlap scripts/bench-distributed.sh   only the overlapped all-reduce, unshaped and at
+#                                               1 Gbit/s in turn, three times each (what the
+#                                               1 Gbit/s link adds to the step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 windows=${1:-3}
@@ -35,7 +39,7 @@ port=29700
 bench() {  # extra options; prints rank 0's JSON line
   port=$((port + 1))
   local args=(--benchmark --benchmark-windows "$windows" --threads 1 --world-size 2 --master-addr 10.231.0.1
-              --master-port "$port" "$@")
+              --master-port "$port" ${FLAGS:-} "$@")
   ip netns exec "$b" "$train" "${args[@]}" --rank 1 >/dev/null 2>&1 &
   ip netns exec "$a" "$train" "${args[@]}" --rank 0 2>/dev/null | tail -1
   wait
@@ -50,6 +54,15 @@ row() {  # link, how, JSON
 
 echo "| link | all-reduce | tokens/s (2 ranks) | all-reduce wait per step | step | MFU |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
+if [ "${ROWS:-}" = overlap ]; then
+  for _ in 1 2 3; do
+    for rate in none 1gbit; do
+      shape
+      row "$([ "$rate" = none ] && echo "veth, unshaped" || echo "$rate")" "behind backward" "$(bench)"
+    done
+  done
+  exit 0
+fi
 for rate in none 1gbit 100mbit; do
   shape
   label=$([ "$rate" = none ] && echo "veth, unshaped" || echo "$rate")

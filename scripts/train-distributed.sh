@@ -6,9 +6,11 @@
 # Options before "--": --nproc N (default 2), --port P (default 29500), --threads T (BLAS
 # threads per rank; default: cores / N), --bin PATH (dracarys-train to run). Everything after
 # "--" goes to every rank. Rank 0 writes the checkpoint, metrics and progress. If a rank fails,
-# the others are stopped. On several machines, run dracarys-train on each with the same
-# --world-size, --master-addr and --master-port and its own --rank (or WORLD_SIZE, RANK,
-# MASTER_ADDR, MASTER_PORT as torchrun sets them).
+# the others are stopped. It needs nothing but a shell; torchrun and srun start the same ranks
+# with the same weights bit for bit, and torchrun --max_restarts with --resume auto restarts a
+# group that lost a rank (docs/distributed.md, "Launchers"). On several machines, run
+# dracarys-train on each with the same --world-size, --master-addr and --master-port and its
+# own --rank.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 nproc_=2 port=29500 threads="" bin="$root/build/bin/dracarys-train"
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     --threads) threads="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "train-distributed: unknown option $1 (options before --, trainer flags after it)" >&2; exit 2 ;;
   esac
 done

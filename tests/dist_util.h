@@ -59,7 +59,6 @@ inline std::map<std::string, torch::Tensor> weights(const std::string& path) {
   return w;
 }
 
-
 // Whether `tool` is on the PATH.
 inline bool have_tool(const std::string& tool) {
   return std::system(("command -v " + tool + " > /dev/null 2>&1").c_str()) == 0;
@@ -114,7 +113,7 @@ struct TwoHosts {
 
 // Starts one rank inside a namespace, with `env` (VAR=value ...) before the program.
 inline pid_t start_rank_in(const TempDir& d, const std::string& ns, int rank, const std::string& master, int p,
-                    const std::string& env, const std::string& args) {
+                           const std::string& env, const std::string& args) {
   pid_t pid = fork();
   if (pid == 0) {
     const std::string cmd = "exec ip netns exec " + ns + " env WORLD_SIZE=2 RANK=" + std::to_string(rank) +

@@ -63,8 +63,8 @@ std::string run_args(const std::string& corpus_path) {
 }
 
 std::string script_run(const TempDir& d, const std::string& args, int p, const std::string& log) {
-  return std::string(DRACARYS_SOURCE_DIR) + "/scripts/train-distributed.sh --nproc 2 --port " +
-         std::to_string(p) + " -- " + args + " > " + d.file(log) + " 2>&1";
+  return std::string(DRACARYS_SOURCE_DIR) + "/scripts/train-distributed.sh --nproc 2 --port " + std::to_string(p) +
+         " -- " + args + " > " + d.file(log) + " 2>&1";
 }
 
 }  // namespace
@@ -92,8 +92,8 @@ TEST(LaunchEnvironment, TorchrunSlurmAndNothingAreReadAsTheirLaunchersWriteThem)
   EXPECT_EQ(t.master_port, 29511);
   EXPECT_TRUE(t.agent_store);
   EXPECT_EQ(t.restart_count, 2);
-  EXPECT_FALSE(read_launch_environment(lookup_in({{"RANK", "0"}, {"TORCHELASTIC_USE_AGENT_STORE", "False"}}))
-                   .agent_store);
+  EXPECT_FALSE(
+      read_launch_environment(lookup_in({{"RANK", "0"}, {"TORCHELASTIC_USE_AGENT_STORE", "False"}})).agent_store);
 
   auto s = read_launch_environment(lookup_in({{"SLURM_PROCID", "5"},
                                               {"SLURM_NTASKS", "8"},
@@ -115,14 +115,14 @@ TEST(LaunchEnvironment, TorchrunSlurmAndNothingAreReadAsTheirLaunchersWriteThem)
   EXPECT_EQ(slurm_tasks_on_node("2(x3),1", 3), 1);
 
   // Values a launcher would never write are refused, naming the variable.
-  const std::map<std::string, std::string> bad[] = {{{"RANK", "1.5"}},
-                                                     {{"WORLD_SIZE", "-2"}},
-                                                     {{"RANK", "0"}, {"MASTER_PORT", "70000"}},
-                                                     {{"RANK", "0"}, {"TORCHELASTIC_RESTART_COUNT", "x"}},
-                                                     {{"SLURM_PROCID", "0"}, {"SLURM_JOB_NODELIST", "[1-2]"}},
-                                                     {{"SLURM_PROCID", "0"}, {"SLURM_STEP_TASKS_PER_NODE", "2(x"}},
-                                                     {{"SLURM_PROCID", "0"}, {"SLURM_NODEID", "3"},
-                                                      {"SLURM_STEP_TASKS_PER_NODE", "2(x2)"}}};
+  const std::map<std::string, std::string> bad[] = {
+      {{"RANK", "1.5"}},
+      {{"WORLD_SIZE", "-2"}},
+      {{"RANK", "0"}, {"MASTER_PORT", "70000"}},
+      {{"RANK", "0"}, {"TORCHELASTIC_RESTART_COUNT", "x"}},
+      {{"SLURM_PROCID", "0"}, {"SLURM_JOB_NODELIST", "[1-2]"}},
+      {{"SLURM_PROCID", "0"}, {"SLURM_STEP_TASKS_PER_NODE", "2(x"}},
+      {{"SLURM_PROCID", "0"}, {"SLURM_NODEID", "3"}, {"SLURM_STEP_TASKS_PER_NODE", "2(x2)"}}};
   for (const auto& vars : bad) {
     try {
       read_launch_environment(lookup_in(vars));
@@ -144,8 +144,10 @@ TEST(Launchers, TorchrunEqualsTheScriptBitForBit) {
   const std::string torchrun_static = kTorchrun + " --nnodes 1 --nproc_per_node 2 --master_port " +
                                       std::to_string(port(31)) + " " + kTrain + with_out("static.pt");
   ASSERT_EQ(shell(torchrun_static + " > " + d.file("static.log") + " 2>&1"), 0) << slurp(d.file("static.log"));
-  const std::string torchrun_c10d = kTorchrun + " --nnodes 1 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint 127.0.0.1:" +
-                                    std::to_string(port(32)) + " --rdzv_id test " + kTrain + with_out("c10d.pt");
+  const std::string torchrun_c10d =
+      kTorchrun +
+      " --nnodes 1 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint 127.0.0.1:" + std::to_string(port(32)) +
+      " --rdzv_id test " + kTrain + with_out("c10d.pt");
   ASSERT_EQ(shell(torchrun_c10d + " > " + d.file("c10d.log") + " 2>&1"), 0) << slurp(d.file("c10d.log"));
   EXPECT_TRUE(same_weights(d.file("script.pt"), d.file("static.pt")));
   EXPECT_TRUE(same_weights(d.file("script.pt"), d.file("c10d.pt")));
@@ -199,17 +201,18 @@ TEST(Launchers, ARankKilledUnderTorchrunCostsOneRestartAndNotTheRun) {
   const int victim = static_cast<int>(pick() % 2);
   const int delay_ms = 100 + static_cast<int>(pick() % 900);
   const std::string out = d.file("restarted.pt");
-  const pid_t agent = start(kTorchrun + " --nnodes 1 --nproc_per_node 2 --max_restarts 1 --master_port " +
-                            std::to_string(port(41)) + " " + kTrain + args + " --out " + out + " > " +
-                            d.file("restarted.log") + " 2>&1");
+  const pid_t agent =
+      start(kTorchrun + " --nnodes 1 --nproc_per_node 2 --max_restarts 1 --master_port " + std::to_string(port(41)) +
+            " " + kTrain + args + " --out " + out + " > " + d.file("restarted.log") + " 2>&1");
   // Kill after the first save, a random moment later.
-  for (int i = 0; i < 600 && !std::filesystem::exists(out); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 600 && !std::filesystem::exists(out); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   const pid_t target = rank_process(out, victim);
   ASSERT_GT(target, 0) << "rank " << victim << " not found; " << slurp(d.file("restarted.log"));
   ASSERT_EQ(kill(target, SIGKILL), 0);
-  ASSERT_EQ(wait_exit(agent), 0) << "rank " << victim << " killed after " << delay_ms << " ms: "
-                                 << slurp(d.file("restarted.log"));
+  ASSERT_EQ(wait_exit(agent), 0) << "rank " << victim << " killed after " << delay_ms
+                                 << " ms: " << slurp(d.file("restarted.log"));
   const std::string log = slurp(d.file("restarted.log"));
   EXPECT_NE(log.find("torchrun's own, attempt 1"), std::string::npos) << log;
   EXPECT_NE(log.find("resuming " + out + " at step "), std::string::npos) << log;

@@ -20,9 +20,6 @@
 namespace dracarys {
 
 namespace {
-// Gradients are packed into buckets of about this many floats (4 MB): a few all-reduces per
-// step instead of one per parameter, small enough that the first starts early in the backward pass.
-constexpr int64_t kBucketFloats = 1 << 20;
 constexpr int64_t kSignals = 3;  // want stop, bad loss, rank 0's schedule position
 using Clock = std::chrono::steady_clock;
 
@@ -218,6 +215,10 @@ void Distributed::attach(Transformer& model, bool overlap) {
   // Buckets in reverse order of the parameters, as the backward pass produces their gradients:
   // bucket 0 holds the last parameters (the top blocks), the last bucket the embedding and the
   // three signals.
+  // Buckets of about --bucket-mb (1 MB): a few all-reduces per step instead of one per
+  // parameter, small enough that the first starts early in the backward pass and the last,
+  // which waits for the embedding's gradient, is short (docs/distributed.md measures 1, 4, 16).
+  const auto bucket_floats = static_cast<int64_t>(opts_.bucket_mb * 1e6 / sizeof(float));
   const size_t n = g.params.size();
   g.bucket_of.assign(n, 0);
   g.offset.assign(n, 0);
@@ -229,7 +230,7 @@ void Distributed::attach(Transformer& model, bool overlap) {
     g.offset[i] = size;
     current.push_back(i);
     size += g.params[i].numel();
-    if (size >= kBucketFloats || k + 1 == n) {
+    if (size >= bucket_floats || k + 1 == n) {
       g.members.push_back(current);
       g.flat.push_back(torch::zeros({size + (k + 1 == n ? kSignals : 0)}, g.params[i].options()));
       current.clear();

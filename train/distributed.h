@@ -2,7 +2,7 @@
 // group (on CPU) for collectives. With world size 1 nothing here is created or called.
 //
 // Every step each rank computes gradients on its own slice of the global batch; the gradients
-// are averaged with an all-reduce over flat buckets of about 4 MB, each started during the
+// are averaged with an all-reduce over flat buckets of about 1 MB (--bucket-mb), each started during the
 // backward pass as soon as its gradients are ready, so every rank applies the same update and
 // holds the same weights. Three extra numbers ride along in the last bucket:
 // "some rank wants to stop" (Ctrl-C, time budget), "some rank saw a non-finite loss", and
@@ -21,6 +21,7 @@ struct DistOptions {
   int rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  double bucket_mb = 1;    // gradient buckets' size: the first all-reduce starts once this much is ready
   double timeout_s = 120;  // a rank that dies or never connects fails the others after this
   std::string interface;   // network interface for the all-reduce; empty: see train/dist_address.h
   // torchrun's agent already hosts the store at master_addr:master_port (train/launch_env.h):

@@ -25,8 +25,7 @@ int count_from(const EnvLookup& get, const char* name, int lo, int hi, int fallb
   const std::string s = v;
   if (!all_digits(s) || std::stoi(s) < lo || std::stoi(s) > hi)
     throw std::invalid_argument(std::string("the environment's ") + name + "=\"" + s.substr(0, 20) +
-                                "\" is not a whole number from " + std::to_string(lo) + " to " +
-                                std::to_string(hi));
+                                "\" is not a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
   return std::stoi(s);
 }
 

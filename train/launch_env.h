@@ -24,9 +24,9 @@ struct LaunchEnvironment {
   // torchrun's agent hosts the rendezvous store: every rank joins it as a client, under the
   // prefix of this attempt (TORCHELASTIC_USE_AGENT_STORE=True, torchrun's static rendezvous).
   bool agent_store = false;
-  int restart_count = 0;   // restarts of the group so far (TORCHELASTIC_RESTART_COUNT)
-  int max_restarts = 0;    // TORCHELASTIC_MAX_RESTARTS
-  std::string run_id;      // TORCHELASTIC_RUN_ID ("none" unless --rdzv_id was given)
+  int restart_count = 0;  // restarts of the group so far (TORCHELASTIC_RESTART_COUNT)
+  int max_restarts = 0;   // TORCHELASTIC_MAX_RESTARTS
+  std::string run_id;     // TORCHELASTIC_RUN_ID ("none" unless --rdzv_id was given)
 };
 
 // Reads the launcher's variables through `get` (std::getenv in the program, a map in tests).

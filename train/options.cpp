@@ -280,13 +280,25 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
         o.benchmark_windows);
 
   const char* dist = "Distributed (c10d: TCPStore rendezvous, Gloo all-reduce)";
-  visit(OptionSpec("--world-size", dist, "Processes training together (env WORLD_SIZE); 1 = no distribution"),
+  visit(OptionSpec("--world-size", dist,
+                   "Processes training together (env WORLD_SIZE as torchrun sets it, else Slurm's SLURM_NTASKS); "
+                   "1 = no distribution"),
         o.dist.world_size);
-  visit(OptionSpec("--rank", dist, "This process's rank, 0..world-size-1 (env RANK); rank 0 writes checkpoints"),
+  visit(OptionSpec("--rank", dist,
+                   "This process's rank, 0..world-size-1 (env RANK, else SLURM_PROCID); rank 0 writes checkpoints"),
         o.dist.rank);
-  visit(OptionSpec("--master-addr", dist, "Address of rank 0's rendezvous store (env MASTER_ADDR)"),
+  visit(OptionSpec("--master-addr", dist,
+                   "Address of the rendezvous store (env MASTER_ADDR, else the first host of Slurm's node list)"),
         o.dist.master_addr);
-  visit(OptionSpec("--master-port", dist, "Port of rank 0's rendezvous store (env MASTER_PORT)"), o.dist.master_port);
+  visit(OptionSpec("--master-port", dist,
+                   "Port of the rendezvous store (env MASTER_PORT): rank 0's, or torchrun's agent's"),
+        o.dist.master_port);
+  visit(OptionSpec("--bucket-mb", dist,
+                   "Size of the gradient buckets whose all-reduces start during the backward pass, in MB")
+            .stored("bucket_mb")
+            .range(0.25, 1024)
+            .when_absent_value(4.0),
+        o.dist.bucket_mb);
   visit(OptionSpec("--dist-timeout", dist,
                    "Seconds a rank waits for the others (to connect, or in an all-reduce) before failing"),
         o.dist.timeout_s);
