@@ -101,21 +101,34 @@ std::string module_bytes(const torch::nn::Module& module) {
   return tensors_to_bytes(named, {{"format", "dracarys weights"}});
 }
 
-void load_module_bytes(torch::nn::Module& module, const std::string& bytes) {
-  const std::string what = "checkpoint weights";
+namespace {
+// Finite, and within kMaxStoredMagnitude: what training ever writes.
+bool plausible_values(const torch::Tensor& t) {
+  if (!t.is_floating_point() || t.numel() == 0) return true;
+  torch::NoGradGuard no_grad;
+  return torch::isfinite(t).all().item<bool>() && t.abs().max().item<float>() <= kMaxStoredMagnitude;
+}
+}  // namespace
+
+void load_module_bytes(torch::nn::Module& module, const std::string& bytes, const std::string& what,
+                       StoredBuffers buffers) {
   auto entries = parse_section(bytes, what);
   std::set<std::string> expected;
-  auto load_one = [&](const std::string& name, torch::Tensor target) {
+  auto load_one = [&](const std::string& name, torch::Tensor target, bool keep_built) {
     const auto it = entries.find(name);
-    if (it == entries.end()) throw CheckpointError("checkpoint weights lack " + name);
-    copy_checked(bytes, it->second, name, target, "checkpoint weight");
+    if (it == entries.end()) throw CheckpointError("the " + what + " lack " + name);
+    auto loaded = keep_built ? target.clone() : target;  // a rebuilt buffer's stored copy is read, then dropped
+    copy_checked(bytes, it->second, name, loaded, "in the " + what + ", tensor");
+    if (!keep_built && !plausible_values(loaded))
+      throw CheckpointError("in the " + what + ", tensor " + name +
+                            " holds values that are not finite or beyond 1e6 (a damaged or crafted file)");
     expected.insert(name);
   };
-  for (auto& p : module.named_parameters()) load_one(p.key(), p.value());
-  for (auto& b : module.named_buffers()) load_one(b.key(), b.value());
+  for (auto& p : module.named_parameters()) load_one(p.key(), p.value(), false);
+  for (auto& b : module.named_buffers()) load_one(b.key(), b.value(), buffers == StoredBuffers::kRebuilt);
   for (const auto& [name, entry] : entries)
     if (!expected.count(name))
-      throw CheckpointError("checkpoint weights hold " + name + ", which its model config has no place for");
+      throw CheckpointError("the " + what + " hold " + name + ", which its model config has no place for");
 }
 
 std::string optimizer_bytes(const torch::optim::AdamW& opt) {
@@ -165,7 +178,7 @@ void load_optimizer_bytes(torch::optim::AdamW& opt, const std::string& bytes) {
 
 Transformer load_model(const Checkpoint& ckpt, const torch::Device& device) {
   Transformer model(ckpt.config);
-  load_module_bytes(*model, ckpt.model);
+  load_model_bytes(*model, ckpt.model);
   model->to(device);
   model->eval();
   return model;

@@ -24,8 +24,19 @@ Checkpoint load_checkpoint(const std::string& path);
 // A module's parameters and buffers, and AdamW's moments, to and from bytes in the safetensors
 // layout (checkpoint/tensor_file.h). Loading checks every tensor's name, dtype and shape against
 // the module before a byte is copied; a tensor missing or left over is a CheckpointError.
+// Every value loaded must be finite and below kMaxStoredMagnitude (a NaN, an infinity or 3e38
+// is refused, naming the tensor). `what` names the section in errors. A model's buffers (the
+// causal mask, rotary and sinusoidal tables) are made from its config: with
+// StoredBuffers::kRebuilt the file's copies are checked for shape and then ignored.
+constexpr float kMaxStoredMagnitude = 1e6f;
+enum class StoredBuffers { kLoaded, kRebuilt };
 std::string module_bytes(const torch::nn::Module& module);
-void load_module_bytes(torch::nn::Module& module, const std::string& bytes);
+void load_module_bytes(torch::nn::Module& module, const std::string& bytes, const std::string& what,
+                       StoredBuffers buffers);
+// The model's weights: "checkpoint weights", buffers rebuilt.
+inline void load_model_bytes(torch::nn::Module& model, const std::string& bytes) {
+  load_module_bytes(model, bytes, "checkpoint weights", StoredBuffers::kRebuilt);
+}
 std::string optimizer_bytes(const torch::optim::AdamW& opt);
 void load_optimizer_bytes(torch::optim::AdamW& opt, const std::string& bytes);
 

@@ -104,14 +104,14 @@ std::string encode_tensor_file(const std::vector<TensorToWrite>& tensors,
 }
 
 std::map<std::string, TensorEntry> parse_tensor_file(std::string_view bytes, const std::string& what) {
-  if (bytes.size() < 8) throw std::invalid_argument(what + " are truncated (no header)");
+  if (bytes.size() < 8) throw std::invalid_argument("the " + what + " section is truncated (no header)");
   uint64_t n = 0;
   std::memcpy(&n, bytes.data(), sizeof n);
   if (n > kMaxTensorHeaderBytes || n > bytes.size() - 8)
-    throw std::invalid_argument(what + " have a header of " + std::to_string(n) + " bytes, past the file or the limit");
+    throw std::invalid_argument("the " + what + " section has a header of " + std::to_string(n) + " bytes, past the file or the limit");
   const nlohmann::json header = parse_untrusted_json(std::string(bytes.substr(8, static_cast<size_t>(n))), what);
-  if (!header.is_object()) throw std::invalid_argument(what + " have a header that is not a JSON object");
-  if (header.size() > kMaxTensors + 1) throw std::invalid_argument(what + " list too many tensors");
+  if (!header.is_object()) throw std::invalid_argument("the " + what + " section has a header that is not a JSON object");
+  if (header.size() > kMaxTensors + 1) throw std::invalid_argument("the " + what + " section lists too many tensors");
   const size_t data_start = 8 + static_cast<size_t>(n), data_size = bytes.size() - data_start;
   std::map<std::string, TensorEntry> entries;
   for (const auto& [name, j] : header.items())
@@ -122,10 +122,10 @@ std::map<std::string, TensorEntry> parse_tensor_file(std::string_view bytes, con
   std::sort(spans.begin(), spans.end());
   size_t at = data_start;
   for (const auto& [offset, size] : spans) {
-    if (offset != at) throw std::invalid_argument(what + " have tensors that overlap or leave gaps");
+    if (offset != at) throw std::invalid_argument("the " + what + " section has tensors that overlap or leave gaps");
     at += size;
   }
-  if (at != bytes.size()) throw std::invalid_argument(what + " have bytes that belong to no tensor");
+  if (at != bytes.size()) throw std::invalid_argument("the " + what + " section has bytes that belong to no tensor");
   return entries;
 }
 

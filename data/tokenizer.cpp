@@ -147,8 +147,12 @@ Tokenizer Tokenizer::from_bytes(std::string bytes) {
   check_tokenizer_model(bytes);  // before sentencepiece parses a byte of it
   void* h = api->load(bytes.data(), bytes.size(), &err);
   if (!h) {
+    // sentencepiece's own text (its status codes, the piece it choked on) stays out of the message.
     const std::string reason = take_error(err);
-    throw DataError("the tokenizer model cannot be loaded" + (reason.empty() ? std::string() : ": " + reason));
+    const std::string why = reason.find("already defined") != std::string::npos ? "a piece is defined twice"
+                            : reason.find("byte piece") != std::string::npos    ? "one of its byte pieces is malformed"
+                                                                                : "its pieces do not fit together";
+    throw DataError("the tokenizer model cannot be loaded: " + why);
   }
   Tokenizer t;
   t.handle_ = std::shared_ptr<void>(h, [api](void* p) { api->release(p); });

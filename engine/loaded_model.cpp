@@ -14,6 +14,23 @@
 
 namespace dracarys {
 
+namespace {
+
+// Whether the run that wrote `ckpt` trained with "speaker: " in front of each line (it did unless
+// its settings say --no-speakers). Settings that are not what a training run writes are refused.
+bool stored_speaker_prefix(const Checkpoint& ckpt) {
+  const auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object()) throw CheckpointError("the checkpoint's metadata is not a JSON object");
+  const auto settings = meta.value("train_options", nlohmann::json::object());
+  if (!settings.is_object()) throw CheckpointError("the checkpoint's stored training settings are not a JSON object");
+  const auto no_speakers = settings.value("no_speakers", nlohmann::json(false));
+  if (!no_speakers.is_boolean())
+    throw CheckpointError("the checkpoint's stored setting 'no_speakers' is not true or false");
+  return !no_speakers.get<bool>();
+}
+
+}  // namespace
+
 LoadedModel load_for_inference(const std::string& checkpoint, const torch::Device& device, Kernels kernels,
                                WeightFormat weights) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -21,8 +38,7 @@ LoadedModel load_for_inference(const std::string& checkpoint, const torch::Devic
   auto tokenizer = load_tokenizer(ckpt);
   LoadedModel m{load_model(ckpt, device), std::move(tokenizer), true, device, 0, {}};
   m.model->eval();
-  auto meta = nlohmann::json::parse(ckpt.meta_json);
-  m.speaker_prefix = !meta.value("train_options", nlohmann::json::object()).value("no_speakers", false);
+  m.speaker_prefix = stored_speaker_prefix(ckpt);
   m.speaker_counts = checkpoint_speakers(ckpt);
   m.model->set_kernels(kernels);
   if (weights != WeightFormat::kF32 && !device.is_cpu())

@@ -44,4 +44,15 @@ void record_probe(ProbeRecord& r, Transformer& model, int64_t step, double val_l
   add_snapshot(r, std::move(s));
 }
 
+void check_probe_fits(const ProbeRecord& record, const ModelConfig& model, const std::string& path) {
+  if (record.layers != model.layers || record.heads != model.heads)
+    throw std::invalid_argument("the probe file " + path + " was recorded for another model's shape (" +
+                                std::to_string(record.layers) + " layers x " + std::to_string(record.heads) +
+                                " heads; this checkpoint has " + std::to_string(model.layers) + " x " +
+                                std::to_string(model.heads) + ")");
+  for (auto id : record.ids)
+    if (id < 0 || id >= model.vocab_size)
+      throw std::invalid_argument("the probe file " + path + " holds tokens outside this model's vocabulary");
+}
+
 }  // namespace dracarys

@@ -19,5 +19,8 @@ ProbeRecord start_probe(const Transformer& model, const Tokenizer& tok, const st
 // The model's filters for the probe now (eval mode; a training model is put back in training
 // mode), recorded as `step` (add_snapshot).
 void record_probe(ProbeRecord& record, Transformer& model, int64_t step, double val_loss);
+// Throws std::invalid_argument, naming `path`, when the record was made for another shape
+// (layers, heads) or holds token ids outside the model's vocabulary.
+void check_probe_fits(const ProbeRecord& record, const ModelConfig& model, const std::string& path);
 
 }  // namespace dracarys

@@ -18,6 +18,7 @@
 #include "data/corpus.h"
 #include "data/errors.h"
 #include "data/text.h"
+#include "engine/probe.h"
 #include "infer/attention_map.h"
 #include "infer/dialogue.h"
 #include "infer/inference.h"
@@ -279,6 +280,7 @@ int draw_probe_strip(const InferOptions& o) {
   if (!std::filesystem::exists(path))
     throw std::invalid_argument("no probe file " + path + ": dracarys-train --probe writes it beside the checkpoint");
   const auto record = read_probe_file(path);
+  check_probe_fits(record, load_checkpoint(o.checkpoint).config, path);  // drawn only for the model it was made for
   const int layer = std::max(o.layer, 0), head = std::max(o.head, 0);
   write_file_atomic(o.probe_strip, is_html_path(o.probe_strip) ? render_probe_html(record, layer, head)
                                                                : render_probe_svg(record, layer, head));

@@ -1,5 +1,7 @@
 #include "serve/requests.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <initializer_list>
 #include <limits>
@@ -353,6 +355,12 @@ AttentionRequest parse_attention(const std::string& body, const RequestLimits& l
   Fields f(body);
   f.only({"prompt", "speaker", "tokens"});
   return attention_input(f, limits, vocab_size);
+}
+
+int64_t max_attention_tokens(const ModelConfig& model) {
+  const int64_t heads = std::max<int64_t>(1, model.layers * model.heads);
+  const auto t = static_cast<int64_t>(std::sqrt(static_cast<double>(kMaxAttentionCells / heads)));
+  return std::max<int64_t>(1, std::min<int64_t>(t, model.context));
 }
 
 TraceRequest parse_trace(const std::string& body, const RequestLimits& limits, const ModelConfig& model) {

@@ -90,6 +90,12 @@ std::vector<TokenId> parse_detokenize(const std::string& body, const RequestLimi
 // them): user, cache_prompt, id_slot, stream_options.
 extern const std::vector<std::string> kAcceptedFields;
 
+// POST /attention and /trace work out every head's T x T weights, and /attention sends them all:
+// both grow as layers x heads x tokens^2. The most tokens they take for `model`, so that this
+// stays under kMaxAttentionCells (about 40 MB of reply, under 1 GB of working memory).
+constexpr int64_t kMaxAttentionCells = int64_t{1} << 23;
+int64_t max_attention_tokens(const ModelConfig& model);
+
 // POST /attention: either a text ("prompt", with an optional "speaker") or token ids ("tokens").
 struct AttentionRequest {
   std::string prompt;  // not empty

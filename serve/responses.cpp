@@ -1,5 +1,7 @@
 #include "serve/responses.h"
 
+#include <c10/util/Exception.h>
+
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -37,6 +39,24 @@ int64_t unix_time() {
 void send_json(httplib::Response& res, const json& j, int status) {
   res.status = status;
   res.set_content(dump(j), "application/json; charset=utf-8");
+}
+
+FailureText failure_text(std::exception_ptr failure) {
+  auto first_line = [](const std::string& s) { return s.substr(0, s.find('\n')); };
+  const FailureText out_of_memory{"out of memory", "out of memory"};
+  try {
+    std::rethrow_exception(failure);
+  } catch (const std::bad_alloc&) {
+    return out_of_memory;
+  } catch (const c10::Error& e) {
+    const std::string line = first_line(e.what_without_backtrace());
+    if (line.find("allocate") != std::string::npos) return {"out of memory", "out of memory: " + line};
+    return {"an internal error; the server's log has it", "LibTorch: " + line};
+  } catch (const std::exception& e) {
+    return {"an internal error; the server's log has it", first_line(e.what())};
+  } catch (...) {
+  }
+  return {"an internal error", "an exception of unknown type"};
 }
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field) {

@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include <cstdint>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -26,6 +27,14 @@ void send_json(httplib::Response& res, const json& j, int status = 200);
 
 // Every error: {"error": {"code", "message", "type", "param"}}.
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field = "");
+
+// What a failure no handler expected says: to the client, a few words of ours ("out of memory",
+// "an internal error"); to the log, the first line of the exception's text, without LibTorch's
+// stack frames.
+struct FailureText {
+  std::string for_client, for_log;
+};
+FailureText failure_text(std::exception_ptr failure);
 
 // One server-sent event; false when the client is gone.
 bool send_event(httplib::DataSink& sink, const std::string& data);

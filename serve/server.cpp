@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "data/corpus.h"
+#include "data/text.h"
 #include "serve/page.h"
 #include "serve/responses.h"
 
@@ -138,16 +139,10 @@ void Server::load_probe() {
   if (o_.probe_file.empty()) return;
   try {
     const auto record = read_probe_file(o_.probe_file);
-    const auto& c = m_.model->config();
-    if (record.layers != c.layers || record.heads != c.heads)
-      throw std::invalid_argument("the probe file " + o_.probe_file + " was recorded for another model's shape");
-    for (auto id : record.ids)
-      if (id < 0 || id >= c.vocab_size)
-        throw std::invalid_argument("the probe file " + o_.probe_file +
-                                    " holds tokens outside this model's vocabulary");
+    check_probe_fits(record, m_.model->config(), o_.probe_file);
     probe_json_ = dump(probe_json(record));
-    spdlog::info("probe: {} snapshots of \"{}\" from {} (GET /probe)", record.snapshots.size(), record.text,
-                 o_.probe_file);
+    spdlog::info("probe: {} snapshots of \"{}\" from {} (GET /probe)", record.snapshots.size(),
+                 escape_control(record.text), escape_control(o_.probe_file));
   } catch (const std::exception& e) {
     spdlog::warn("{}; the page shows no training slider", e.what());
   }
@@ -168,16 +163,12 @@ void Server::install_hooks() {
     send_error(res, res.status, message);
     return httplib::Server::HandlerResponse::Handled;
   }));
+  // A failure no handler expected: the client gets a sentence of ours, never a library's text
+  // (LibTorch's carries source paths and stack addresses); the log gets its first line.
   http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    spdlog::error("{} {}: {}", req.method, req.path, what);
-    send_error(res, 500, "the server failed on this request: " + what);
+    const FailureText failure = failure_text(ep);
+    spdlog::error("{} {}: {}", req.method, req.path, failure.for_log);
+    send_error(res, 500, "the server failed on this request (" + failure.for_client + ")");
   });
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     spdlog::info("{} {} {}", req.method, req.path, res.status);
@@ -349,12 +340,27 @@ bool Server::complete_all(const CompletionRequest& r, const ChoicePiece& on_piec
 }
 
 // One head's every box (the page's walk through), for a text or for token ids.
-std::vector<TokenId> Server::attention_ids(const AttentionRequest& r) const {
-  return r.tokens ? *r.tokens : m_.tokenizer.encode(r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
+// The request's tokens, or nullopt after a refusal when there are more than the route's bound
+// (max_attention_tokens: its reply and its working memory grow with their square).
+std::optional<std::vector<TokenId>> Server::attention_ids(const AttentionRequest& r, const char* route,
+                                                          httplib::Response& res) const {
+  auto ids =
+      r.tokens ? *r.tokens : m_.tokenizer.encode(r.speaker.empty() ? r.prompt : speaker_line(r.speaker, r.prompt));
+  const auto& c = m_.model->config();
+  const int64_t most = max_attention_tokens(c);
+  if (static_cast<int64_t>(ids.size()) <= most) return ids;
+  send_error(res, 400,
+             fmt::format("{} takes at most {} tokens on this model ({} layers x {} heads x tokens^2 stays under {} "
+                         "numbers; docs/serving.md), and this request has {}",
+                         route, most, c.layers, c.heads, kMaxAttentionCells, ids.size()),
+             r.tokens ? "tokens" : "prompt");
+  return std::nullopt;
 }
 
 void Server::handle_trace(const TraceRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
-  const auto traced = trace_sequence(m_.model, m_.tokenizer, attention_ids(r.input));
+  const auto ids = attention_ids(r.input, "/trace", res);
+  if (!ids) return;
+  const auto traced = trace_sequence(m_.model, m_.tokenizer, *ids);
   send_json(res, trace_json(traced, head_boxes(traced, r.layer, r.head), r.layer, r.head));
 }
 
@@ -367,7 +373,8 @@ void Server::handle_probe(const httplib::Request&, httplib::Response& res) {
 
 // The weights --attention-map draws, for a text or for token ids.
 void Server::handle_attention(const AttentionRequest& r, std::shared_ptr<Admission::Ticket>, httplib::Response& res) {
-  send_json(res, attention_json(compute_attention(m_.model, m_.tokenizer, attention_ids(r))));
+  const auto ids = attention_ids(r, "/attention", res);
+  if (ids) send_json(res, attention_json(compute_attention(m_.model, m_.tokenizer, *ids)));
 }
 
 // OpenAI's model list: the one checkpoint served; /v1/models/{id} is it, or 404.

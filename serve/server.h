@@ -21,6 +21,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/completion.h"
@@ -83,7 +84,8 @@ class Server {
   // The tokens of a prompt as given: a text (with the request's speaker in front) or ids.
   std::vector<TokenId> prompt_ids(const PromptInput& prompt, const std::string& speaker) const;
   // The tokens /attention and /trace look at: the request's ids, or its text with its speaker in front.
-  std::vector<TokenId> attention_ids(const AttentionRequest& r) const;
+  std::optional<std::vector<TokenId>> attention_ids(const AttentionRequest& r, const char* route,
+                                                    httplib::Response& res) const;
   static CompletionOptions options_of(const CompletionRequest& r);
   // One completion that ends early when the server is stopping; counted in /metrics.
   CompletionResult complete(std::vector<TokenId> prompt, const CompletionOptions& options,

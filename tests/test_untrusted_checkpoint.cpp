@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -265,7 +266,7 @@ TEST_F(UntrustedCheckpoint, WeightRecordsAreCheckedAgainstTheBytesBeforeCopying)
   // A pickle nested a million deep crashed LibTorch's reader: weights are no longer pickles.
   expect_refused(with_section(*dir_, base_, "pickle.pt", "model",
                               [](std::string& b) { b = std::string(1000000, '(') + std::string(b.size(), 'x'); }),
-                 "checkpoint weights have a header of");
+                 "the checkpoint weights section has a header of");
 }
 
 TEST_F(UntrustedCheckpoint, TheTokenizerIsCheckedBeforeSentencepieceReadsIt) {
@@ -352,4 +353,52 @@ TEST_F(UntrustedCheckpoint, SpeakerListsAndHugeFilesAreBounded) {
   expect_one_line_error(run(*dir_, "ulimit -v 4000000; " + kInfer + " -c " + big + " -p x --threads 1"),
                         "not a dracarys checkpoint");
   std::filesystem::remove(big);
+}
+
+namespace {
+
+// The model section with the first float of tensor `name` set to `value`.
+std::string with_value(const std::string& bytes, const std::string& name, float value) {
+  auto [header, data_start] = weights_header(bytes);
+  std::string out = bytes;
+  const size_t at = data_start + header.at(name).at("data_offsets").at(0).get<size_t>();
+  std::memcpy(out.data() + at, &value, sizeof value);
+  return out;
+}
+
+}  // namespace
+
+TEST_F(UntrustedCheckpoint, NonFiniteWeightsAreRefusedAndBuffersAreRebuilt) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  int n = 0;
+  for (float bad : {nan, inf, -inf, 3e38f}) {
+    const auto path = with_section(*dir_, base_, "bad" + std::to_string(n++) + ".pt", "model",
+                                   [bad](std::string& b) { b = with_value(b, "embed.weight", bad); });
+    expect_refused(path, "tensor embed.weight holds values that are not finite or beyond 1e6");
+  }
+  // The causal mask (and the rotary tables) come from the config, whatever the file says.
+  const auto masked = with_section(*dir_, base_, "nanmask.pt", "model", [nan](std::string& b) {
+    auto [header, start] = weights_header(b);
+    for (const auto& [name, entry] : header.items())
+      if (name.find("causal_mask") != std::string::npos || name.find("rotary") != std::string::npos)
+        b = with_value(b, name, nan);
+  });
+  const std::string text = dir_->write("score.txt", "jon snow: winter is coming.\n");
+  const auto clean = run(*dir_, kInfer + " -c " + base_ + " --score " + text + " --threads 1");
+  const auto rebuilt = run(*dir_, kInfer + " -c " + masked + " --score " + text + " --threads 1");
+  ASSERT_EQ(rebuilt.code, 0) << rebuilt.err;
+  EXPECT_EQ(rebuilt.out, clean.out);
+  EXPECT_EQ(rebuilt.out.find("nan"), std::string::npos) << rebuilt.out;
+}
+
+TEST_F(UntrustedCheckpoint, StoredSettingsThatAreNotAnObjectAreRefusedInOurWords) {
+  for (const auto& value : {nlohmann::json(7), nlohmann::json("x"), nlohmann::json::array()}) {
+    const auto path = crafted(*dir_, base_, "settings.pt", [&value](auto& m) { m["train_options"] = value; });
+    const auto r = run(*dir_, kInfer + " -c " + path + " -p 'jon snow:' --threads 1");
+    expect_one_line_error(r, "stored training settings are not a JSON object");
+    EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.err;
+  }
+  const auto flag = crafted(*dir_, base_, "flag.pt", [](auto& m) { m["train_options"]["no_speakers"] = "yes"; });
+  expect_one_line_error(run(*dir_, kInfer + " -c " + flag + " -p 'jon snow:' --threads 1"),
+                        "'no_speakers' is not true or false");
 }

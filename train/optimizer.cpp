@@ -65,7 +65,7 @@ void Optimizer::load_from(const Checkpoint& c) {
   }
   if (!c.muon.empty() && !muon_)
     throw CheckpointError("the checkpoint holds Muon's state, but its run uses AdamW alone");
-  if (!c.muon.empty()) load_module_bytes(muon_->state(), c.muon);
+  if (!c.muon.empty()) load_module_bytes(muon_->state(), c.muon, "checkpoint's Muon state", StoredBuffers::kLoaded);
 }
 
 double Optimizer::newton_schulz_flops() const {

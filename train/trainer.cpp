@@ -227,7 +227,7 @@ void Trainer::build_model() {
   model_ = fresh_model(o_, device_);
   optimizer_ = std::make_unique<Optimizer>(model_, o_);
   if (start_) {
-    load_module_bytes(*model_, start_->model);
+    load_model_bytes(*model_, start_->model);
     model_->to(device_);
   }
   if (resuming()) optimizer_->load_from(*start_);  // (the counters came with the checkpoint)
