@@ -14,11 +14,14 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "checkpoint/checkpoint.h"
 #include "cli_util.h"
 #include "engine/attention_boxes.h"
 #include "engine/attention_weights.h"
 #include "engine/loaded_model.h"
 #include "engine/probe.h"
+#include "serve/requests.h"
+#include "serve/responses.h"
 #include "serve_util.h"
 
 using namespace dracarys;
@@ -375,6 +378,16 @@ TEST_F(Serve, ProbeServesTheRecordBesideTheCheckpoint) {
   EXPECT_EQ(refused->status, 404);
   damaged.stop(SIGTERM);
   EXPECT_NE(damaged.log().find("probe file"), std::string::npos) << damaged.log();
+  // The probe's text is logged with its control characters escaped: none reaches a terminal.
+  auto loud = start_probe(m.model, m.tokenizer, "ned stark: \x1b[2J\x1b]0;owned\x07Winter");
+  record_probe(loud, m.model, 0, 1.0);
+  write_probe_file(d.file("loud.probe"), loud);
+  ServerProcess escaped;
+  ASSERT_TRUE(escaped.start(kServe, {"-c", ckpt, "--probe-file", d.file("loud.probe")}, d.file("loud.log")));
+  escaped.stop(SIGTERM);
+  EXPECT_NE(escaped.log().find("\\x1b[2J"), std::string::npos) << escaped.log();
+  EXPECT_EQ(escaped.log().find('\x1b'), std::string::npos);
+  EXPECT_EQ(escaped.log().find('\x07'), std::string::npos);
 }
 
 TEST_F(Serve, MalformedRequestsGetAJsonErrorNamingTheField) {
@@ -927,4 +940,66 @@ TEST_F(Serve, BatchedRequestsEqualTheSameRequestsAlone) {
   ASSERT_NE(at, std::string::npos);
   EXPECT_GE(std::stod(metrics->body.substr(at + 25)), 2.0) << metrics->body;
   batched.stop(SIGTERM);
+}
+
+// /attention and /trace grow as layers x heads x tokens^2: a model with a long context refuses
+// more tokens than the bound, naming it, before computing anything.
+TEST_F(Serve, AttentionAndTraceAreBoundedByWhatTheyWouldProduce) {
+  TempDir d;
+  Checkpoint wide = load_checkpoint(ckpt_);
+  wide.config.layers = 4;
+  wide.config.heads = 8;
+  wide.config.d_model = 32;
+  wide.config.d_ff = 32;
+  wide.config.context = 2048;
+  Transformer model(wide.config);
+  wide.model = module_bytes(*model);
+  const std::string path = d.file("wide.pt");
+  save_checkpoint(path, wide);
+  const int64_t most = max_attention_tokens(wide.config);
+  EXPECT_EQ(most, 512);  // 4 x 8 x 512^2 = 2^23
+  EXPECT_EQ(max_attention_tokens(load_checkpoint(ckpt_).config), load_checkpoint(ckpt_).config.context);
+  ServerProcess server;
+  ASSERT_TRUE(server.start(kServe, {"-c", path}, d.file("wide.log")));
+  httplib::Client c("127.0.0.1", server.port);
+  c.set_read_timeout(60);
+  for (const std::string route : {"/attention", "/trace"}) {
+    const json body = {{"tokens", std::vector<int64_t>(1024, 5)}};
+    auto res = c.Post(route, body.dump(), "application/json");
+    ASSERT_TRUE(res) << route;
+    EXPECT_EQ(res->status, 400) << route;
+    const auto j = json::parse(res->body);
+    EXPECT_EQ(j["error"]["param"], "tokens") << res->body;
+    EXPECT_NE(j["error"]["message"].get<std::string>().find("takes at most 512 tokens on this model"),
+              std::string::npos)
+        << res->body;
+    auto small = c.Post(route, json{{"tokens", {5, 6, 7}}}.dump(), "application/json");
+    ASSERT_TRUE(small);
+    EXPECT_EQ(small->status, 200) << small->body;
+  }
+  server.stop(SIGTERM);
+}
+
+// What no handler expected reaches the client in our words, without LibTorch's text.
+TEST(ServeFailures, LibraryTextAndAddressesNeverReachTheClient) {
+  auto text_of = [](auto thrower) {
+    try {
+      thrower();
+    } catch (...) {
+      return failure_text(std::current_exception());
+    }
+    return FailureText{};
+  };
+  const auto oom = text_of([] {
+    throw c10::Error("[enforce fail at alloc_cpu.cpp:75] data. DefaultCPUAllocator: not enough memory: you tried to "
+                     "allocate 3470000000 bytes.",
+                     "frame #0: c10::Error::Error() + 0x7f0f12345678");
+  });
+  EXPECT_EQ(oom.for_client, "out of memory");
+  EXPECT_EQ(oom.for_log.find("0x"), std::string::npos) << oom.for_log;
+  EXPECT_EQ(text_of([] { throw std::bad_alloc(); }).for_client, "out of memory");
+  const auto other = text_of([] { throw c10::Error("[enforce fail at x.cpp:1] shape mismatch", "frame #0: 0x7f00"); });
+  EXPECT_EQ(other.for_client.find("enforce"), std::string::npos) << other.for_client;
+  EXPECT_EQ(other.for_log.find("0x7f"), std::string::npos) << other.for_log;
+  EXPECT_EQ(text_of([] { throw 42; }).for_client, "an internal error");
 }

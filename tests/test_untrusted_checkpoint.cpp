@@ -283,6 +283,14 @@ TEST_F(UntrustedCheckpoint, TheTokenizerIsCheckedBeforeSentencepieceReadsIt) {
                  "the tokenizer model is not one dracarys writes");
   expect_refused(with_section(*dir_, base_, "spmjunk.pt", "tokenizer", [](std::string& b) { b = "\x08\x01junk"; }),
                  "the tokenizer model is not one dracarys writes");
+  // A second unknown-token piece (field 1: piece "x", type 2): sentencepiece's "Internal: <unk>
+  // is already defined" stays out of the message.
+  const auto twice = with_section(*dir_, base_, "unk2.pt", "tokenizer",
+                                  [](std::string& b) { b += std::string("\x0a\x05\x0a\x01x\x18\x02", 7); });
+  expect_refused(twice, "the tokenizer model cannot be loaded: a piece is defined twice");
+  const auto r = run(*dir_, kInfer + " -c " + twice + " -p 'jon snow:' --threads 1");
+  EXPECT_EQ(r.err.find("Internal"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("already defined"), std::string::npos) << r.err;
 }
 
 TEST_F(UntrustedCheckpoint, VersionOneIsRefusedWithWhatToDo) {
