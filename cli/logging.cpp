@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <new>
 #include <nlohmann/json.hpp>
@@ -15,9 +16,29 @@
 #include "cli/unknown_options.h"
 #include "data/text.h"
 
+// glog, where this LibTorch logs through it (C10_USE_GLOG: Debian's does; the official builds
+// log through c10's own code, which prints nothing here before our error).
+#include <c10/macros/cmake_macros.h>
+#ifdef C10_USE_GLOG
+#include <glog/logging.h>
+#endif
+
 namespace dracarys {
 
+namespace {
+// Only glog's FATAL lines: c10d's and Gloo's warnings and errors ("socket.cpp:860] ...", and
+// "Logging before InitGoogleLogging()") would print before our own one-line error, which says
+// what they mean.
+void quiet_library_logs() {
+#ifdef C10_USE_GLOG
+  FLAGS_minloglevel = google::GLOG_FATAL;
+  if (!google::IsGoogleLoggingInitialized()) google::InitGoogleLogging("dracarys");
+#endif
+}
+}  // namespace
+
 void setup_logging() {
+  quiet_library_logs();
   spdlog::set_default_logger(spdlog::stderr_color_mt("dracarys"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
 }

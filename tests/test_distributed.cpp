@@ -188,3 +188,75 @@ TEST(Distributed, TorchrunStartsOneNodePerHostAndTheyEqualOneProcess) {
   auto one = weights(d.file("one.pt")), two = weights(d.file("two.pt"));
   for (auto& [name, t] : one) EXPECT_TRUE(torch::allclose(t, two[name], 1e-5, 1e-5)) << name;
 }
+
+namespace {
+
+// A listener on 127.0.0.1 that answers every read with `reply` (or echoes it back, or closes
+// the connection), as a program that is not a c10d store might. Its port is `port`.
+class WrongPeer {
+ public:
+  enum Mode { kReply, kEcho, kClose };
+  WrongPeer(Mode mode, std::string reply) : mode_(mode), reply_(std::move(reply)) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    listen(fd_, 16);
+    socklen_t len = sizeof addr;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::thread(answer, mode_, reply_, c).detach();  // by value: it may outlive this object
+      }
+    });
+  }
+  ~WrongPeer() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  int port = 0;
+
+ private:
+  static void answer(Mode mode, std::string reply, int c) {
+    char buf[4096];
+    ssize_t n = 0;
+    while (mode != kClose && (n = recv(c, buf, sizeof buf, 0)) > 0) {
+      if (mode == kEcho) send(c, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
+      if (mode == kReply) send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+    }
+    close(c);
+  }
+  Mode mode_;
+  std::string reply_;
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+}  // namespace
+
+// A port held by something that is not a c10d store: every answer ends in one line of ours and
+// exit code 1, never an abort, a raw library message or glog's lines before it.
+TEST(Distributed, APortThatIsNotAStoreEndsInOneLineOfOurs) {
+  TempDir d;
+  auto c = corpus(d);
+  std::string huge_length(64, '\0');
+  huge_length[7] = 0x40;  // a length field of 2^62
+  std::string garbage;
+  for (int i = 0; i < 1024; ++i) garbage += static_cast<char>(i % 256);
+  const std::pair<WrongPeer::Mode, std::string> peers[] = {
+      {WrongPeer::kReply, huge_length}, {WrongPeer::kReply, garbage}, {WrongPeer::kEcho, ""}, {WrongPeer::kClose, ""}};
+  for (const auto& [mode, reply] : peers) {
+    WrongPeer peer(mode, reply);
+    auto r = start_rank(d, 1, 2, peer.port, " --corpus " + c + kModel + " --max-steps 2 --dist-timeout 5");
+    EXPECT_EQ(wait_exit(r), 1) << "mode " << mode;
+    const std::string err = slurp(d.file("rank1.err"));
+    EXPECT_NE(err.find("could not join the process group"), std::string::npos) << err;
+    for (const char* raw : {"bad_alloc", "enforce fail", "unordered_map", "Logging before", "socket.cpp", "terminate"})
+      EXPECT_EQ(err.find(raw), std::string::npos) << raw << " in: " << err;
+  }
+}

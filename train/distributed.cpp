@@ -10,9 +10,11 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -26,6 +28,15 @@ using Clock = std::chrono::steady_clock;
 std::string error_text(const std::exception& e) {
   std::string s = e.what();
   return s.substr(0, s.find('\n'));
+}
+
+// Why joining failed, in our words where c10d's or Gloo's own are a library's internals (an
+// "[enforce fail at ...]" or a protocol complaint: what a port that is not a store gets back).
+std::string join_failure(const std::exception& e) {
+  const std::string text = error_text(e);
+  for (const char* internal : {"enforce fail", "response is expected", "unordered_map", "bad_alloc", "out_of_range"})
+    if (text.find(internal) != std::string::npos) return "the peer on that port does not speak c10d's store protocol";
+  return text;
 }
 }  // namespace
 
@@ -42,9 +53,18 @@ namespace {
 // Some waits inside c10d have no timeout of their own (a client's handshake with a port that
 // accepts but never answers waits forever). While a phase of start-up runs, this ends the
 // process with one clear line once --dist-timeout (and a moment's grace) has passed.
+//
+// It also catches what c10d throws on a thread of its own (the store client's, where a peer that
+// is not a c10d store can make it throw std::bad_alloc): std::terminate then prints this phase's
+// message, in our words, and exits 1 instead of aborting.
 class StartupWatchdog {
  public:
   StartupWatchdog(double seconds, std::string message) : message_(std::move(message)) {
+    current_message_ = &message_;
+    previous_terminate_ = std::set_terminate([] {
+      spdlog::error("{}: the peer on that port does not speak c10d's store protocol", *current_message_.load());
+      std::_Exit(1);
+    });
     thread_ = std::thread([this, seconds] {
       std::unique_lock<std::mutex> lock(mutex_);
       const auto limit = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000) + kGraceMs);
@@ -61,9 +81,12 @@ class StartupWatchdog {
     }
     done_cv_.notify_all();
     thread_.join();
+    std::set_terminate(previous_terminate_);
   }
 
  private:
+  static inline std::atomic<const std::string*> current_message_{nullptr};
+  std::terminate_handler previous_terminate_ = nullptr;
   static constexpr int64_t kGraceMs = 2000;  // c10d's own timeouts, when it has them, speak first
   std::string message_;
   std::mutex mutex_;
@@ -140,8 +163,10 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
     go->timeout = timeout;
     go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(where.address));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, opts.rank, opts.world_size, go);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(cannot_join + ": the peer on that port does not speak c10d's store protocol");
   } catch (const std::exception& e) {
-    throw std::runtime_error(cannot_join + ": " + error_text(e));
+    throw std::runtime_error(cannot_join + ": " + join_failure(e));
   }
 }
 
