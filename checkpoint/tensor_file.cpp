@@ -108,9 +108,11 @@ std::map<std::string, TensorEntry> parse_tensor_file(std::string_view bytes, con
   uint64_t n = 0;
   std::memcpy(&n, bytes.data(), sizeof n);
   if (n > kMaxTensorHeaderBytes || n > bytes.size() - 8)
-    throw std::invalid_argument("the " + what + " section has a header of " + std::to_string(n) + " bytes, past the file or the limit");
+    throw std::invalid_argument("the " + what + " section has a header of " + std::to_string(n) +
+                                " bytes, past the file or the limit");
   const nlohmann::json header = parse_untrusted_json(std::string(bytes.substr(8, static_cast<size_t>(n))), what);
-  if (!header.is_object()) throw std::invalid_argument("the " + what + " section has a header that is not a JSON object");
+  if (!header.is_object())
+    throw std::invalid_argument("the " + what + " section has a header that is not a JSON object");
   if (header.size() > kMaxTensors + 1) throw std::invalid_argument("the " + what + " section lists too many tensors");
   const size_t data_start = 8 + static_cast<size_t>(n), data_size = bytes.size() - data_start;
   std::map<std::string, TensorEntry> entries;

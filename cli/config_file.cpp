@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,12 +43,15 @@ void check_config_file_keys(const CLI::App& app) {
   } catch (const std::exception&) {
     throw std::invalid_argument("--config " + path + " cannot be read as a TOML/INI file");
   }
+  std::set<std::string> seen;
   for (const auto& item : items) {
     if (item.name == "++" || item.name == "--") continue;  // section markers
     const std::string& key = item.name;  // CLI11 matches the long name exactly: batch_size is not batch-size
     if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "default"))
       throw std::invalid_argument("--config " + path + ": key '" + item.fullname() +
                                   "' is inside a section; write every key at the top level");
+    if (!seen.insert(key).second)  // CLI11 would keep one of the two without a word
+      throw std::invalid_argument("--config " + path + ": key '" + key + "' is given twice; keep one");
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
     std::string nearest;
     size_t best = SIZE_MAX;

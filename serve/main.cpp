@@ -131,6 +131,12 @@ void check_serve_options(const CLI::App& app, ServeOptions& o) {
   for_each_serve_option(copy, [](const OptionSpec& spec, const auto& member) { check_range(spec, member); });
   if (app.count("--api-key") && o.server.api_key.empty())
     throw std::invalid_argument("--api-key is empty: give a key, or leave the option out to serve without one");
+  // A key with blanks or control characters cannot be sent in a header as given: nobody could use the server.
+  for (unsigned char ch : o.server.api_key)
+    if (ch <= ' ' || ch == 0x7f)
+      throw std::invalid_argument(
+          "--api-key holds a space or a control character, which no client can send in a header; give a key of "
+          "printable characters without spaces");
   o.server.connections.request_deadline = std::chrono::seconds(o.request_timeout_s);
   check_runtime_options(o.runtime);
 }

@@ -24,6 +24,12 @@ namespace {
 // from here, its wait for a slot included. (A streamed answer runs on the same thread.)
 thread_local std::chrono::steady_clock::time_point g_arrival;
 
+// A client's text echoed in an error: its first 64 bytes, control characters escaped.
+std::string shortened(const std::string& text) {
+  constexpr size_t kEchoed = 64;
+  return escape_control(text.size() > kEchoed ? text.substr(0, kEchoed) : text) + (text.size() > kEchoed ? "..." : "");
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -192,11 +198,7 @@ void Server::install_hooks() {
         res.status = problem->first;  // (no body: see the error handler)
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (o_.api_key.empty() || req.path == "/" || req.path == "/health")
-      return httplib::Server::HandlerResponse::Unhandled;
-    const std::string bearer = "Bearer " + o_.api_key;
-    if (req.get_header_value("Authorization") == bearer || req.get_header_value("X-Api-Key") == o_.api_key)
-      return httplib::Server::HandlerResponse::Unhandled;
+    if (req.path == "/" || req.path == "/health" || has_key(req)) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, 401, "a valid API key is needed (Authorization: Bearer KEY)");
     return httplib::Server::HandlerResponse::Handled;
   });
@@ -273,13 +275,20 @@ void Server::handle_page(const httplib::Request&, httplib::Response& res) {
   res.set_content(page_html(), "text/html; charset=utf-8");
 }
 
-void Server::handle_health(const httplib::Request&, httplib::Response& res) {
+// /health answers without the key (load balancers ask it); the heap's size only with it.
+void Server::handle_health(const httplib::Request& req, httplib::Response& res) {
   const auto c = admission_.counts();
-  send_json(res, {{"status", stopping_ ? "closing" : "ok"},
-                  {"slots_idle", c.slots - c.running},
-                  {"slots_processing", c.running},
-                  {"requests_waiting", c.waiting},
-                  {"heap_in_use_bytes", mallinfo2().uordblks}});  // (malloc's, every arena)
+  json health = {{"status", stopping_ ? "closing" : "ok"},
+                 {"slots_idle", c.slots - c.running},
+                 {"slots_processing", c.running},
+                 {"requests_waiting", c.waiting}};
+  if (has_key(req)) health["heap_in_use_bytes"] = mallinfo2().uordblks;  // (malloc's, every arena)
+  send_json(res, health);
+}
+
+bool Server::has_key(const httplib::Request& req) const {
+  return o_.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + o_.api_key ||
+         req.get_header_value("X-Api-Key") == o_.api_key;
 }
 
 void Server::handle_props(const httplib::Request&, httplib::Response& res) {
@@ -381,7 +390,8 @@ void Server::handle_attention(const AttentionRequest& r, std::shared_ptr<Admissi
 void Server::handle_models(const httplib::Request& req, httplib::Response& res) {
   if (req.matches.size() < 2) return send_json(res, {{"object", "list"}, {"data", {model_json(o_.model_name)}}});
   if (req.matches[1] != o_.model_name)
-    return send_error(res, 404, "no model '" + req.matches[1].str() + "' here (GET /v1/models lists the one there is)",
+    return send_error(res, 404,
+                      "no model '" + shortened(req.matches[1].str()) + "' here (GET /v1/models lists the one there is)",
                       "model");
   send_json(res, model_json(o_.model_name));
 }

@@ -84,6 +84,7 @@ class Server {
   // The tokens of a prompt as given: a text (with the request's speaker in front) or ids.
   std::vector<TokenId> prompt_ids(const PromptInput& prompt, const std::string& speaker) const;
   // The tokens /attention and /trace look at: the request's ids, or its text with its speaker in front.
+  bool has_key(const httplib::Request& req) const;  // the API key is not set, or the request carries it
   std::optional<std::vector<TokenId>> attention_ids(const AttentionRequest& r, const char* route,
                                                     httplib::Response& res) const;
   static CompletionOptions options_of(const CompletionRequest& r);

@@ -207,16 +207,16 @@ TEST_F(AttentionMap, ProbeStripDrawsOneHeadAcrossTheRecordedSteps) {
   other_shape.layers = 7;
   other_shape.snapshots.clear();  // (its filters would have 7 layers too)
   write_probe_file(dir_->file("shape.probe"), other_shape);
-  expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --probe-file " +
-                                       dir_->file("shape.probe")),
-                        "was recorded for another model's shape (7 layers");
+  expect_one_line_error(
+      run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --probe-file " + dir_->file("shape.probe")),
+      "was recorded for another model's shape (7 layers");
   for (const int64_t id : {int64_t{399999}, int64_t{-5}}) {
     auto other_ids = record;
     other_ids.ids[0] = id;
     write_probe_file(dir_->file("ids.probe"), other_ids);
-    expect_one_line_error(run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --probe-file " +
-                                         dir_->file("ids.probe")),
-                          "holds tokens outside this model's vocabulary");
+    expect_one_line_error(
+        run(*dir_, kInfer + " -c " + ckpt + " --probe-strip " + strip + " --probe-file " + dir_->file("ids.probe")),
+        "holds tokens outside this model's vocabulary");
   }
 }
 

@@ -127,6 +127,8 @@ TEST_F(BadInput, UnknownConfigKeysSuggestTheNearestOption) {
   expect_one_line_error(run(*dir_, train() + " --config " + underscore), "did you mean 'max-steps'?");
   const auto section = dir_->write("section.toml", "[data]\nval-share = 0.2\n");
   expect_one_line_error(run(*dir_, train() + " --config " + section), "is inside a section");
+  const auto twice = dir_->write("twice.toml", "lr = 0.001\nbatch-size = 4\nlr = 0.5\n");
+  expect_one_line_error(run(*dir_, train() + " --config " + twice), "key 'lr' is given twice; keep one");
   const auto good = dir_->write("good.toml", "lr = 0.001\nbatch-size = 4\n");
   auto r = run(*dir_, train() + " --config " + good);
   EXPECT_EQ(r.code, 0) << r.err;

@@ -651,7 +651,10 @@ TEST_F(Serve, ApiKeyGuardsTheApiButNotThePage) {
   EXPECT_EQ(header->status, 200);
   EXPECT_EQ(c.Get("/props")->status, 401);
   EXPECT_EQ(c.Get("/")->status, 200);
-  EXPECT_EQ(c.Get("/health")->status, 200);
+  auto health = c.Get("/health");
+  EXPECT_EQ(health->status, 200);
+  EXPECT_FALSE(json::parse(health->body).contains("heap_in_use_bytes")) << health->body;  // only with the key
+  EXPECT_TRUE(json::parse(c.Get("/health", {{"X-Api-Key", "s3cret"}})->body).contains("heap_in_use_bytes"));
   const int status = keyed.stop(SIGINT);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << keyed.log();
 }
@@ -662,6 +665,8 @@ TEST_F(Serve, RefusesBadStartsInOneLine) {
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port 70000"), "--port");
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --parallel 0"), "--parallel");
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --api-key ''"), "--api-key is empty");
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --api-key ' '"), "--api-key holds a space");
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --api-key 'two words'"), "--api-key holds a space");
   // The port the test server holds is taken.
   expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --port " + std::to_string(server_->port)), "cannot listen");
 }
@@ -700,6 +705,10 @@ TEST_F(Serve, ModelsTokensAndMetrics) {
   ASSERT_TRUE(none);
   EXPECT_EQ(none->status, 404);
   EXPECT_EQ(json::parse(none->body)["error"]["param"], "model");
+  auto long_id = c.Get(("/v1/models/" + std::string(5000, 'x')).c_str());
+  ASSERT_TRUE(long_id);
+  EXPECT_EQ(long_id->status, 404);
+  EXPECT_LT(long_id->body.size(), 400u) << "the id is echoed whole";
 
   auto [status, tokens] = post("/tokenize", json{{"content", "ned stark: Winter is coming."}}.dump());
   ASSERT_EQ(status, 200) << tokens;
@@ -991,9 +1000,10 @@ TEST(ServeFailures, LibraryTextAndAddressesNeverReachTheClient) {
     return FailureText{};
   };
   const auto oom = text_of([] {
-    throw c10::Error("[enforce fail at alloc_cpu.cpp:75] data. DefaultCPUAllocator: not enough memory: you tried to "
-                     "allocate 3470000000 bytes.",
-                     "frame #0: c10::Error::Error() + 0x7f0f12345678");
+    throw c10::Error(
+        "[enforce fail at alloc_cpu.cpp:75] data. DefaultCPUAllocator: not enough memory: you tried to "
+        "allocate 3470000000 bytes.",
+        "frame #0: c10::Error::Error() + 0x7f0f12345678");
   });
   EXPECT_EQ(oom.for_client, "out of memory");
   EXPECT_EQ(oom.for_log.find("0x"), std::string::npos) << oom.for_log;
