@@ -313,7 +313,7 @@ std::string default_corpus_path() {
   candidates.emplace_back(DRACARYS_SAMPLE_DIR);                                     // source tree
   for (const auto& c : candidates)
     if (fs::exists(c, ec)) return fs::weakly_canonical(c, ec).string();
-  throw DataError("no --corpus given and the embedded sample corpus was not found (looked in " +
+  throw DataError("no --corpus given and the bundled sample corpus was not found (looked in " +
                   std::string(DRACARYS_SAMPLE_DIR) + "); set DRACARYS_SAMPLE_CORPUS or pass --corpus");
 }
 

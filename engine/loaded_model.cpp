@@ -87,7 +87,15 @@ std::string nearest_speaker(const LoadedModel& m, const std::string& name) {
     if (d < best) best = d, nearest = speaker;
   }
   // A typo changes a few characters: at most a third of the name, and at most four.
-  return best <= std::min<size_t>(4, std::max<size_t>(1, name.size() / 3)) ? nearest : "";
+  if (best <= std::min<size_t>(4, std::max<size_t>(1, name.size() / 3))) return nearest;
+  // A first name alone ("Tyrion"): the one speaker whose name starts with it and a space.
+  std::string by_prefix;
+  for (const auto& [speaker, count] : m.speaker_counts)
+    if (ascii_lower(speaker).rfind(wanted + " ", 0) == 0) {
+      if (!by_prefix.empty()) return "";  // two of them: the user must choose
+      by_prefix = speaker;
+    }
+  return by_prefix;
 }
 
 void check_typed_text(const std::string& typed, size_t max_bytes) {

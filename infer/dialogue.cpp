@@ -128,4 +128,15 @@ std::string require_known_speaker(const LoadedModel& m, const std::string& optio
                               " (see --list-speakers)");
 }
 
+std::string speaker_as_the_corpus_spells_it(const LoadedModel& m, const std::string& name) {
+  if (name.empty()) return name;
+  const std::string spelled = corpus_speaker_name(m, name);
+  if (!spelled.empty()) return spelled;
+  const std::string nearest = nearest_speaker(m, name);
+  spdlog::warn("--speaker '{}' is not a speaker of the training corpus{}; the model reads it as a new name",
+               escape_control(name),
+               nearest.empty() ? " (see --list-speakers)" : "; did you mean '" + escape_control(nearest) + "'?");
+  return name;
+}
+
 }  // namespace dracarys

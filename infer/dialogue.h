@@ -40,9 +40,13 @@ int chat(LoadedModel& m, std::istream& in, const ChatOptions& chat, const Dialog
 // Throws std::invalid_argument when the checkpoint does not store them.
 void list_speakers(const LoadedModel& m, bool json);
 
+// --speaker: the corpus's spelling of `name` (any case); a name the corpus lacks is kept, with a
+// warning that suggests the nearest speaker (by typo or by first name).
+std::string speaker_as_the_corpus_spells_it(const LoadedModel& m, const std::string& name);
+
 // The corpus's spelling of the speaker `name` (matched ignoring case, see corpus_speaker_name).
 // Throws std::invalid_argument when the checkpoint lists its speakers and none matches, with
-// the nearest name when one is near.
+// the nearest name when one is near (by typo or by first name).
 std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name);
 
 }  // namespace dracarys

@@ -410,6 +410,7 @@ int main(int argc, char** argv) {
       list_speakers(m, o.json);
       return 0;
     }
+    o.speaker = speaker_as_the_corpus_spells_it(m, o.speaker);
     if (!o.attention_map.empty()) return draw_attention_map(m, o);
     if (!o.probe_strip.empty()) return draw_probe_strip(o);
     if (o.chat) return chat_with(m, o);

@@ -39,7 +39,8 @@ class Fields {
     for (const auto& [key, value] : body_.items()) {
       if (std::find(known.begin(), known.end(), key) != known.end()) continue;
       if (std::find(kAcceptedFields.begin(), kAcceptedFields.end(), key) != kAcceptedFields.end()) continue;
-      throw RequestError(400, key, "'" + key + "' is not supported by this route (see the README's API table)");
+      throw RequestError(400, key,
+                         "'" + key + "' is not supported by this route (docs/serving.md lists each route's fields)");
     }
   }
   const json& operator[](const char* name) const { return body_[name]; }
@@ -164,7 +165,7 @@ bool is_id_list(const json& v) { return v.is_array() && !v.empty() && v[0].is_nu
 // One prompt: a text, or a list of token ids.
 PromptInput prompt_input(const json& v, const RequestLimits& limits, int64_t vocab_size) {
   if (is_id_list(v)) return {"", token_ids(v, "prompt", limits, vocab_size)};
-  if (v.is_array()) throw RequestError(400, "prompt", "'prompt' must be a string or a list of token ids");
+  if (!v.is_string()) throw RequestError(400, "prompt", "'prompt' must be a string or a list of token ids");
   return {Fields::text(v, "prompt", limits.max_prompt_bytes), std::nullopt};
 }
 

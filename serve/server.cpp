@@ -163,7 +163,7 @@ void Server::install_hooks() {
   // asked for (1,300 ranges made 13.7 MB of a 3.9 KB request).
   http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty() || !req.ranges.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string message = res.status == 404   ? "no such route (see GET / and the README)"
+    const std::string message = res.status == 404   ? "no such route (docs/serving.md lists them; GET / is the page)"
                                 : res.status == 413 ? "the request body is larger than the server's limit"
                                                     : "the request could not be read";
     send_error(res, res.status, message);

@@ -112,16 +112,18 @@ TEST(Train, BadInputIsOneLineError) {
   expect_one_line_error(run(d, kTrain + " --corpus " + scene + " --max-steps 1"), "cannot split one episode");
   expect_one_line_error(run(d, base + " --lr -1"), "--lr must be a number in (0, 10], got -1");
   expect_one_line_error(run(d, kTrain + " --corpus " + corpus + " --time-budget 10parsecs"), "bad duration");
-  // A weight that is NaN makes the loss NaN: stop, keep the last good checkpoint.
-  ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 10 --val-share 0 --out " +
-                       d.file("nan.pt"))
+  // Weights that load (finite, within 1e6) but overflow in the forward pass make the loss NaN:
+  // stop, keep the last good checkpoint. (relu2 squares the feed-forward's 1e6-scale sums.)
+  ASSERT_EQ(run(d, kTrain + " --corpus " + corpus + kTiny + kVocab +
+                       " --activation relu2 --max-steps 10 --val-share 0 --out " + d.file("nan.pt"))
                 .code,
             0);
   {
     auto ckpt = load_checkpoint(d.file("nan.pt"));
     auto model = load_model(ckpt, torch::kCPU);
     torch::NoGradGuard no_grad;
-    model->named_parameters()["ln_final.weight"].fill_(std::numeric_limits<float>::quiet_NaN());
+    for (auto& p : model->named_parameters())
+      if (p.key().find(".ff.") != std::string::npos) p.value().fill_(1e6f);
     ckpt.model = module_bytes(*model);
     save_checkpoint(d.file("nan.pt"), ckpt);
   }

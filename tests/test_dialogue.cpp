@@ -121,6 +121,21 @@ TEST_F(Dialogue, SpeakerNamesMatchIgnoringCaseAndTyposGetASuggestion) {
   EXPECT_EQ(lines_of(r.out), (std::vector<std::string>{kScene[0], kScene[1]})) << r.out;
   expect_one_line_error(run(*dir_, "echo hi | " + kInfer + " -c " + ckpt_ + " --chat --as \"ned strak\""),
                         "did you mean 'ned stark'?");
+  // A first name alone is suggested as the one speaker it starts.
+  expect_one_line_error(run(*dir_, "echo hi | " + kInfer + " -c " + ckpt_ + " --chat --as \"Cersei\""),
+                        "did you mean 'cersei lannister'?");
+  // --speaker takes the corpus's spelling in any case, and warns about a name it does not know.
+  const auto same = run(*dir_, kInfer + " -c " + ckpt_ + " --speaker \"NED STARK\" -p Winter --greedy -n 8");
+  const auto lower = run(*dir_, kInfer + " -c " + ckpt_ + " --speaker \"ned stark\" -p Winter --greedy -n 8");
+  ASSERT_EQ(same.code, 0) << same.err;
+  EXPECT_EQ(same.out, lower.out);
+  EXPECT_EQ(same.err.find("not a speaker"), std::string::npos) << same.err;
+  const auto unknown = run(*dir_, kInfer + " -c " + ckpt_ + " --speaker Cersei -p Winter --greedy -n 8");
+  EXPECT_EQ(unknown.code, 0) << unknown.err;
+  EXPECT_NE(unknown.err.find("--speaker 'Cersei' is not a speaker of the training corpus; did you mean 'cersei "
+                             "lannister'?"),
+            std::string::npos)
+      << unknown.err;
 }
 
 TEST_F(Dialogue, SpeakersAreListedAndChecked) {
@@ -147,6 +162,9 @@ TEST_F(Dialogue, SpeakerFilterKeepsOneCharactersLines) {
                           " --max-steps 2 --speakers \" ned stark , \"");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("12 utterances"), std::string::npos) << r.err;
+  // The evaluation's sample speaks as the first speaker kept, not as the seed line's Cersei.
+  EXPECT_NE(r.err.find("sample: ned stark:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("sample: cersei"), std::string::npos) << r.err;
   r = run(*dir_, kInfer + " -c " + out + " --list-speakers");
   EXPECT_EQ(lines_of(r.out), std::vector<std::string>{"      12  ned stark"});
   expect_one_line_error(run(*dir_, kTrain + " --corpus " + corpus_ + " --out " + dir_->file("x.pt") + kSceneShape +

@@ -257,3 +257,20 @@ TEST(Resume, ProbeIsRecordedAtEachEvaluationAndResumedExactly) {
   ASSERT_EQ(run(d, kTrain + common + " --max-steps 10 --probe '' --out " + d.file("none.pt")).code, 0);
   EXPECT_FALSE(std::filesystem::exists(probe_path(d.file("none.pt"))));
 }
+
+// The best checkpoint (NAME.best.pt) gets the probe's record up to its own step beside it, so
+// the page and --probe-strip work on it as on NAME.pt.
+TEST(Resume, TheBestCheckpointKeepsItsProbeBesideIt) {
+  TempDir d;
+  auto corpus = tiny_corpus(d);
+  const std::string out = d.file("b.pt"), best = d.file("b.best.pt");
+  ASSERT_EQ(
+      run(d, kTrain + " --corpus " + corpus + kTiny + kVocab + " --max-steps 20 --eval-every 5 --out " + out).code, 0);
+  ASSERT_TRUE(std::filesystem::exists(best));
+  const auto record = read_probe_file(probe_path(best));
+  const int64_t best_step = nlohmann::json::parse(load_checkpoint(best).meta_json)["state"]["step"];
+  ASSERT_FALSE(record.snapshots.empty());
+  EXPECT_EQ(record.snapshots.back().step, best_step);
+  const auto r = run(d, kInfer + " -c " + best + " --probe-strip " + d.file("strip.svg"));
+  EXPECT_EQ(r.code, 0) << r.err;
+}

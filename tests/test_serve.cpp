@@ -443,6 +443,15 @@ TEST_F(Serve, MalformedRequestsGetAJsonErrorNamingTheField) {
     else
       EXPECT_EQ(j["error"]["param"], c.param) << c.body.substr(0, 80);
   }
+  // The messages name what is accepted and where the routes are described.
+  for (const std::string prompt : {"5", "{}", "true"}) {
+    auto [status, j] = post("/completion", "{\"prompt\": " + prompt + "}");
+    EXPECT_NE(j["error"]["message"].get<std::string>().find("a string or a list of token ids"), std::string::npos) << j;
+  }
+  EXPECT_NE(post("/no-such-route", "{}").second["error"]["message"].get<std::string>().find("docs/serving.md"),
+            std::string::npos);
+  EXPECT_NE(post("/completion", R"({"prompt": "a", "logit_bias": {}})").second.dump().find("docs/serving.md"),
+            std::string::npos);
   EXPECT_EQ(health()["status"], "ok");  // and the server is still up
 }
 

@@ -49,6 +49,14 @@ void use_launch_environment(TrainOptions& o) {
     o.runtime.threads = std::max(1, resolved_blas_threads(RuntimeOptions{}) / env.local_world_size);
 }
 
+// "ned stark" of " ned stark , arya stark" (--speakers).
+std::string first_listed_speaker(const std::string& list) {
+  std::string first = list.substr(0, list.find(','));
+  first.erase(0, first.find_first_not_of(' '));
+  first.erase(first.find_last_not_of(' ') + 1);
+  return first;
+}
+
 // --resume auto: continue --out where it exists (refuse_another_run checks it is this run's);
 // where it does not, start fresh. A fine-tune's --init-from is then its starting point.
 void choose_resume_auto(TrainOptions& o) {
@@ -139,6 +147,8 @@ int main(int argc, char** argv) {
     check_config_file_keys(app);
     o.exact_vocab_size = app.count("--vocab-size") > 0;
     auto given = [&app](const std::string& long_name) { return app.count("--" + long_name) > 0; };
+    // Training on some speakers only: the evaluation's sample speaks as the first of them.
+    if (given("speakers") && !given("prompt")) o.prompt = first_listed_speaker(o.only_speakers) + ":";
     const nlohmann::json identity = o.run_identity();  // before a checkpoint's settings join in
     const bool resume_auto = o.resume == kResumeAuto;
     if (resume_auto) choose_resume_auto(o);

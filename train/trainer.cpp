@@ -134,6 +134,7 @@ class Trainer {
   void start_probe_record();
   void record_probe_now(double val_loss);
   void save(const std::string& path);
+  void write_best_probe();
   void report_end();
 
   double elapsed() const { return state_.elapsed_s + seconds_since(start_time_); }
@@ -207,10 +208,14 @@ void Trainer::check_and_lock_outputs() {
   check_output_path(o_.out, "--out", is_checkpoint_file);
   check_output_path(best_path(o_.out), "--out's best checkpoint", is_checkpoint_file);
   check_output_path(o_.out + ".metrics.jsonl", "--out's metrics log", is_metrics_file);
-  if (!o_.probe.empty()) check_output_path(probe_path(o_.out), "--out's probe file", is_probe_file);
+  if (!o_.probe.empty()) {
+    check_output_path(probe_path(o_.out), "--out's probe file", is_probe_file);
+    check_output_path(probe_path(best_path(o_.out)), "--out's best probe file", is_probe_file);
+  }
   lock_.emplace(o_.out);
   const int stale = remove_stale_temporaries(o_.out) + remove_stale_temporaries(best_path(o_.out)) +
-                    remove_stale_temporaries(probe_path(o_.out));
+                    remove_stale_temporaries(probe_path(o_.out)) +
+                    remove_stale_temporaries(probe_path(best_path(o_.out)));
   if (stale > 0) spdlog::info("removed {} temporary file(s) left by an earlier run that was stopped mid-save", stale);
   // A new file (O_EXCL, an unguessable name) proves the folder writable without following a
   // link someone planted.
@@ -317,6 +322,7 @@ void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
                       {"lr", state_.learning_rate},
                       {"tokens_per_s", tokens_per_s_}};
   double val_loss = std::numeric_limits<double>::quiet_NaN();
+  bool best_now = false;
   if (!validation_.empty()) {
     auto r = evaluate(model_, validation_, device_);
     val_loss = r.loss;
@@ -329,6 +335,7 @@ void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
       state_.best_step = state_.step;
       state_.evals_since_best = 0;
       save(best_path(o_.out));
+      best_now = true;
       line += " | best so far";
     } else {
       ++state_.evals_since_best;
@@ -346,7 +353,19 @@ void Trainer::evaluate_and_save(double train_loss, int64_t steps_since_eval) {
     spdlog::error("cannot write the metrics log {}.metrics.jsonl (disk full?); training goes on without it", o_.out);
   }
   record_probe_now(val_loss);  // before the checkpoint: a resumed run drops what is past its step
+  if (best_now) write_best_probe();
   save(o_.out);
+}
+
+// The best checkpoint gets the probe's record up to its step beside it too (NAME.best.pt.probe),
+// so the page and --probe-strip work on the checkpoint the README points at.
+void Trainer::write_best_probe() {
+  if (!probe_) return;
+  try {
+    write_probe_file(probe_path(best_path(o_.out)), *probe_);
+  } catch (const std::exception& e) {
+    spdlog::error("{}; the best checkpoint goes without its probe file", e.what());
+  }
 }
 
 // --probe (engine/probe.h): a fresh run records its random filters at step 0; a resumed one
@@ -425,7 +444,7 @@ int Trainer::run() {
   require_memory_for(o_);
   if (o_.corpus.empty()) {
     o_.corpus = {default_corpus_path()};
-    spdlog::info("no --corpus given: training on the embedded sample corpus {} (a stand-in written for this project)",
+    spdlog::info("no --corpus given: training on the bundled sample corpus {} (a stand-in written for this project)",
                  o_.corpus.front());
   }
   start_ranks();
