@@ -24,6 +24,7 @@ json completion_choice(const CompletionResult& result, size_t index, const std::
 // OpenAI's /v1/completions: whole, with the usage counts, or streamed as chunks then [DONE].
 void Server::handle_openai_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
                                       httplib::Response& res) {
+  say_if_clamped(r, res);
   const std::string id = openai_id();
   const bool logprobs = r.top_logprobs >= 0;
   // The echoed prompt of each choice: its text as given (or as its ids decode).
@@ -119,6 +120,7 @@ json chat_message(const std::string& name, const std::string& content) {
 
 // OpenAI's /v1/chat/completions, whole or streamed as chat.completion.chunk events.
 void Server::handle_chat(const ChatRequest& r, std::shared_ptr<Admission::Ticket> ticket, httplib::Response& res) {
+  say_if_clamped(r.completion, res);
   std::string answering;
   const auto prompt = chat_prompt(r, answering);
   const bool pick_speaker = answering.empty() && m_.speaker_prefix;

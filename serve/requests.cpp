@@ -69,6 +69,15 @@ class Fields {
     return x;
   }
 
+  // A token count: a whole number from `lo` up; one above the server's limit is clamped to
+  // it, as llama-server does, and what was asked is kept in `asked` for the response to say.
+  int64_t token_count(const char* name, int64_t fallback, int64_t lo, int64_t limit, int64_t& asked) const {
+    const int64_t n = integer(name, fallback, lo, std::numeric_limits<int64_t>::max());
+    if (n <= limit) return n;
+    asked = n;
+    return limit;
+  }
+
   double number(const char* name, double fallback, double lo, double hi) const {
     if (!has(name)) return fallback;
     const auto& v = body_[name];
@@ -181,7 +190,7 @@ CompletionRequest parse_completion(const std::string& body, const RequestLimits&
   r.prompts = {prompt_input(f["prompt"], limits, vocab_size)};
   r.speaker = f.text("speaker", "", 256);
   const char* limit = f.has("n_predict") ? "n_predict" : "max_tokens";
-  const int64_t n = f.integer(limit, -1, -1, limits.max_tokens);
+  const int64_t n = f.token_count(limit, -1, -1, limits.max_tokens, r.asked_tokens);
   r.max_new_tokens = n < 0 ? limits.max_tokens : n;
   read_sampling(f, r.sampling, 0.8);
   r.stop = read_stop(f);
@@ -248,7 +257,8 @@ CompletionRequest parse_openai_completion(const std::string& body, const Request
     r.prompts = {prompt_input(prompt, limits, vocab_size)};
   }
   read_openai_common(f, limits, r.prompts.size(), r);
-  r.max_new_tokens = f.integer("max_tokens", std::min<int64_t>(16, limits.max_tokens), 0, limits.max_tokens);
+  r.max_new_tokens =
+      f.token_count("max_tokens", std::min<int64_t>(16, limits.max_tokens), 0, limits.max_tokens, r.asked_tokens);
   r.top_logprobs = f.integer("logprobs", -1, -1, kMaxTopLogprobs);
   r.echo = f.flag("echo", false);
   if (r.echo && r.top_logprobs >= 0)
@@ -306,7 +316,7 @@ ChatRequest parse_chat(const std::string& body, const RequestLimits& limits) {
   auto& r = c.completion;
   read_openai_common(f, limits, 1, r);
   const char* limit = f.has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-  r.max_new_tokens = f.integer(limit, limits.max_tokens, 0, limits.max_tokens);
+  r.max_new_tokens = f.token_count(limit, limits.max_tokens, 0, limits.max_tokens, r.asked_tokens);
   if (f.flag("logprobs", false))
     r.top_logprobs = f.integer("top_logprobs", 0, 0, kMaxTopLogprobs);
   else if (f.has("top_logprobs"))

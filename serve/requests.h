@@ -42,6 +42,7 @@ struct CompletionRequest {
   std::string speaker;               // dracarys's own field: "speaker: " goes in front of each text prompt
   int64_t choices = 1;
   int64_t max_new_tokens = 0;
+  int64_t asked_tokens = -1;      // what the client asked for where it was above the server's limit (then clamped)
   SamplingOptions sampling;       // a seed the client did not give is drawn at random
   std::vector<std::string> stop;  // stop sequences
   int64_t top_logprobs = -1;      // -1: none; n: each token's log-probability with n alternatives

@@ -41,6 +41,12 @@ void send_json(httplib::Response& res, const json& j, int status) {
   res.set_content(dump(j), "application/json; charset=utf-8");
 }
 
+void say_if_clamped(const CompletionRequest& r, httplib::Response& res) {
+  if (r.asked_tokens >= 0)
+    res.set_header("X-Max-Tokens-Clamped",
+                   std::to_string(r.max_new_tokens) + "; asked " + std::to_string(r.asked_tokens));
+}
+
 FailureText failure_text(std::exception_ptr failure) {
   auto first_line = [](const std::string& s) { return s.substr(0, s.find('\n')); };
   const FailureText out_of_memory{"out of memory", "out of memory"};

@@ -15,6 +15,7 @@
 #include "engine/attention_weights.h"
 #include "engine/completion.h"
 #include "engine/probe.h"
+#include "serve/requests.h"
 
 namespace dracarys {
 
@@ -35,6 +36,10 @@ struct FailureText {
   std::string for_client, for_log;
 };
 FailureText failure_text(std::exception_ptr failure);
+
+// A token count above the server's --max-tokens was clamped to it (CompletionRequest::asked_tokens):
+// the response says so in the header X-Max-Tokens-Clamped ("512; asked 1000").
+void say_if_clamped(const CompletionRequest& r, httplib::Response& res);
 
 // One server-sent event; false when the client is gone.
 bool send_event(httplib::DataSink& sink, const std::string& data);

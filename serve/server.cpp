@@ -314,6 +314,7 @@ void Server::handle_props(const httplib::Request&, httplib::Response& res) {
 // llama.cpp's /completion: one completion, whole or streamed as events of its pieces.
 void Server::handle_completion(const CompletionRequest& r, std::shared_ptr<Admission::Ticket> ticket,
                                httplib::Response& res) {
+  say_if_clamped(r, res);
   auto prompt = prompt_ids(r.prompts.front(), r.speaker);
   const CompletionOptions options = options_of(r);
   if (!r.stream) return send_json(res, completion_json(complete(prompt, options), o_.model_name, true, m_.tokenizer));

@@ -63,15 +63,16 @@ std::string run_args(const std::string& corpus_path) {
 }
 
 std::string script_run(const TempDir& d, const std::string& args, int p, const std::string& log) {
-  return std::string(DRACARYS_SOURCE_DIR) + "/scripts/train-distributed.sh --nproc 2 --port " + std::to_string(p) +
-         " -- " + args + " > " + d.file(log) + " 2>&1";
+  return std::string(DRACARYS_SOURCE_DIR) + "/scripts/train-distributed.sh --bin " + kTrain + " --nproc 2 --port " +
+         std::to_string(p) + " -- " + args + " > " + d.file(log) + " 2>&1";
 }
 
 }  // namespace
 
 TEST(LaunchEnvironment, TorchrunSlurmAndNothingAreReadAsTheirLaunchersWriteThem) {
   auto none = read_launch_environment(lookup_in({}));
-  EXPECT_EQ(none.launcher, "none");
+  EXPECT_EQ(none.launcher, "the command line");
+  EXPECT_EQ(read_launch_environment(lookup_in({{"RANK", "0"}, {"WORLD_SIZE", "2"}})).launcher, "RANK and WORLD_SIZE");
   EXPECT_EQ(none.world_size, 1);
   EXPECT_EQ(none.master_port, 29500);
 

@@ -28,7 +28,7 @@ struct DistOptions {
   // every rank, rank 0 too, joins it as a client under "/worker/attempt_<restart_count>".
   bool agent_store = false;
   int restart_count = 0;
-  std::string launcher = "none";  // who set the variables, for the log: "torchrun", "slurm", "none"
+  std::string launcher = "the command line";  // who set the rank's variables (train/launch_env.h), for the log
 
   void validate() const;  // throws std::invalid_argument naming the option
 };

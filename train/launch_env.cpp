@@ -35,7 +35,8 @@ std::string text_from(const EnvLookup& get, const char* name) {
 }
 
 void read_torchrun(const EnvLookup& get, LaunchEnvironment& e) {
-  e.launcher = "torchrun";
+  // torchrun's agent adds its own variables; scripts/train-distributed.sh sets only the ranks'.
+  e.launcher = get("TORCHELASTIC_RUN_ID") || get("TORCHELASTIC_RESTART_COUNT") ? "torchrun" : "RANK and WORLD_SIZE";
   e.world_size = count_from(get, "WORLD_SIZE", 1, kMaxRanks, 1);
   e.rank = count_from(get, "RANK", 0, kMaxRanks, 0);
   e.local_world_size = count_from(get, "LOCAL_WORLD_SIZE", 1, kMaxRanks, 1);

@@ -16,7 +16,9 @@
 namespace dracarys {
 
 struct LaunchEnvironment {
-  std::string launcher = "none";  // "torchrun" (or any launcher that sets RANK), "slurm", "none"
+  // Who set the variables, for the log: "torchrun", "RANK and WORLD_SIZE" (another launcher, such
+  // as scripts/train-distributed.sh), "slurm", or "the command line" (none of them).
+  std::string launcher = "the command line";
   int world_size = 1, rank = 0;
   int local_world_size = 1, local_rank = 0;  // ranks on this machine, and this one's place among them
   std::string master_addr = "127.0.0.1";
