@@ -192,10 +192,15 @@ Tokenizer load_tokenizer(const Checkpoint& ckpt) {
   return tokenizer;
 }
 
+nlohmann::json checkpoint_meta(const Checkpoint& ckpt) {
+  auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object()) throw CheckpointError("the checkpoint's metadata is not a JSON object");
+  return meta;
+}
+
 std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt) {
   const auto bad = [] { return CheckpointError("checkpoint's speaker list is malformed"); };
-  const auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object()) throw bad();
+  const auto meta = checkpoint_meta(ckpt);
   std::map<std::string, int64_t> speakers;
   if (!meta.contains("speakers")) return speakers;
   const auto& list = meta["speakers"];

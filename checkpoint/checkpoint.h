@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -53,6 +55,10 @@ constexpr size_t kMaxSpeakers = 65536, kMaxSpeakerNameBytes = 256;
 
 // The speakers of the corpus the checkpoint was trained on, with their utterance counts (empty
 // for a checkpoint written before they were stored). Throws CheckpointError when malformed.
+// The checkpoint's metadata (its settings, state, speakers and run); CheckpointError when it is
+// not a JSON object.
+nlohmann::json checkpoint_meta(const Checkpoint& ckpt);
+
 std::map<std::string, int64_t> checkpoint_speakers(const Checkpoint& ckpt);
 
 }  // namespace dracarys

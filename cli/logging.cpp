@@ -43,6 +43,14 @@ void setup_logging() {
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
 }
 
+bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  if (!c10) return false;
+  const std::string what = c10->what_without_backtrace();
+  return what.find("allocate") != std::string::npos || what.find("out of memory") != std::string::npos;
+}
+
 namespace {
 
 constexpr const char* kOutOfMemory =
@@ -52,11 +60,9 @@ constexpr const char* kOutOfMemory =
 // Our own sentence for what a library threw: the libraries' texts name their internals, not
 // the file or option a user can change.
 std::string user_text(const std::exception& e) {
-  if (dynamic_cast<const std::bad_alloc*>(&e)) return kOutOfMemory;
+  if (is_out_of_memory(e)) return kOutOfMemory;
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
     const std::string what = c10->what_without_backtrace();
-    if (what.find("allocate") != std::string::npos || what.find("out of memory") != std::string::npos)
-      return kOutOfMemory;
     return "internal error in a tensor operation (please report it with the command that caused it): " +
            what.substr(0, what.find('\n')).substr(0, 200);
   }

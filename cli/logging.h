@@ -9,6 +9,9 @@ namespace dracarys {
 
 void setup_logging();
 
+// Whether `e` says memory ran out: std::bad_alloc, or LibTorch's allocator failing.
+bool is_out_of_memory(const std::exception& e);
+
 // Logs an error as the one line a user sees (no LibTorch backtrace) and returns exit code 1.
 int report_error(const std::exception& e);
 

@@ -19,9 +19,7 @@ namespace {
 // Whether the run that wrote `ckpt` trained with "speaker: " in front of each line (it did unless
 // its settings say --no-speakers). Settings that are not what a training run writes are refused.
 bool stored_speaker_prefix(const Checkpoint& ckpt) {
-  const auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object()) throw CheckpointError("the checkpoint's metadata is not a JSON object");
-  const auto settings = meta.value("train_options", nlohmann::json::object());
+  const auto settings = checkpoint_meta(ckpt).value("train_options", nlohmann::json::object());
   if (!settings.is_object()) throw CheckpointError("the checkpoint's stored training settings are not a JSON object");
   const auto no_speakers = settings.value("no_speakers", nlohmann::json(false));
   if (!no_speakers.is_boolean())

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "cli/logging.h"
+
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -49,16 +51,14 @@ void say_if_clamped(const CompletionRequest& r, httplib::Response& res) {
 
 FailureText failure_text(std::exception_ptr failure) {
   auto first_line = [](const std::string& s) { return s.substr(0, s.find('\n')); };
-  const FailureText out_of_memory{"out of memory", "out of memory"};
   try {
     std::rethrow_exception(failure);
-  } catch (const std::bad_alloc&) {
-    return out_of_memory;
   } catch (const c10::Error& e) {
     const std::string line = first_line(e.what_without_backtrace());
-    if (line.find("allocate") != std::string::npos) return {"out of memory", "out of memory: " + line};
+    if (is_out_of_memory(e)) return {"out of memory", "out of memory: " + line};
     return {"an internal error; the server's log has it", "LibTorch: " + line};
   } catch (const std::exception& e) {
+    if (is_out_of_memory(e)) return {"out of memory", "out of memory"};
     return {"an internal error; the server's log has it", first_line(e.what())};
   } catch (...) {
   }

@@ -20,12 +20,20 @@
 using namespace dracarys;
 using namespace dracarys::testing;
 
+namespace {
+
+// The reference every multi-rank case equals: one process with the whole batch of 8, into one.pt.
+int train_alone(const TempDir& d, const std::string& common) {
+  return std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str());
+}
+
+}  // namespace
+
 TEST(Distributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   TempDir d;
   auto c = corpus(d);
   const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3";
-  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
-            0);
+  ASSERT_EQ(train_alone(d, common), 0);
   const int p = port(0);
   auto r0 = start_rank(d, 0, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
   auto r1 = start_rank(d, 1, 2, p, common + " --batch-size 4 --out " + d.file("two.pt"));
@@ -118,8 +126,7 @@ TEST(Distributed, TwoHostsJoinOverARealLinkAndEqualOneProcess) {
   TempDir d;
   auto c = corpus(d);
   const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3 --dist-timeout 30";
-  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
-            0);
+  ASSERT_EQ(train_alone(d, common), 0);
   const auto one = weights(d.file("one.pt"));
   // Three ways to name the link: the automatic choice (the route to rank 0), the option, and
   // PyTorch's environment variable; then the all-reduce after the backward pass instead of
@@ -163,8 +170,7 @@ TEST(Distributed, TorchrunStartsOneNodePerHostAndTheyEqualOneProcess) {
   TempDir d;
   auto c = corpus(d);
   const std::string common = " --corpus " + c + kModel + " --max-steps 8 --eval-every 8 --lr 3e-3 --dist-timeout 30";
-  ASSERT_EQ(std::system((kTrain + common + " --batch-size 8 --out " + d.file("one.pt") + " > /dev/null 2>&1").c_str()),
-            0);
+  ASSERT_EQ(train_alone(d, common), 0);
   const std::string node = kTorchrun + " --nnodes 2 --nproc_per_node 1 --master_addr " + hosts.addr_a +
                            " --master_port " + std::to_string(port(20)) + " --node_rank ";
   const std::string train = " " + kTrain + common + " --batch-size 4 --out " + d.file("two.pt");

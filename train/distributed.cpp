@@ -30,12 +30,14 @@ std::string error_text(const std::exception& e) {
   return s.substr(0, s.find('\n'));
 }
 
+constexpr const char* kNotAStore = "the peer on that port does not speak c10d's store protocol";
+
 // Why joining failed, in our words where c10d's or Gloo's own are a library's internals (an
 // "[enforce fail at ...]" or a protocol complaint: what a port that is not a store gets back).
 std::string join_failure(const std::exception& e) {
   const std::string text = error_text(e);
   for (const char* internal : {"enforce fail", "response is expected", "unordered_map", "bad_alloc", "out_of_range"})
-    if (text.find(internal) != std::string::npos) return "the peer on that port does not speak c10d's store protocol";
+    if (text.find(internal) != std::string::npos) return kNotAStore;
   return text;
 }
 }  // namespace
@@ -62,7 +64,7 @@ class StartupWatchdog {
   StartupWatchdog(double seconds, std::string message) : message_(std::move(message)) {
     current_message_ = &message_;
     previous_terminate_ = std::set_terminate([] {
-      spdlog::error("{}: the peer on that port does not speak c10d's store protocol", *current_message_.load());
+      spdlog::error("{}: {}", *current_message_.load(), kNotAStore);
       std::_Exit(1);
     });
     thread_ = std::thread([this, seconds] {
@@ -163,9 +165,7 @@ Distributed::Distributed(const DistOptions& opts) : opts_(opts) {
     go->timeout = timeout;
     go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(where.address));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, opts.rank, opts.world_size, go);
-  } catch (const std::bad_alloc&) {
-    throw std::runtime_error(cannot_join + ": the peer on that port does not speak c10d's store protocol");
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // (std::bad_alloc's text names it: join_failure words it)
     throw std::runtime_error(cannot_join + ": " + join_failure(e));
   }
 }
@@ -237,12 +237,10 @@ void Distributed::attach(Transformer& model, bool overlap) {
   auto& g = impl_->grads;
   g.params = model->parameters();
   g.overlap = overlap;
-  // Buckets in reverse order of the parameters, as the backward pass produces their gradients:
-  // bucket 0 holds the last parameters (the top blocks), the last bucket the embedding and the
-  // three signals.
-  // Buckets of about --bucket-mb (1 MB): a few all-reduces per step instead of one per
-  // parameter, small enough that the first starts early in the backward pass and the last,
-  // which waits for the embedding's gradient, is short (docs/distributed.md measures 1, 4, 16).
+  // Buckets of about --bucket-mb (1 MB), in reverse order of the parameters, as the backward
+  // pass produces their gradients: bucket 0 holds the last parameters (the top blocks), the last
+  // bucket the embedding and the three signals. A few all-reduces per step instead of one per
+  // parameter, the first starting early in the backward pass (docs/distributed.md measures 1, 4, 16).
   const auto bucket_floats = static_cast<int64_t>(opts_.bucket_mb * 1e6 / sizeof(float));
   const size_t n = g.params.size();
   g.bucket_of.assign(n, 0);

@@ -23,15 +23,9 @@ namespace {
 
 using Given = std::function<bool(const std::string&)>;  // whether an option was given now
 
-nlohmann::json stored_meta(const Checkpoint& ckpt) {
-  auto meta = nlohmann::json::parse(ckpt.meta_json, nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object()) throw CheckpointError("checkpoint's metadata is not a JSON object");
-  return meta;
-}
-
 // The stored training settings of `ckpt`, for update_from_json.
 nlohmann::json stored_settings(const Checkpoint& ckpt) {
-  return stored_meta(ckpt).value("train_options", nlohmann::json::object());
+  return checkpoint_meta(ckpt).value("train_options", nlohmann::json::object());
 }
 
 // The launcher's variables (train/launch_env.h) as the distributed options' defaults, and BLAS
@@ -70,7 +64,7 @@ void choose_resume_auto(TrainOptions& o) {
 }
 
 void refuse_another_run(const Checkpoint& ckpt, const nlohmann::json& identity, const std::string& out) {
-  const std::string differences = identity_differences(stored_meta(ckpt).value("run", nlohmann::json()), identity);
+  const std::string differences = identity_differences(checkpoint_meta(ckpt).value("run", nlohmann::json()), identity);
   if (!differences.empty())
     throw std::invalid_argument("--resume auto: " + out + " holds a checkpoint of another run (" + differences +
                                 "); give another --out, or continue that run with --resume " + out);
@@ -159,7 +153,7 @@ int main(int argc, char** argv) {
       start = load_checkpoint(o.resume);
       if (resume_auto) refuse_another_run(*start, identity, o.out);
       o = settings_for_resume(o, *start, given);
-      o.started_as = stored_meta(*start).value("run", nlohmann::json());
+      o.started_as = checkpoint_meta(*start).value("run", nlohmann::json());
     } else {
       if (!o.init_from.empty()) {
         start = load_checkpoint(o.init_from);
