@@ -65,36 +65,58 @@ bool CompletionTracker::take(TokenId id) {
     r_.stopped_by_end = true;
     return false;
   }
-  r_.ids.push_back(id);
+  held_.push_back({id, std::nullopt, 0, 0});
   if (!seen_logits_.empty()) {
-    pending_logprobs_.push_back(logprob_of(id));
+    held_.back().logprob = logprob_of(id);
     seen_logits_.clear();
   }
   if (auto text = characters_.add(id)) {
-    const std::string shown = stop_text_.add(*text);
-    if (!hand_on(shown, characters_.tokens())) r_.cancelled = true;
+    place_held(text->size());
+    if (!show(stop_text_.add(*text))) r_.cancelled = true;
   }
-  if (stop_text_.stopped()) r_.stopped_by_word = stop_text_.word();
   return !r_.cancelled && !stop_text_.stopped();
 }
 
 void CompletionTracker::finish() {
   if (r_.cancelled || stop_text_.stopped()) return;
-  if (auto text = characters_.rest()) {
-    const std::string shown = stop_text_.add(*text) + stop_text_.rest();
-    if (!hand_on(shown, characters_.tokens())) r_.cancelled = true;
-  } else if (!hand_on(stop_text_.rest(), {})) {
-    r_.cancelled = true;
+  std::string text;
+  if (auto rest = characters_.rest()) {
+    place_held(rest->size());
+    text = stop_text_.add(*rest);
   }
-  if (stop_text_.stopped()) r_.stopped_by_word = stop_text_.word();
+  if (!show(text + stop_text_.rest())) r_.cancelled = true;
 }
 
-bool CompletionTracker::hand_on(const std::string& text, std::vector<TokenId> ids) {
+void CompletionTracker::place_held(size_t text_bytes) {
+  for (; placed_ < held_.size(); ++placed_)
+    held_[placed_].start = made_bytes_, held_[placed_].end = made_bytes_ + text_bytes;
+  made_bytes_ += text_bytes;
+}
+
+bool CompletionTracker::show(const std::string& text) {
+  shown_bytes_ += text.size();
+  if (stop_text_.stopped()) r_.stopped_by_word = stop_text_.word();
+  // Out go the tokens whose text is all shown; after a stop, also one the stop cuts, and the
+  // rest (inside the stop sequence) are dropped.
+  size_t n = 0;
+  while (n < placed_ && (held_[n].end <= shown_bytes_ || (stop_text_.stopped() && held_[n].start < shown_bytes_))) ++n;
+  std::vector<TokenId> ids;
+  std::vector<TokenLogprob> logprobs;
+  for (size_t i = 0; i < n; ++i) {
+    ids.push_back(held_[i].id);
+    if (held_[i].logprob) logprobs.push_back(std::move(*held_[i].logprob));
+  }
+  held_.erase(held_.begin(), stop_text_.stopped() ? held_.end() : held_.begin() + static_cast<std::ptrdiff_t>(n));
+  placed_ = stop_text_.stopped() ? 0 : placed_ - n;
+  return hand_on(text, std::move(ids), std::move(logprobs));
+}
+
+bool CompletionTracker::hand_on(const std::string& text, std::vector<TokenId> ids, std::vector<TokenLogprob> logprobs) {
   if (text.empty() && ids.empty()) return true;
   r_.text += text;
-  CompletionPiece piece{text, std::move(ids), std::move(pending_logprobs_)};
-  pending_logprobs_.clear();
-  r_.logprobs.insert(r_.logprobs.end(), piece.logprobs.begin(), piece.logprobs.end());
+  r_.ids.insert(r_.ids.end(), ids.begin(), ids.end());
+  r_.logprobs.insert(r_.logprobs.end(), logprobs.begin(), logprobs.end());
+  CompletionPiece piece{text, std::move(ids), std::move(logprobs)};
   return !on_piece_ || on_piece_(piece);
 }
 

@@ -25,8 +25,6 @@ class WholeCharacters {
   std::optional<std::string> add(TokenId id);
   // What is still waiting, cut character and all; nothing when no token waits.
   std::optional<std::string> rest();
-  // The tokens behind the text last returned (or still waiting).
-  const std::vector<TokenId>& tokens() const { return pending_; }
 
  private:
   const Tokenizer& tokenizer_;
@@ -51,8 +49,9 @@ struct CompletionPiece {
 struct CompletionResult {
   std::string text;                    // the whole completion (the pieces' texts joined)
   std::vector<TokenId> prompt_ids;     // what the model saw of the prompt (its last `context` tokens)
-  std::vector<TokenId> ids;            // the generated tokens (a final end-of-utterance token left out)
-  std::vector<TokenLogprob> logprobs;  // one per generated token, when asked for
+  std::vector<TokenId> ids;            // the tokens behind `text`: a final end-of-utterance token and the
+                                       // tokens wholly inside a stop sequence left out
+  std::vector<TokenLogprob> logprobs;  // one per token of `ids`, when asked for
   bool stopped_by_end = false;         // the model ended the utterance
   std::string stopped_by_word;         // the stop sequence that ended it, if one did
   bool cancelled = false;              // on_piece returned false
@@ -73,7 +72,9 @@ using OnPiece = std::function<bool(const CompletionPiece&)>;
 
 // A completion's bookkeeping, token by token, whoever runs the model (generate() for one
 // request, the server's batch for many): the log-probabilities, the end of the utterance, stop
-// sequences, whole characters, and the pieces handed on.
+// sequences, whole characters, and the pieces handed on. A token goes out with the piece that
+// shows the last of its text, so a token wholly inside a stop sequence never goes out (its
+// log-probability and its count with it), and one that the stop cuts goes out with the cut text.
 class CompletionTracker {
  public:
   CompletionTracker(const Tokenizer& tokenizer, const CompletionOptions& options, OnPiece on_piece);
@@ -87,7 +88,15 @@ class CompletionTracker {
   CompletionResult& result() { return r_; }
 
  private:
-  bool hand_on(const std::string& text, std::vector<TokenId> ids);
+  // A token not yet gone out, with where its text lies in all the text generated (bytes).
+  struct HeldToken {
+    TokenId id;
+    std::optional<TokenLogprob> logprob;
+    size_t start = 0, end = 0;
+  };
+  void place_held(size_t text_bytes);  // the tokens just made into text span the next text_bytes
+  bool show(const std::string& text);  // hands on `text` with the tokens it completes
+  bool hand_on(const std::string& text, std::vector<TokenId> ids, std::vector<TokenLogprob> logprobs);
   TokenLogprob logprob_of(TokenId id) const;
 
   const Tokenizer& tokenizer_;
@@ -95,8 +104,11 @@ class CompletionTracker {
   OnPiece on_piece_;
   WholeCharacters characters_;
   StopText stop_text_;
-  std::vector<TokenLogprob> pending_logprobs_;  // of the tokens not handed on yet
-  std::vector<float> seen_logits_;              // [vocab] the last position's, when log-probabilities are asked for
+  std::vector<HeldToken> held_;     // tokens not handed on yet, oldest first
+  size_t placed_ = 0;               // how many of held_ have their place in the text
+  size_t made_bytes_ = 0;           // text the tokens have made so far, stop sequences included
+  size_t shown_bytes_ = 0;          // of it, what has gone out
+  std::vector<float> seen_logits_;  // [vocab] the last position's, when log-probabilities are asked for
   CompletionResult r_;
 };
 

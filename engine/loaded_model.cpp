@@ -96,6 +96,16 @@ std::string nearest_speaker(const LoadedModel& m, const std::string& name) {
   return by_prefix;
 }
 
+std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name,
+                                  const std::string& where_listed) {
+  const std::string spelled = corpus_speaker_name(m, name);
+  if (!spelled.empty()) return spelled;
+  const std::string nearest = nearest_speaker(m, name);
+  throw std::invalid_argument(option + " '" + escape_control(name) + "' is not a speaker of the training corpus" +
+                              (nearest.empty() ? "" : "; did you mean '" + escape_control(nearest) + "'?") + " (" +
+                              where_listed + ")");
+}
+
 void check_typed_text(const std::string& typed, size_t max_bytes) {
   if (typed.size() > max_bytes) throw DataError("prompt is longer than " + std::to_string(max_bytes) + " bytes");
   if (!valid_utf8(typed)) throw DataError("prompt is not valid UTF-8");

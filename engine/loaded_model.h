@@ -60,6 +60,13 @@ std::string corpus_speaker_name(const LoadedModel& m, const std::string& name);
 // The listed speaker nearest to `name` when it is near enough to be a typo of it; else empty.
 std::string nearest_speaker(const LoadedModel& m, const std::string& name);
 
+// The corpus's spelling of the speaker `name` that `option` gives (matched as
+// corpus_speaker_name does). Throws std::invalid_argument when the checkpoint lists its speakers
+// and none matches, with the nearest name when one is near (by typo or by first name) and
+// `where_listed`, where the user finds the list.
+std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name,
+                                  const std::string& where_listed = "see --list-speakers");
+
 constexpr size_t kMaxPromptBytes = 1 << 20;  // a longer line (or -p) is refused, not tokenised
 
 // Throws DataError when typed text is longer than `max_bytes` or not valid UTF-8.

@@ -119,15 +119,6 @@ void list_speakers(const LoadedModel& m, bool json) {
     std::printf("%8lld  %s\n", static_cast<long long>(count), escape_control(name).c_str());
 }
 
-std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name) {
-  const std::string spelled = corpus_speaker_name(m, name);
-  if (!spelled.empty()) return spelled;
-  const std::string nearest = nearest_speaker(m, name);
-  throw std::invalid_argument(option + " '" + escape_control(name) + "' is not a speaker of the training corpus" +
-                              (nearest.empty() ? "" : "; did you mean '" + escape_control(nearest) + "'?") +
-                              " (see --list-speakers)");
-}
-
 std::string speaker_as_the_corpus_spells_it(const LoadedModel& m, const std::string& name) {
   if (name.empty()) return name;
   const std::string spelled = corpus_speaker_name(m, name);

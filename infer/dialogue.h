@@ -44,9 +44,4 @@ void list_speakers(const LoadedModel& m, bool json);
 // warning that suggests the nearest speaker (by typo or by first name).
 std::string speaker_as_the_corpus_spells_it(const LoadedModel& m, const std::string& name);
 
-// The corpus's spelling of the speaker `name` (matched ignoring case, see corpus_speaker_name).
-// Throws std::invalid_argument when the checkpoint lists its speakers and none matches, with
-// the nearest name when one is near (by typo or by first name).
-std::string require_known_speaker(const LoadedModel& m, const std::string& option, const std::string& name);
-
 }  // namespace dracarys

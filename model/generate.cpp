@@ -52,8 +52,9 @@ std::vector<int64_t> generate(Transformer& model, std::vector<int64_t> prompt, c
   st.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   for (int64_t i = 0; i < opts.max_new_tokens; ++i) {
-    const auto row = last_logits(logits);  // [vocab]
+    auto row = last_logits(logits);  // [vocab]
     if (opts.on_logits) opts.on_logits(row);
+    if (opts.mask_logits) opts.mask_logits(row);
     const int64_t id = sampler.next(row);
     out.push_back(id);
     seq.push_back(id);

@@ -18,6 +18,9 @@ struct GenerateOptions {
   std::optional<int64_t> stop_token;  // generation ends after emitting this id (end of utterance)
   // Sees each step's logits [vocab] just before the sampler picks from them (log-probabilities).
   std::function<void(const std::vector<float>& logits)> on_logits;
+  // Then may change them: a token whose logit it sets to -inf is never picked (a choice among
+  // some tokens only).
+  std::function<void(std::vector<float>& logits)> mask_logits;
   bool use_cache = true;  // false recomputes the whole window per token (for comparison);
                           // with the cache, each new token takes the model's one-token step
 };

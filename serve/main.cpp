@@ -64,7 +64,7 @@ void for_each_serve_option(ServeOptions& o, Visit&& visit) {
         o.server.user_name);
   visit(OptionSpec("--assistant-name", chat,
                    "Who an 'assistant' message without a 'name' speaks as, and who answers when the request "
-                   "names no 'speaker' (default: the model picks who answers)")
+                   "names no 'speaker' (one of the checkpoint's speakers; default: the model picks one of them)")
             .no_default(),
         o.server.assistant_name);
 
@@ -193,6 +193,9 @@ int main(int argc, char** argv) {
     auto m = load_for_inference(o.checkpoint, device, kernels_from_string(o.runtime.kernels),
                                 weight_format_from_string(o.weights));
     o.server.model_name = std::filesystem::path(o.checkpoint).filename().string();
+    if (!o.server.assistant_name.empty() && m.speaker_prefix)  // who answers a chat: one the model knows
+      o.server.assistant_name = require_known_speaker(m, "--assistant-name", o.server.assistant_name,
+                                                      "GET /props lists them, as does dracarys-infer --list-speakers");
     std::error_code no_probe;  // the training's probe record, when it lies beside the checkpoint
     if (o.server.probe_file.empty() && std::filesystem::exists(probe_path(o.checkpoint), no_probe))
       o.server.probe_file = probe_path(o.checkpoint);

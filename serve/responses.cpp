@@ -152,15 +152,16 @@ json openai_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer&
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
 }
 
-json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer) {
+json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer, bool opens_line) {
   json content = json::array();
   for (const auto& lp : logprobs) {
+    std::string text = piece_text(tokenizer, lp.id);
+    if (opens_line && content.empty() && !text.empty() && text.front() == ' ') text.erase(0, 1);
     json top = json::array();
     for (const auto& [id, logprob] : lp.top) {
-      const std::string text = piece_text(tokenizer, id);
-      top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes_of(text)}});
+      const std::string alternative = piece_text(tokenizer, id);
+      top.push_back({{"token", alternative}, {"logprob", logprob}, {"bytes", bytes_of(alternative)}});
     }
-    const std::string text = piece_text(tokenizer, lp.id);
     content.push_back({{"token", text}, {"logprob", lp.logprob}, {"bytes", bytes_of(text)}, {"top_logprobs", top}});
   }
   return {{"content", content}};

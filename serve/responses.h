@@ -54,8 +54,10 @@ json llama_probabilities(const std::vector<TokenLogprob>& logprobs, const Tokeni
 // OpenAI's legacy logprobs object: tokens, token_logprobs, top_logprobs, text_offset (counted
 // from `offset`, the length of any echoed prompt).
 json openai_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer, size_t offset);
-// OpenAI's chat logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}.
-json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer);
+// OpenAI's chat logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}. With
+// `opens_line`, the first token's leading space (the one after "name:", which `content` leaves
+// out) is left out too, so that the tokens join to `content`.
+json chat_logprobs(const std::vector<TokenLogprob>& logprobs, const Tokenizer& tokenizer, bool opens_line);
 
 // OpenAI's finish_reason: "stop" at the end of the utterance, else "length".
 std::string finish_reason(const CompletionResult& r);

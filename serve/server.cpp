@@ -64,6 +64,7 @@ std::optional<std::pair<int, std::string>> framing_problem(const httplib::Reques
 
 Server::Server(LoadedModel& model, ServerOptions options)
     : m_(model),
+      speaker_names_(model),
       o_(std::move(options)),
       admission_(o_.parallel, o_.queue),
       http_(std::make_unique<GuardedHttpServer>(o_.connections)) {

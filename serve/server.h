@@ -26,6 +26,7 @@
 
 #include "engine/completion.h"
 #include "engine/loaded_model.h"
+#include "engine/speaker_names.h"
 #include "serve/admission.h"
 #include "serve/batcher.h"
 #include "serve/guarded_http.h"
@@ -107,11 +108,14 @@ class Server {
   void handle_metrics(const httplib::Request& req, httplib::Response& res);
   void handle_tokenize(const httplib::Request& req, httplib::Response& res);
   void handle_detokenize(const httplib::Request& req, httplib::Response& res);
-  // The chat's scene as the model's tokens, ending with the answering speaker's prefix when
-  // one is known (serve/chat.cpp).
-  std::vector<TokenId> chat_prompt(const ChatRequest& r, std::string& answering) const;
+  // The chat (serve/openai.cpp): the scene as the model's tokens, who answers it, each choice.
+  std::vector<TokenId> chat_scene(const ChatRequest& r) const;
+  std::string chat_speaker(const ChatRequest& r, const std::vector<TokenId>& scene, const SamplingOptions& sampling);
+  bool complete_chat(const ChatRequest& r, std::vector<std::string>& names, const ChoicePiece& on_piece,
+                     const ChoiceEnd& on_end);
 
   LoadedModel& m_;
+  SpeakerNames speaker_names_;  // the checkpoint's speakers: who may answer a chat, where a line ends
   ServerOptions o_;
   Admission admission_;
   ServerMetrics metrics_;

@@ -169,8 +169,9 @@ TEST(Launchers, ResumeAutoStartsFreshContinuesItsOwnAndRefusesAnother) {
   const std::string args = run_args(corpus(d)) + " --eval-every 3 --resume auto --out " + d.file("run.pt");
   ASSERT_EQ(shell(kTrain + args + " --max-steps 3 2> " + d.file("a.log")), 0) << slurp(d.file("a.log"));
   EXPECT_NE(slurp(d.file("a.log")).find("holds no checkpoint yet, so this run starts fresh"), std::string::npos);
-  // The same command again continues it (here with nothing left to do).
-  ASSERT_EQ(shell(kTrain + args + " --max-steps 3 2> " + d.file("b.log")), 0) << slurp(d.file("b.log"));
+  // The same command again continues it (here with nothing left to do), with saves as often as
+  // it likes: --save-every changes when a run is saved, not what it computes.
+  ASSERT_EQ(shell(kTrain + args + " --max-steps 3 --save-every 2 2> " + d.file("b.log")), 0) << slurp(d.file("b.log"));
   EXPECT_NE(slurp(d.file("b.log")).find("resuming " + d.file("run.pt") + " at step 3"), std::string::npos)
       << slurp(d.file("b.log"));
   const std::string before = slurp(d.file("run.pt"));

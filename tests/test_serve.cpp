@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "checkpoint/checkpoint.h"
@@ -886,6 +887,84 @@ TEST_F(Serve, ChatIsTheSceneSpokenLineByLine) {
       post("/v1/chat/completions", json{{"messages", {{{"role", "system"}, {"content", "You are Cersei."}}}}}.dump());
   EXPECT_EQ(status3, 400) << e;
   EXPECT_NE(e["error"]["message"].get<std::string>().find("system"), std::string::npos);
+}
+
+// Each choice's log-probabilities join to its content, and the usage counts those tokens: the
+// speaker's name is the prompt's (before, the model's "name:" was scored and counted as well).
+static void expect_tokens_of_content(const json& j) {
+  int64_t scored = 0;
+  for (const auto& choice : j["choices"]) {
+    std::string joined;
+    for (const auto& t : choice["logprobs"]["content"]) joined += t["token"].get<std::string>(), ++scored;
+    EXPECT_EQ(joined, choice["message"]["content"]) << choice;
+  }
+  EXPECT_EQ(j["usage"]["completion_tokens"], scored) << j;
+}
+
+// Whoever the model picks to answer is one of the checkpoint's speakers, however hot the
+// sampling (before, it wrote the name freely: at temperature 3 any text before a ':').
+TEST_F(Serve, ChatAnswersOnlyAsACheckpointSpeaker) {
+  const json messages = {{{"role", "user"}, {"name", "ned stark"}, {"content", "Winter is coming."}}};
+  auto [status, j] = post(
+      "/v1/chat/completions",
+      json{{"messages", messages}, {"temperature", 3}, {"n", 4}, {"seed", 11}, {"max_tokens", 8}, {"logprobs", true}}
+          .dump());
+  ASSERT_EQ(status, 200) << j;
+  const std::set<std::string> speakers = {"ned stark", "robert baratheon", "cersei lannister"};
+  for (const auto& choice : j["choices"]) EXPECT_EQ(speakers.count(choice["message"].value("name", "")), 1u) << choice;
+  expect_tokens_of_content(j);
+  // Greedy, the pick is the scene's own next speaker, and the logprobs are the content's.
+  auto [status2, k] =
+      post("/v1/chat/completions", json{{"messages", messages}, {"temperature", 0}, {"logprobs", true}}.dump());
+  ASSERT_EQ(status2, 200) << k;
+  EXPECT_EQ(k["choices"][0]["message"]["name"], "robert baratheon");
+  EXPECT_EQ(k["choices"][0]["message"]["content"], "You were always the gloomy one.");
+  expect_tokens_of_content(k);
+  // --assistant-name answers every chat that names no speaker: it must be one of them too.
+  TempDir d;
+  expect_one_line_error(run(d, kServe + " -c " + ckpt_ + " --assistant-name Cersei"),
+                        "--assistant-name 'Cersei' is not a speaker of the training corpus; did you mean 'cersei "
+                        "lannister'?");
+}
+
+// A line that runs on into another speaker's "name:" ends there: a model that learned a line
+// with "robert baratheon:" inside it answers only its first part, and neither the logprobs nor
+// the usage count the cut tokens. Streamed, the same.
+TEST(ServeChat, TheAnswerStopsWhereAnotherSpeakerWouldBegin) {
+  TempDir d;
+  std::string text;
+  for (int i = 0; i < 8; ++i)
+    text += "ned stark: Winter is coming.\ncersei lannister: Go.robert baratheon: Wine!\nrobert baratheon: More.\n";
+  const std::string ckpt = d.file("runon.pt");
+  auto trained = train_once(d, d.write("runon.txt", text), kSceneShape + " --max-steps 500 --eval-every 500", ckpt);
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  ServerProcess server;
+  ASSERT_TRUE(server.start(kServe, {"-c", ckpt}, d.file("runon.log")));
+  httplib::Client c("127.0.0.1", server.port);
+  c.set_read_timeout(60);
+  const json ask = {{"messages", {{{"role", "user"}, {"name", "ned stark"}, {"content", "Winter is coming."}}}},
+                    {"speaker", "cersei lannister"},
+                    {"temperature", 0},
+                    {"logprobs", true}};
+  auto res = c.Post("/v1/chat/completions", ask.dump(), "application/json");
+  ASSERT_TRUE(res);
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "Go.") << j;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  expect_tokens_of_content(j);
+  json streamed = ask;
+  streamed["stream"] = true;
+  auto raw = c.Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(raw);
+  std::string content;
+  for (size_t at = 0, end; (end = raw->body.find("\n\n", at)) != std::string::npos; at = end + 2) {
+    const std::string data = raw->body.substr(at + 6, end - at - 6);
+    if (data == "[DONE]") break;
+    const auto delta = json::parse(data)["choices"][0]["delta"];
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(content, "Go.");
+  server.stop(SIGTERM);
 }
 
 // With --cors, a page from that origin may call the API: preflights answered, the header on

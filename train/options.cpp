@@ -337,7 +337,8 @@ nlohmann::json TrainOptions::run_identity() const {
   TrainOptions copy = *this;
   for_each_option(copy, [&j](const OptionSpec& spec, auto member) {
     if (spec.key.empty() && spec.on_resume != OnResume::kFixed) return;  // not stored: per process
-    if (spec.key == "threads" || spec.key == "intra_op_threads") return;
+    // how the run is carried out, not what it computes: a restart may change them
+    if (spec.key == "threads" || spec.key == "intra_op_threads" || spec.key == "save_every") return;
     j[spec.long_name()] = as_written(stored_member(member));
   });
   j["init-from"] = init_from;

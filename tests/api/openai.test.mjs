@@ -105,7 +105,8 @@ try {
   check(said === "The king is tired." && name === "cersei lannister", "streamed chat", { said, name });
   const withLogprobs = await client.chat.completions.create({ model: "scene.pt", messages: scene, temperature: 0,
                                                              logprobs: true, top_logprobs: 1 });
-  check(withLogprobs.choices[0].logprobs.content.map((t) => t.token).join("").endsWith("The king is tired."),
+  check(withLogprobs.choices[0].logprobs.content.map((t) => t.token).join("") === "The king is tired." &&
+        withLogprobs.usage.completion_tokens === withLogprobs.choices[0].logprobs.content.length,
         "chat logprobs", withLogprobs.choices[0].logprobs);
 
   // A field that would change the output and is not supported: refused, naming it.

@@ -75,9 +75,19 @@ async function hoverCell(page, canvas, readout, row, col) {
 
 // The walk through, for the chosen token: each box in the route's order with the route's shape,
 // and a number under the mouse equal to the route's; then the next box, the next head.
-async function checkWalkThrough(page, ids, chosen) {
+// It opens on the most focused head: the most weight on one earlier token but the first.
+async function checkWalkThrough(page, ids, chosen, attention) {
   await page.waitForSelector("#walk:not([hidden]) #boxes .box");
-  const want = await post("/trace", { tokens: ids, layer: 0, head: 0 });
+  let focused = { layer: 0, head: 0, weight: -1 };
+  attention.weights.forEach((heads, layer) => heads.forEach((rows, head) => rows[chosen].forEach((weight, key) => {
+    if (key >= 1 && key < chosen && weight > focused.weight) focused = { layer, head, weight };
+  })));
+  const framed = await page.$$eval("#grid .panel.telling h3", (hs) => hs.map((h) => h.textContent));
+  if (framed.length !== 1 || !framed[0].startsWith(`layer ${focused.layer}, head ${focused.head} `))
+    fail(`the framed panel is ${JSON.stringify(framed)}, not layer ${focused.layer}, head ${focused.head}`);
+  const opened = await page.$eval("#walk-focus", (e) => e.textContent);
+  if (!opened.startsWith(`Layer ${focused.layer}, head ${focused.head},`)) fail(`the walk opened on ${opened}`);
+  const want = await post("/trace", { tokens: ids, layer: focused.layer, head: focused.head });
   const boxes = await page.$$("#boxes .box");
   if (boxes.length !== want.boxes.length) fail(`${boxes.length} boxes on the page, ${want.boxes.length} from /trace`);
   for (let n = 0; n < Math.min(boxes.length, want.boxes.length); ++n) {
@@ -99,8 +109,11 @@ async function checkWalkThrough(page, ids, chosen) {
   const focus = await page.$eval("#walk-focus", (e) => e.textContent);
   if (!focus.includes(`box 2 of ${want.boxes.length}: ${want.boxes[1].title}`)) fail(`after "box ▶": ${focus}`);
   await page.click("#next-head");
-  await page.waitForFunction(() => document.getElementById("walk-focus").textContent.includes("head 1,"));
-  console.log(`walk through: ${want.boxes.length} boxes (${want.boxes.map((b) => b.name).join(", ")}) equal /trace's`);
+  const next = `Layer ${focused.layer}, head ${(focused.head + 1) % attention.heads},`;
+  await page.waitForFunction((n) => document.getElementById("walk-focus").textContent.startsWith(n), {}, next);
+  console.log(`walk through: opened on layer ${focused.layer}, head ${focused.head} (weight ` +
+              `${focused.weight.toFixed(3)}); ${want.boxes.length} boxes ` +
+              `(${want.boxes.map((b) => b.name).join(", ")}) equal /trace's`);
 }
 
 // The training slider: at each end, every panel shows that step's filters, equal to /probe's.
@@ -201,7 +214,7 @@ try {
   console.log(`page: "${text}"; token ${chosen} clicked; ${compared} weights equal the API's; screenshot ${screenshot}`);
 
   const ids = tokens.map((t) => t.id);
-  await checkWalkThrough(page, ids, chosen);
+  await checkWalkThrough(page, ids, chosen, answer);
   if (process.env.WALK) {
     const [layer, head] = process.env.WALK.split(",");
     await page.select("#walk-layer", layer);
