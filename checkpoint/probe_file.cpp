@@ -93,7 +93,11 @@ size_t ProbeRecord::max_snapshots() const {
 std::string probe_path(const std::string& checkpoint_path) { return checkpoint_path + ".probe"; }
 
 void add_snapshot(ProbeRecord& r, ProbeSnapshot snapshot) {
-  if (!r.snapshots.empty() && snapshot.step <= r.snapshots.back().step) return;
+  if (!r.snapshots.empty() && snapshot.step < r.snapshots.back().step) return;
+  if (!r.snapshots.empty() && snapshot.step == r.snapshots.back().step) {  // an evaluation's, with its loss
+    r.snapshots.back() = std::move(snapshot);
+    return;
+  }
   r.snapshots.push_back(std::move(snapshot));
   if (r.snapshots.size() <= r.max_snapshots()) return;
   // Too many: keep the first and every other one after it, and the newest.

@@ -44,8 +44,9 @@ struct ProbeRecord {
 
 std::string probe_path(const std::string& checkpoint_path);  // "PATH.probe"
 
-// Appends a snapshot (a step at or before the newest recorded one is not recorded again) and,
-// past max_snapshots(), keeps the first, every other one after it, and the newest.
+// Appends a snapshot (one of the newest recorded step replaces it: an evaluation's, with its
+// loss; an earlier step is not recorded) and, past max_snapshots(), keeps the first, every other
+// one after it, and the newest.
 void add_snapshot(ProbeRecord& record, ProbeSnapshot snapshot);
 // Forgets the snapshots after `step`: a resumed run continues from its checkpoint's step.
 void drop_after(ProbeRecord& record, int64_t step);

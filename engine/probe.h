@@ -1,5 +1,6 @@
-// The probe: one line whose attention filters training records at every evaluation, so that a
-// reader can watch them form, from the random filters of step 0 to meaningful ones
+// The probe: one line whose attention filters training records at every evaluation and every
+// --probe-every steps between, so that a reader can watch them form, from the random filters of
+// step 0 to meaningful ones
 // (dracarys-train --probe; the page's slider, GET /probe; dracarys-infer --probe-strip). The
 // file's format is checkpoint/probe_file.h's.
 #pragma once

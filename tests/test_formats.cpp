@@ -133,10 +133,19 @@ TEST(ProbeFile, SizeIsBoundedAndTheRunStaysCovered) {
   for (size_t i = 1; i < r.snapshots.size(); ++i) EXPECT_GT(r.snapshots[i].step, r.snapshots[i - 1].step);
   EXPECT_LE(probe_bytes(r).size(), kMaxProbeFileBytes);
   EXPECT_NO_THROW(parse_probe(probe_bytes(r), "p"));
-  // A step already recorded is not recorded again; a resumed run forgets what is past its step.
+  // The newest step recorded again (an evaluation's, with its loss) replaces it; an earlier one is
+  // not recorded; a resumed run forgets what is past its step.
   const auto before = r.snapshots.size();
-  add_snapshot(r, r.snapshots.back());
+  auto again = r.snapshots.back();
+  again.val_loss = 1.5;
+  add_snapshot(r, again);
   EXPECT_EQ(r.snapshots.size(), before);
+  EXPECT_EQ(r.snapshots.back().val_loss, 1.5);
+  auto earlier = r.snapshots[1];
+  earlier.step -= 1;
+  add_snapshot(r, earlier);
+  EXPECT_EQ(r.snapshots.size(), before);
+  EXPECT_EQ(r.snapshots.back().val_loss, 1.5);
   drop_after(r, 5000);
   EXPECT_LE(r.snapshots.back().step, 5000);
   // A model too large for even two snapshots has no room at all.

@@ -192,10 +192,10 @@ TEST(Resume, DropoutFromAnEpochIsNoDropoutUntilThenAndResumesAcrossTheSwitch) {
 }
 
 // The probe (dracarys-train --probe, checkpoint/probe_file.h): recorded from step 0 at every
-// evaluation; a run split and resumed records every step of the uninterrupted run, with the
-// same filters bit for bit, none repeated; a file that is ahead of its checkpoint (a crash
-// between the two writes) is cut back to the checkpoint's step; a damaged one is refused in one
-// line and left as it was; a file at OUT.probe that is not ours is never replaced.
+// evaluation and every --probe-every steps; a run split and resumed records every step of the uninterrupted run, with
+// the same filters bit for bit, none repeated; a file that is ahead of its checkpoint (a crash between the two writes)
+// is cut back to the checkpoint's step; a damaged one is refused in one line and left as it was; a file at OUT.probe
+// that is not ours is never replaced.
 TEST(Resume, ProbeIsRecordedAtEachEvaluationAndResumedExactly) {
   TempDir d;
   auto corpus = tiny_corpus(d);
@@ -214,6 +214,12 @@ TEST(Resume, ProbeIsRecordedAtEachEvaluationAndResumedExactly) {
   EXPECT_EQ(full.heads, 2);
   EXPECT_LE(std::filesystem::file_size(probe_path(d.file("full.pt"))), kMaxProbeFileBytes);
   EXPECT_FALSE(full.snapshots.front().filters == full.snapshots.back().filters) << "training changed no filter";
+  // Between evaluations every --probe-every steps (default 10, here with the evaluations); the
+  // last step, recorded by both, once. 0: at evaluations only.
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 25 --probe-every 5 --out " + d.file("often.pt")).code, 0);
+  EXPECT_EQ(steps_of(read_probe_file(probe_path(d.file("often.pt")))), (std::vector<int64_t>{0, 5, 10, 15, 20, 25}));
+  ASSERT_EQ(run(d, kTrain + common + " --max-steps 25 --probe-every 0 --out " + d.file("evals.pt")).code, 0);
+  EXPECT_EQ(steps_of(read_probe_file(probe_path(d.file("evals.pt")))), (std::vector<int64_t>{0, 10, 20, 25}));
 
   auto expect_same_steps = [&](const ProbeRecord& r, const std::vector<int64_t>& steps, const std::string& what) {
     ASSERT_EQ(steps_of(r), steps) << what;

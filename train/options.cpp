@@ -261,12 +261,19 @@ void for_each_option(TrainOptions& o, Visit&& visit) {
             .no_default(),
         o.prompt);
   visit(OptionSpec("--probe", io,
-                   "A line whose attention filters, every layer and head, each evaluation records beside the "
-                   "checkpoint in OUT.probe, so you can watch them form (dracarys-serve's page, dracarys-infer "
+                   "A line whose attention filters, every layer and head, each evaluation (and --probe-every) "
+                   "records beside the checkpoint in OUT.probe, so you can watch them form (dracarys-serve's page, "
+                   "dracarys-infer "
                    "--probe-strip); \"\" records none")
             .stored("probe")
             .no_default(),
         o.probe);
+  visit(OptionSpec("--probe-every", io,
+                   "The probe also records its filters every N steps between evaluations (0 = at evaluations "
+                   "only), so a short run shows them forming step by step; the file keeps at most 128 snapshots, "
+                   "dropping every other one as a long run goes on")
+            .range(0, kManySteps),
+        o.probe_every);
 
   for_each_runtime_option(o.runtime, visit);
   const char* rt = "Runtime";

@@ -69,8 +69,9 @@ struct TrainOptions {
   int64_t eval_windows = 256;
   int64_t patience = 0;  // stop after this many evaluations without a better validation loss (0 = never)
   std::string prompt = "cersei lannister: When you play the game of thrones, you";
-  // The line whose attention filters each evaluation records in OUT.probe (engine/probe.h); "" for none.
+  // The line whose attention filters training records in OUT.probe (engine/probe.h); "" for none.
   std::string probe = "cersei lannister: When you play the game of thrones, you";
+  int64_t probe_every = 10;  // the probe also records every N steps between evaluations (0: at evaluations only)
   std::string out = "dracarys.pt";
   std::string resume;     // continue this checkpoint's run: model, optimizer, settings, step;
                           // "auto": --out's, where it holds this run's checkpoint (see run_identity)

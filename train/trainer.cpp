@@ -133,6 +133,7 @@ class Trainer {
   void evaluate_and_save(double train_loss, int64_t steps_since_eval);
   void start_probe_record();
   void record_probe_now(double val_loss);
+  void write_probe();  // OUT.probe rewritten with the record so far
   void save(const std::string& path);
   void write_best_probe();
   void report_end();
@@ -169,7 +170,7 @@ class Trainer {
   Transformer model_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   std::ofstream metrics_;
-  std::optional<ProbeRecord> probe_;  // --probe: its filters at every evaluation (rank 0 only)
+  std::optional<ProbeRecord> probe_;  // --probe: its filters at evaluations and every --probe-every steps (rank 0 only)
 
   TrainingState state_;  // the step, the learning rate and the counters a checkpoint saves
 
@@ -392,6 +393,11 @@ void Trainer::start_probe_record() {
 void Trainer::record_probe_now(double val_loss) {
   if (!probe_) return;
   record_probe(*probe_, model_, state_.step, val_loss);
+  write_probe();
+}
+
+void Trainer::write_probe() {
+  if (!probe_) return;
   try {
     write_probe_file(probe_path(o_.out), *probe_);
   } catch (const std::exception& e) {
@@ -477,8 +483,13 @@ int Trainer::run() {
       evaluate_and_save(average, steps);
       window_start_ = Clock::now();  // the evaluation's time is not training speed
       window_steps_ = 0;
-    } else if (o_.save_every > 0 && state_.step % o_.save_every == 0 && dist_->is_main()) {
-      save(o_.out);  // between evaluations: what a restart after a crash would lose
+    } else {
+      if (probe_ && o_.probe_every > 0 && state_.step % o_.probe_every == 0)  // kept in memory until a save
+        record_probe(*probe_, model_, state_.step, std::numeric_limits<double>::quiet_NaN());
+      if (o_.save_every > 0 && state_.step % o_.save_every == 0 && dist_->is_main()) {
+        write_probe();
+        save(o_.out);  // between evaluations: what a restart after a crash would lose
+      }
     }
   }
 

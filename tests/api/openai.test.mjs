@@ -45,7 +45,8 @@ function startServer(ckpt) {
       if (m) resolve({ server, url: m[1] });
     });
     server.on("exit", (code) => reject(new Error("dracarys-serve exited with " + code)));
-    setTimeout(() => reject(new Error("dracarys-serve did not start in 60 s")), 60000);
+    // unref: a pending timer would hold the process open for its full minute after the test
+    setTimeout(() => reject(new Error("dracarys-serve did not start in 60 s")), 60000).unref();
   });
 }
 
