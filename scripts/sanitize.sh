@@ -10,8 +10,9 @@ generator=()
 command -v ninja >/dev/null 2>&1 && [ ! -f build-asan/Makefile ] && generator=(-G Ninja)
 # Unoptimised, with line tables: building is what takes time here (the tests spend theirs in
 # LibTorch, which is not rebuilt), and the reports still name file and line.
+# A unity build, as scripts/test.sh's (scripts/build.sh says why).
 cmake -S . -B build-asan "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" \
-  -DDRACARYS_SANITIZE=address,undefined >/dev/null
+  -DDRACARYS_SANITIZE=address,undefined -DCMAKE_UNITY_BUILD=ON >/dev/null
 # LibTorch and OpenBLAS keep some allocations for the life of the process; those are theirs.
 export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
