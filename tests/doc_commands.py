@@ -78,16 +78,13 @@ def commands(path):
             joined += " " + text.strip()
         elif transcript or STARTS.match(text):
             joined, start = text, n
-        elif found and found[-1][0] != -1 and line.strip():
-            found[-1][2].append(line)  # printed by the command before
-            continue
         else:
+            if found and line.strip():
+                found[-1][2].append(line)  # printed by the command before
             continue
         if joined.endswith("\\"):
             joined = joined[:-1].rstrip()
-        elif joined.endswith("|"):
-            pass
-        else:
+        elif not joined.endswith("|"):  # a pipe goes on to the next line, as a backslash does
             found.append((start, joined, []))
             joined = ""
     return found
